@@ -1,0 +1,60 @@
+# Sluice: the two commands are `make run` (a demo) and `make test` (everything, from a fresh
+# machine). One cargo profile (release) serves tests, the demo and benchmarks, so heavy crates
+# are built once.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+GUESTS := passthrough word-count enrich latest-state dedup hostile
+GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
+WASM_DIR := target/$(WASM_TARGET)/release
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := memcached redis-server redis-tools
+
+.PHONY: setup build examples test test-only run bench lint fmt clean-artifacts
+
+## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target, and
+## memcached + redis-server for the cache tests.
+setup:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@missing=""; for bin in memcached redis-server redis-benchmark; do \
+		command -v $$bin >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+## build: the runtime and the `sluice` binary.
+build:
+	$(CARGO) build --release -p sluice
+
+## examples: every guest component (examples and test guests) for wasm32-wasip2.
+examples: setup
+	$(CARGO) build --release --target $(WASM_TARGET) $(GUEST_FLAGS)
+
+## lint: formatting and clippy, warnings denied.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(GUEST_FLAGS) -- -D warnings
+
+## test: lint, build the guests, then run every test (unit, SDK, examples, integration).
+test: setup lint examples test-only
+
+test-only:
+	$(CARGO) test --release --workspace
+
+## run: the demo: word-count counting words of a sample file, on the in-memory cache.
+run: examples build
+	$(CARGO) run --release -q -p sluice -- run --module $(WASM_DIR)/word_count.wasm \
+		--input guest-examples/word-count/sample.jsonl
+
+## bench: engine and cache benchmarks, each beside a native baseline measured in the same run.
+bench: setup examples
+	$(CARGO) bench -p sluice-tests
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-artifacts:
+	rm -rf target/sluice-artifacts

@@ -1,0 +1,150 @@
+//! The WebAssembly engine: turns module bytes into validated, compiled [`Module`]s and runs
+//! them as [`FunctionInstance`]s under [`Limits`].
+//!
+//! The engine owns wasmtime's configuration (component model, async host calls, epoch
+//! interruption, the pooling allocator), the linker with the host's imports, the epoch ticker
+//! and the on-disk cache of compiled artifacts. It knows nothing of Kafka: a source hands it
+//! batches of records and takes back results.
+
+mod artifacts;
+pub(crate) mod bindings;
+mod guest_log;
+mod host;
+mod instance;
+mod limits;
+mod module;
+
+pub use host::FunctionContext;
+pub use instance::{BatchError, FunctionInstance};
+pub use limits::Limits;
+pub use module::{Module, ModuleDigest, ModuleError};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use artifacts::ArtifactCache;
+use host::HostState;
+
+/// How to build an [`Engine`].
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Limits on modules and instances.
+    pub limits: Limits,
+    /// Where compiled modules are kept across restarts; `None` keeps nothing on disk.
+    pub artifact_dir: Option<PathBuf>,
+}
+
+/// A shared engine: one per runtime process. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    artifacts: Option<ArtifactCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// An engine with `config`. Starts the epoch ticker thread, which ends with the engine.
+    pub fn new(config: EngineConfig) -> anyhow::Result<Engine> {
+        let limits = config.limits;
+        let wasmtime = wasmtime::Engine::new(&wasmtime_config(&limits)?)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("cannot configure the WebAssembly engine")?;
+        let linker = linker(&wasmtime)?;
+        let artifacts = match &config.artifact_dir {
+            Some(dir) => Some(
+                ArtifactCache::open(dir, &wasmtime)
+                    .with_context(|| format!("cannot open the compiled module cache at {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        start_epoch_ticker(&wasmtime, ticker_stop.clone())?;
+        Ok(Engine { inner: Arc::new(EngineInner { wasmtime, linker, limits, artifacts, ticker_stop }) })
+    }
+
+    /// Checks, compiles (or loads from the artifact cache) and prepares a module.
+    ///
+    /// Compilation takes from milliseconds to seconds; call this off the async executor's
+    /// hot path (for example with `tokio::task::spawn_blocking`).
+    pub fn load(&self, bytes: &[u8]) -> Result<Module, ModuleError> {
+        Module::load(self, bytes)
+    }
+
+    /// The limits instances of this engine run under.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {
+        &self.inner.wasmtime
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    fn artifacts(&self) -> Option<&ArtifactCache> {
+        self.inner.artifacts.as_ref()
+    }
+}
+
+fn wasmtime_config(limits: &Limits) -> anyhow::Result<wasmtime::Config> {
+    let mut config = wasmtime::Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+
+    let mut pool = PoolingAllocationConfig::default();
+    // One component instance per worker. A component built by wasm-component-ld has a few
+    // core instances (the program and small shims) with their tables.
+    pool.total_component_instances(limits.max_instances);
+    pool.total_core_instances(limits.max_instances * 8);
+    pool.total_memories(limits.max_instances * 2);
+    pool.total_tables(limits.max_instances * 8);
+    pool.total_stacks(limits.max_instances);
+    pool.max_memory_size(limits.max_memory_bytes);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(config)
+}
+
+fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    let wit = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wit)?;
+    bindings::Processor::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state).map_err(wit)?;
+    Ok(linker)
+}
+
+fn start_epoch_ticker(engine: &wasmtime::Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("sluice-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Limits::EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
+}
