@@ -5,12 +5,24 @@
 //! partition and in order, and gives it fast calls to a cache.
 //!
 //! The crate is laid out along the flow of a record:
+//! - [`source`]: where records come from (a Kafka consumer group);
 //! - [`record`]: the records that go in and come out;
 //! - [`engine`]: modules, instances and their limits (wasmtime);
-//! - [`cache`]: the cache capability and its backends;
-//! - [`runner`]: the local runner behind `sluice run`, which feeds a function from a file.
+//! - [`cache`]: the cache capability the function calls, and its backends;
+//! - [`sink`]: where outputs and dead letters go (a Kafka producer);
+//! - [`pipeline`]: source, engine and sink put together, with the delivery guarantee;
+//! - [`kafka`]: the cluster connection settings shared by source and sink;
+//! - [`runner`]: the local runner behind `sluice run`, which feeds a function from a file;
+//! - [`serve`] and [`dev`]: `sluice serve` (pipelines from a config file) and `sluice dev`
+//!   (an embedded Kafka and a synthetic stream, for a first look).
 
 pub mod cache;
+pub mod dev;
 pub mod engine;
+pub mod kafka;
+pub mod pipeline;
 pub mod record;
 pub mod runner;
+pub mod serve;
+pub mod sink;
+pub mod source;

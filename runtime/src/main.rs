@@ -6,8 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use sluice::dev::DevOptions;
 use sluice::engine::{Engine, EngineConfig};
 use sluice::runner::{self, RunOptions};
+use sluice::serve::{Runtime, ServeConfig, shutdown_signal};
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Sluice: run WebAssembly stream functions on every record of a stream.
@@ -23,6 +26,40 @@ enum Command {
     /// Run a function locally over records from a file or stdin, on the in-memory cache, and
     /// print its outputs, errors and cache effects.
     Run(RunArgs),
+    /// Run the pipelines of a config file against a Kafka cluster until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+    /// A demo on embedded defaults: an in-process Kafka mock cluster, the in-memory cache, a
+    /// function fed a synthetic stream, and live results in the terminal.
+    Dev(DevArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The config file (TOML): [kafka] and one [[pipeline]] table per pipeline.
+    #[arg(long, short, env = "SLUICE_CONFIG")]
+    config: PathBuf,
+    /// Bootstrap servers, overriding the config file's `kafka.brokers`.
+    #[arg(long, env = "SLUICE_BROKERS")]
+    brokers: Option<String>,
+    /// Print each pipeline's status every this many seconds (0: never).
+    #[arg(long, default_value_t = 10)]
+    status_every: u64,
+}
+
+#[derive(clap::Args)]
+struct DevArgs {
+    /// The function to run; the word-count example by default.
+    #[arg(long, short, default_value = "target/wasm32-wasip2/release/word_count.wasm")]
+    module: PathBuf,
+    /// Records per second fed to the input topic.
+    #[arg(long, default_value_t = 2000)]
+    rate: u32,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +94,43 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Dev(args) => runtime.block_on(sluice::dev::run(DevOptions {
+            module: args.module,
+            rate: args.rate,
+            partitions: args.partitions,
+            duration: args.seconds.map(Duration::from_secs),
+        })),
     }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServeConfig::load(&args.config)?;
+    if let Some(brokers) = args.brokers {
+        config.kafka.brokers = brokers;
+    }
+    let runtime = Runtime::start(&config).await?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
+    ticker.tick().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ticker.tick(), if args.status_every > 0 => {
+                for pipeline in runtime.pipelines() {
+                    let s = pipeline.status();
+                    tracing::info!(
+                        pipeline = %s.name, records_in = s.records_in, records_out = s.records_out,
+                        failed = s.failed, dead_letters = s.dead_letters, "status"
+                    );
+                }
+            }
+        }
+    }
+    tracing::info!("stopping");
+    runtime.stop().await;
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

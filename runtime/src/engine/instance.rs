@@ -102,6 +102,29 @@ pub enum BatchError {
     },
 }
 
+impl BatchError {
+    /// A short stable name for the fault, used in dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BatchError::CpuLimit { .. } => "cpu-limit",
+            BatchError::Timeout { .. } => "timeout",
+            BatchError::MemoryLimit { .. } => "memory-limit",
+            BatchError::TableLimit { .. } => "table-limit",
+            BatchError::StackOverflow { .. } => "stack-overflow",
+            BatchError::Trap { .. } => "trap",
+            BatchError::OutputLimit { .. } => "output-limit",
+            BatchError::ResultCount { .. } => "result-count",
+            BatchError::Instantiate { .. } => "instantiate",
+        }
+    }
+
+    /// `true` when the same records may succeed on another try: a timeout (a slow cache) or
+    /// a failed instantiation. Limits, traps and contract breaches are deterministic.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BatchError::Timeout { .. } | BatchError::Instantiate { .. })
+    }
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() { String::new() } else { format!(" (guest stderr: {stderr})") }
 }
@@ -145,7 +168,7 @@ impl FunctionInstance {
         let function = self.context.name.clone();
         let mut live = match self.live.take() {
             Some(live) => live,
-            None => self.instantiate(&limits).await?,
+            None => instantiate(&self.engine, &self.module, &self.context, &limits).await?,
         };
         live.store.data_mut().start_call();
         live.store.set_epoch_deadline(1);
@@ -160,29 +183,35 @@ impl FunctionInstance {
         check_results(&function, &limits, batch.len(), &results)?;
         Ok(results)
     }
+}
 
-    async fn instantiate(&self, limits: &Limits) -> Result<Live, BatchError> {
-        let mut store = Store::new(self.engine.wasmtime(), HostState::new(self.context.clone(), limits.clone()));
-        store.limiter(|state| state);
-        let budget = limits.cpu_ticks_per_call();
-        store.epoch_deadline_callback(move |mut store| {
-            let state = store.data_mut();
-            state.cpu_ticks += 1;
-            if state.cpu_ticks > budget {
-                state.breach = Some(Breach::Cpu);
-                return Err(wasmtime::Error::msg("CPU time limit exceeded"));
-            }
-            // Let other workers on this thread run, then check again after one more tick.
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
-        let function = self.context.name.clone();
-        let instantiate = self.module.pre().instantiate_async(&mut store);
-        match tokio::time::timeout(limits.call_timeout, instantiate).await {
-            Ok(Ok(processor)) => Ok(Live { store, processor }),
-            Ok(Err(e)) => Err(BatchError::Instantiate { function, reason: format!("{e:#}") }),
-            Err(_) => Err(BatchError::Timeout { function, limit: limits.call_timeout }),
+/// A fresh instance of `module` in a new store with `context`, limited by `limits`.
+async fn instantiate(
+    engine: &Engine,
+    module: &Module,
+    context: &FunctionContext,
+    limits: &Limits,
+) -> Result<Live, BatchError> {
+    let mut store = Store::new(engine.wasmtime(), HostState::new(context.clone(), limits.clone()));
+    store.limiter(|state| state);
+    let budget = limits.cpu_ticks_per_call();
+    store.epoch_deadline_callback(move |mut store| {
+        let state = store.data_mut();
+        state.cpu_ticks += 1;
+        if state.cpu_ticks > budget {
+            state.breach = Some(Breach::Cpu);
+            return Err(wasmtime::Error::msg("CPU time limit exceeded"));
         }
+        // Let other workers on this thread run, then check again after one more tick.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    let function = context.name.clone();
+    let instantiate = module.pre().instantiate_async(&mut store);
+    match tokio::time::timeout(limits.call_timeout, instantiate).await {
+        Ok(Ok(processor)) => Ok(Live { store, processor }),
+        Ok(Err(e)) => Err(BatchError::Instantiate { function, reason: format!("{e:#}") }),
+        Err(_) => Err(BatchError::Timeout { function, limit: limits.call_timeout }),
     }
 }
 

@@ -1,0 +1,204 @@
+//! `sluice dev`: everything on the embedded defaults, for a first look. It starts a Kafka
+//! mock cluster inside the process (on loopback, so other clients can connect too), creates
+//! the demo topics, runs a function as a pipeline on the in-memory cache, feeds it a
+//! synthetic stream, and prints live results: counters, throughput and the latest outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::cache::{Cache, MemoryCache, Namespace};
+use crate::engine::{Engine, EngineConfig};
+use crate::kafka::KafkaConfig;
+use crate::pipeline::Pipeline;
+use crate::pipeline::spec::{PipelineSpec, Processing};
+use crate::serve::{load_module, shutdown_signal};
+
+/// The demo's input topic.
+pub const INPUT_TOPIC: &str = "sentences";
+/// The demo's output topic.
+pub const OUTPUT_TOPIC: &str = "word-counts";
+
+/// Settings of the demo.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The function; the `word-count` example by default.
+    pub module: PathBuf,
+    /// Records per second fed to the input topic.
+    pub rate: u32,
+    /// Partitions of the input topic.
+    pub partitions: i32,
+    /// Stop after this long; run until Ctrl-C when `None`.
+    pub duration: Option<Duration>,
+}
+
+/// Words of the synthetic stream, the first ones far more frequent (a Zipf-like skew).
+const WORDS: [&str; 24] = [
+    "the",
+    "stream",
+    "of",
+    "records",
+    "flows",
+    "through",
+    "a",
+    "sluice",
+    "and",
+    "every",
+    "function",
+    "counts",
+    "words",
+    "in",
+    "order",
+    "per",
+    "partition",
+    "while",
+    "cache",
+    "keeps",
+    "state",
+    "kafka",
+    "wasm",
+    "fast",
+];
+
+struct Sentences(u64);
+
+impl Sentences {
+    fn next(&mut self) -> String {
+        let mut words = Vec::new();
+        for _ in 0..6 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            // Squaring a uniform draw favours small indexes.
+            let u = (self.0 % 10_000) as f64 / 10_000.0;
+            words.push(WORDS[((u * u) * WORDS.len() as f64) as usize]);
+        }
+        words.join(" ")
+    }
+}
+
+/// Runs the demo until Ctrl-C or the end of `options.duration`.
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka mock cluster")?;
+    cluster.create_topic(INPUT_TOPIC, options.partitions, 1)?;
+    cluster.create_topic(OUTPUT_TOPIC, options.partitions, 1)?;
+    cluster.create_topic("demo.dlq", 1, 1)?;
+    let brokers = cluster.bootstrap_servers();
+    println!("embedded Kafka (mock cluster) at {brokers}; topics {INPUT_TOPIC} -> {OUTPUT_TOPIC}");
+
+    let engine = Engine::new(EngineConfig::default())?;
+    let module =
+        load_module(&engine, &options.module).await.context("run `make examples` to build the example functions")?;
+    println!(
+        "function {} ({}, {} KiB, compiled in {:?})",
+        options.module.display(),
+        module.digest().short(),
+        module.size() / 1024,
+        module.compile_time()
+    );
+
+    let kafka = KafkaConfig::new(brokers.clone());
+    let spec = PipelineSpec {
+        name: "demo".into(),
+        inputs: vec![INPUT_TOPIC.into()],
+        outputs: BTreeMap::from([("default".to_string(), OUTPUT_TOPIC.to_string())]),
+        module: options.module.display().to_string(),
+        cache: "memory://".into(),
+        namespace: None,
+        config: BTreeMap::new(),
+        processing: Processing::default(),
+    };
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("demo")?);
+    let pipeline = Pipeline::start(spec, &kafka, &engine, module, cache).await?;
+
+    let feeder = tokio::spawn(feed(kafka.clone(), options.rate));
+    let outputs = watch_outputs(&kafka, options.partitions)?;
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut latest: HashMap<String, i64> = HashMap::new();
+    let mut last = (0u64, 0u64, Instant::now());
+    let stop = async {
+        match options.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => shutdown_signal().await,
+        }
+    };
+    tokio::pin!(stop);
+    println!("feeding {} records/s; press Ctrl-C to stop", options.rate);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            message = outputs.recv() => {
+                if let Ok(message) = message {
+                    let word = message.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
+                    let count = message.payload().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let entry = latest.entry(word).or_insert(0);
+                    *entry = (*entry).max(count);
+                }
+            }
+            _ = ticker.tick() => {
+                let status = pipeline.status();
+                let seconds = last.2.elapsed().as_secs_f64().max(0.001);
+                let rate_in = (status.records_in - last.0) as f64 / seconds;
+                let rate_out = (status.records_out - last.1) as f64 / seconds;
+                last = (status.records_in, status.records_out, Instant::now());
+                let mut top: Vec<_> = latest.iter().collect();
+                top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let top: Vec<String> = top.iter().take(6).map(|(w, n)| format!("{w}={n}")).collect();
+                println!(
+                    "[{:>4}s] in {:>8}  out {:>9}  failed {}  | {:>7.0} rec/s in {:>8.0} out/s | top: {}",
+                    started.elapsed().as_secs(), status.records_in, status.records_out, status.failed,
+                    rate_in, rate_out, top.join(" ")
+                );
+            }
+        }
+    }
+    // Stop every client before the cluster they talk to.
+    feeder.abort();
+    let _ = feeder.await;
+    drop(outputs);
+    pipeline.stop().await;
+    drop(cluster);
+    Ok(())
+}
+
+/// Produces synthetic sentences at `rate` records per second, forever.
+async fn feed(kafka: KafkaConfig, rate: u32) -> anyhow::Result<()> {
+    let producer: FutureProducer = kafka.client_config().set("linger.ms", "5").create()?;
+    let mut sentences = Sentences(0x9e37_79b9_7f4a_7c15);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let per_tick = (rate / 10).max(1);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        for _ in 0..per_tick {
+            let key = format!("line-{n}");
+            let value = sentences.next();
+            n += 1;
+            let record = FutureRecord::to(INPUT_TOPIC).key(&key).payload(&value);
+            if let Err((e, _)) = producer.send_result(record) {
+                tracing::warn!("demo feeder: {e}");
+            }
+        }
+    }
+}
+
+/// A consumer of every partition of the output topic, from the beginning.
+fn watch_outputs(kafka: &KafkaConfig, partitions: i32) -> anyhow::Result<StreamConsumer> {
+    let consumer: StreamConsumer =
+        kafka.client_config().set("group.id", "sluice-dev-watcher").set("enable.auto.commit", "false").create()?;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(OUTPUT_TOPIC, p, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}

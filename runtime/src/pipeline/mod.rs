@@ -1,0 +1,317 @@
+//! Pipelines: a Kafka source, a function, and a Kafka sink, with Sluice's delivery guarantee.
+//!
+//! A [`Pipeline`] owns one consumer in its consumer group and one [`worker`] per assigned
+//! partition. Workers run in parallel; each processes its partition in offset order and
+//! stores an offset for commit only after every output and dead letter it caused is
+//! acknowledged (at-least-once). On a rebalance, workers of revoked partitions stop and their
+//! unfinished batch is left uncommitted; new workers start at the committed offset.
+
+pub mod spec;
+
+mod failure;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::Offset;
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::message::Message as _;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::cache::Cache;
+use crate::engine::{Engine, FunctionContext, FunctionInstance, Module};
+use crate::kafka::KafkaConfig;
+use crate::sink::kafka::KafkaSink;
+use crate::source::kafka::{self as source, AssignmentEvent, KafkaConsumer};
+use spec::{FailurePolicy, PipelineSpec};
+use worker::PartitionWorker;
+
+/// How long a stopping pipeline waits for the producer to send what it queued.
+const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What a pipeline's workers share.
+pub(crate) struct Shared {
+    pub(crate) spec: PipelineSpec,
+    engine: Engine,
+    module: Module,
+    cache: Cache,
+    pub(crate) consumer: Arc<KafkaConsumer>,
+    pub(crate) sink: KafkaSink,
+    pub(crate) stats: PipelineStats,
+    /// Wakes workers blocked under the `block` policy.
+    pub(crate) unblock: Notify,
+}
+
+impl Pipeline {
+    /// Starts `spec` with `module` on the cluster `kafka`, its cache calls going to `cache`
+    /// (already namespaced for this pipeline).
+    pub async fn start(
+        spec: PipelineSpec,
+        kafka: &KafkaConfig,
+        engine: &Engine,
+        module: Module,
+        cache: Cache,
+    ) -> anyhow::Result<Pipeline> {
+        spec.validate()?;
+        kafka.validate().map_err(|e| anyhow::anyhow!("pipeline {}: {e}", spec.name))?;
+        let (prepare_spec, prepare_kafka) = (spec.clone(), kafka.clone());
+        tokio::task::spawn_blocking(move || source::prepare_start(&prepare_spec, &prepare_kafka))
+            .await
+            .context("start-offset task failed")??;
+        let sink = KafkaSink::new(&spec.name, kafka)?;
+        let (consumer, events) = source::subscribe(&spec, kafka)?;
+        let shared = Arc::new(Shared {
+            spec,
+            engine: engine.clone(),
+            module,
+            cache,
+            consumer,
+            sink,
+            stats: PipelineStats::default(),
+            unblock: Notify::new(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(run(shared.clone(), events, shutdown_rx));
+        tracing::info!(pipeline = %shared.spec.name, module = %shared.module.digest(), "pipeline started");
+        Ok(Pipeline { shared, shutdown, task })
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.shared.spec.name
+    }
+
+    /// The pipeline's spec.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.shared.spec
+    }
+
+    /// Counters and per-partition state, now.
+    pub fn status(&self) -> PipelineStatus {
+        self.shared.stats.snapshot(&self.shared.spec.name, self.shared.module.digest().to_string())
+    }
+
+    /// Resumes partitions blocked under the `block` policy: each tries its failed record again.
+    pub fn unblock(&self) {
+        self.shared.unblock.notify_waiters();
+    }
+
+    /// Stops: workers finish the batch in hand (or leave it uncommitted), stored offsets are
+    /// committed, and the producer sends what it queued.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        tracing::info!(pipeline = %self.shared.spec.name, "pipeline stopped");
+    }
+}
+
+/// The pipeline's main task: polls the consumer (which runs the rebalance callbacks) and
+/// starts and stops partition workers.
+async fn run(
+    shared: Arc<Shared>,
+    mut events: mpsc::UnboundedReceiver<AssignmentEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut workers: HashMap<(String, i32), (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    loop {
+        tokio::select! {
+            message = shared.consumer.recv() => match message {
+                Ok(message) => {
+                    // A record reached the main queue before its partition queue was split:
+                    // rewind the partition so its worker reads it in order.
+                    let (topic, partition, offset) = (message.topic().to_owned(), message.partition(), message.offset());
+                    drop(message);
+                    tracing::debug!(pipeline = %shared.spec.name, %topic, partition, offset, "rewinding a record read on the main queue");
+                    if let Err(e) = shared.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                        tracing::warn!(pipeline = %shared.spec.name, %topic, partition, "cannot rewind to offset {offset}: {e}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pipeline = %shared.spec.name, "kafka consumer: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            Some(event) = events.recv() => match event {
+                AssignmentEvent::Assigned(queues) => {
+                    for (topic, partition, queue) in queues {
+                        let (stop, stop_rx) = watch::channel(false);
+                        let worker = shared.worker(topic.clone(), partition, queue, stop_rx);
+                        workers.insert((topic, partition), (stop, tokio::spawn(worker.run())));
+                    }
+                }
+                AssignmentEvent::Revoked(partitions) => {
+                    for key in partitions {
+                        if let Some((stop, _)) = workers.remove(&key) {
+                            let _ = stop.send(true);
+                        }
+                    }
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    for (stop, _) in workers.values() {
+        let _ = stop.send(true);
+    }
+    for (_, (_, handle)) in workers {
+        let _ = handle.await;
+    }
+    if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(pipeline = %shared.spec.name, "final commit: {e}");
+    }
+    shared.sink.flush(STOP_FLUSH_TIMEOUT);
+}
+
+impl Shared {
+    fn worker(
+        self: &Arc<Self>,
+        topic: String,
+        partition: i32,
+        queue: source::PartitionQueue,
+        stop: watch::Receiver<bool>,
+    ) -> PartitionWorker {
+        let context = FunctionContext {
+            name: format!("pipeline {} partition {topic}/{partition}", self.spec.name).into(),
+            cache: self.cache.clone(),
+            config: Arc::new(self.spec.config.clone()),
+        };
+        let instance = FunctionInstance::new(&self.engine, &self.module, context);
+        PartitionWorker { shared: self.clone(), topic, partition, queue, instance, stop }
+    }
+
+    pub(crate) fn set_partition_state(&self, topic: &str, partition: i32, state: PartitionState) {
+        self.stats.partition(topic, partition, |p| p.state = state);
+    }
+
+    pub(crate) fn set_partition_offset(&self, topic: &str, partition: i32, next_offset: i64) {
+        self.stats.partition(topic, partition, |p| p.next_offset = Some(next_offset));
+    }
+}
+
+/// Where a partition worker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum PartitionState {
+    /// Processing records.
+    Running,
+    /// Held at a failed record under the `block` policy.
+    Blocked {
+        /// The failed record's offset.
+        offset: i64,
+    },
+    /// Not assigned to this runtime any more.
+    Stopped,
+}
+
+/// A pipeline's counters.
+#[derive(Default)]
+pub(crate) struct PipelineStats {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    batches: AtomicU64,
+    failed: AtomicU64,
+    dead_letters: AtomicU64,
+    skipped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+}
+
+impl PipelineStats {
+    fn record_batch(&self, records: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records_in.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    fn record_outputs(&self, outputs: usize) {
+        self.records_out.fetch_add(outputs as u64, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self, policy: FailurePolicy, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        match policy {
+            FailurePolicy::DeadLetter => self.dead_letters.fetch_add(1, Ordering::Relaxed),
+            FailurePolicy::Skip => self.skipped.fetch_add(1, Ordering::Relaxed),
+            FailurePolicy::Block => 0,
+        };
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    fn partition(&self, topic: &str, partition: i32, update: impl FnOnce(&mut PartitionStatus)) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = partitions.entry((topic.to_owned(), partition)).or_insert_with(|| PartitionStatus {
+            topic: topic.to_owned(),
+            partition,
+            next_offset: None,
+            state: PartitionState::Running,
+        });
+        update(entry);
+    }
+
+    fn snapshot(&self, name: &str, module: String) -> PipelineStatus {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        PipelineStatus {
+            name: name.to_owned(),
+            module,
+            records_in: load(&self.records_in),
+            records_out: load(&self.records_out),
+            batches: load(&self.batches),
+            failed: load(&self.failed),
+            dead_letters: load(&self.dead_letters),
+            skipped: load(&self.skipped),
+            last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+        }
+    }
+}
+
+/// One partition as seen by this runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionStatus {
+    /// Input topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to process, as stored for commit; `None` before the first batch.
+    pub next_offset: Option<i64>,
+    /// The worker's state.
+    #[serde(flatten)]
+    pub state: PartitionState,
+}
+
+/// A pipeline's counters and partitions at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineStatus {
+    /// The pipeline.
+    pub name: String,
+    /// The module digest running.
+    pub module: String,
+    /// Records consumed (counted per batch processed, retries not counted again).
+    pub records_in: u64,
+    /// Outputs produced and acknowledged.
+    pub records_out: u64,
+    /// Batches processed.
+    pub batches: u64,
+    /// Records that failed for good.
+    pub failed: u64,
+    /// Records written to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Records skipped under the `skip` policy.
+    pub skipped: u64,
+    /// The latest failure, with its pipeline, partition and offset.
+    pub last_error: Option<String>,
+    /// Partitions this runtime has worked on.
+    pub partitions: Vec<PartitionStatus>,
+}

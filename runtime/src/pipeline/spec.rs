@@ -1,0 +1,239 @@
+//! What a pipeline is, as an operator declares it: its topics, function, cache, settings for
+//! the function, and how records are batched, retried and failed. Every default is here.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The name of the default output in [`PipelineSpec::outputs`].
+pub const DEFAULT_OUTPUT: &str = "default";
+
+/// One pipeline: consume `inputs`, run the function on every record, produce to `outputs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Unique name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`. It names the consumer group
+    /// (`sluice.<name>`), the default cache namespace and the default dead-letter topic.
+    pub name: String,
+    /// Topics to consume.
+    pub inputs: Vec<String>,
+    /// Output topics by name. The output named `default` receives outputs without a target;
+    /// a function names another with `target`. Outputs naming an undeclared target fail
+    /// their input record.
+    pub outputs: BTreeMap<String, String>,
+    /// The function: where its component is (a file path for `sluice serve`).
+    pub module: String,
+    /// The cache the function's `cache` calls use: `memory://` (the default), `redis://...`,
+    /// `memcache://...`.
+    #[serde(default = "default_cache")]
+    pub cache: String,
+    /// The cache namespace; the pipeline's name when absent. Pipelines that name the same
+    /// namespace share their keys.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Settings handed to the function's `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Batching, retries and failure handling.
+    #[serde(default)]
+    pub processing: Processing,
+}
+
+fn default_cache() -> String {
+    "memory://".into()
+}
+
+/// How records are batched, retried and failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Processing {
+    /// Most records per function call. Default 500.
+    pub batch_size: usize,
+    /// Most record bytes (key + value) per function call. Default 4 MiB.
+    pub batch_max_bytes: usize,
+    /// How long a batch waits for more records once it has one. Default 20 ms.
+    pub linger_ms: u64,
+    /// Retries of a record that failed with a retryable error (a cache outage, a timeout),
+    /// after the first attempt. Default 5.
+    pub max_retries: u32,
+    /// Delay before the first retry; doubled each time up to `retry_backoff_max_ms`.
+    /// Default 100 ms.
+    pub retry_backoff_ms: u64,
+    /// Longest delay between retries. Default 5,000 ms.
+    pub retry_backoff_max_ms: u64,
+    /// What happens to a record that failed for good. Default `dead-letter`.
+    pub on_failure: FailurePolicy,
+    /// The dead-letter topic; `<name>.dlq` when absent.
+    pub dead_letter_topic: Option<String>,
+    /// Where a new pipeline (a consumer group without committed offsets) starts.
+    /// Default `earliest`.
+    pub start: StartPosition,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Processing {
+            batch_size: 500,
+            batch_max_bytes: 4 * 1024 * 1024,
+            linger_ms: 20,
+            max_retries: 5,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 5_000,
+            on_failure: FailurePolicy::DeadLetter,
+            dead_letter_topic: None,
+            start: StartPosition::Earliest,
+        }
+    }
+}
+
+impl Processing {
+    /// The delay before retry number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u64.saturating_pow(attempt.saturating_sub(1));
+        Duration::from_millis(self.retry_backoff_ms.saturating_mul(factor).min(self.retry_backoff_max_ms))
+    }
+}
+
+/// What happens to a record that failed for good (a fatal error, a trap, or retries spent).
+/// The names follow Kafka Connect's `errors.tolerance` and dead-letter conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Write the original record, with error headers, to the dead-letter topic; go on.
+    DeadLetter,
+    /// Log and count the record; go on.
+    Skip,
+    /// Stop the partition at the record, uncommitted, until an operator acts.
+    Block,
+}
+
+/// Where a new consumer group starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartPosition {
+    /// The oldest record still in each partition.
+    Earliest,
+    /// Only records produced after the pipeline starts.
+    Latest,
+    /// The first record at or after this time (milliseconds since the Unix epoch).
+    Timestamp(i64),
+    /// Explicit offsets per `topic` and partition; other partitions start at the earliest.
+    Offsets(BTreeMap<String, BTreeMap<i32, i64>>),
+}
+
+/// A spec that cannot run, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("pipeline {pipeline:?}: {reason}")]
+pub struct SpecError {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl PipelineSpec {
+    /// Checks everything that can be checked without a broker.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let fail = |reason: String| Err(SpecError { pipeline: self.name.clone(), reason });
+        let allowed = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        let valid_topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed(s);
+        if self.name.is_empty() || self.name.len() > 64 || !allowed(&self.name) {
+            return fail("the name must be 1 to 64 ASCII letters, digits, '_', '-' or '.'".into());
+        }
+        if self.inputs.is_empty() {
+            return fail("at least one input topic is required".into());
+        }
+        if !self.outputs.contains_key(DEFAULT_OUTPUT) {
+            return fail(format!("outputs must name a `{DEFAULT_OUTPUT}` topic"));
+        }
+        for topic in self.inputs.iter().chain(self.outputs.values()).chain([&self.dead_letter_topic()]) {
+            if !valid_topic(topic) {
+                return fail(format!("{topic:?} is not a valid topic name"));
+            }
+        }
+        if let Some(input) = self.inputs.iter().find(|t| self.outputs.values().any(|o| o == *t)) {
+            return fail(format!("topic {input:?} is both an input and an output, which would loop forever"));
+        }
+        let p = &self.processing;
+        if p.batch_size == 0 || p.batch_max_bytes == 0 {
+            return fail("batch_size and batch_max_bytes must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The consumer group of this pipeline.
+    pub fn group_id(&self) -> String {
+        format!("sluice.{}", self.name)
+    }
+
+    /// The dead-letter topic.
+    pub fn dead_letter_topic(&self) -> String {
+        self.processing.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", self.name))
+    }
+
+    /// The cache namespace.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PipelineSpec {
+        PipelineSpec {
+            name: "clicks".into(),
+            inputs: vec!["clicks".into()],
+            outputs: [("default".to_string(), "clicks.out".to_string())].into(),
+            module: "f.wasm".into(),
+            cache: default_cache(),
+            namespace: None,
+            config: BTreeMap::new(),
+            processing: Processing::default(),
+        }
+    }
+
+    #[test]
+    fn a_minimal_spec_is_valid_and_derives_its_names() {
+        let spec = spec();
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.group_id(), "sluice.clicks");
+        assert_eq!(spec.dead_letter_topic(), "clicks.dlq");
+        assert_eq!(spec.namespace(), "clicks");
+    }
+
+    #[test]
+    fn a_spec_without_default_output_is_refused() {
+        let mut spec = spec();
+        spec.outputs = [("alerts".to_string(), "alerts".to_string())].into();
+        assert!(spec.validate().unwrap_err().reason.contains("`default`"));
+    }
+
+    #[test]
+    fn a_spec_that_writes_to_its_own_input_is_refused() {
+        let mut spec = spec();
+        spec.outputs.insert("default".into(), "clicks".into());
+        assert!(spec.validate().unwrap_err().reason.contains("loop forever"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = Processing { retry_backoff_ms: 100, retry_backoff_max_ms: 350, ..Processing::default() };
+        let delays: Vec<u64> = (1..=4).map(|a| p.backoff(a).as_millis() as u64).collect();
+        assert_eq!(delays, vec![100, 200, 350, 350]);
+    }
+
+    #[test]
+    fn start_positions_read_from_toml() {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            start: StartPosition,
+        }
+        let w: Wrapper = toml::from_str("start = \"latest\"").unwrap();
+        assert_eq!(w.start, StartPosition::Latest);
+        let w: Wrapper = toml::from_str("start = { timestamp = 1700000000000 }").unwrap();
+        assert_eq!(w.start, StartPosition::Timestamp(1_700_000_000_000));
+    }
+}

@@ -1,0 +1,95 @@
+//! The Kafka sink: an idempotent producer shared by a pipeline's partition workers, for
+//! outputs and dead letters. Sending waits (and so holds the partition back) while the
+//! producer's bounded queue is full, instead of buffering without limit.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+
+use crate::kafka::KafkaConfig;
+use crate::record::Header;
+
+/// Most bytes the producer queues before `send` waits. Default 64 MiB.
+pub const PRODUCER_QUEUE_KBYTES: u32 = 64 * 1024;
+/// How long `send` waits before trying again when the producer queue is full.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
+
+/// A record to produce.
+pub(crate) struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [Header],
+    /// Headers added after `headers` (dead-letter details).
+    pub extra_headers: &'a [(&'static str, String)],
+}
+
+/// A pipeline's producer.
+pub(crate) struct KafkaSink {
+    producer: FutureProducer,
+}
+
+/// A send the broker has not acknowledged yet.
+pub(crate) struct PendingDelivery(DeliveryFuture);
+
+impl PendingDelivery {
+    /// Waits for the broker's acknowledgement.
+    pub(crate) async fn acknowledged(self) -> Result<(), KafkaError> {
+        match self.0.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(error),
+            Err(_) => Err(KafkaError::Canceled),
+        }
+    }
+}
+
+impl KafkaSink {
+    /// An idempotent producer for pipeline `pipeline`.
+    pub(crate) fn new(pipeline: &str, kafka: &KafkaConfig) -> anyhow::Result<Self> {
+        let producer = kafka
+            .client_config()
+            .set("client.id", format!("sluice-{pipeline}"))
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string())
+            .create()
+            .with_context(|| format!("pipeline {pipeline}: cannot create the Kafka producer"))?;
+        Ok(KafkaSink { producer })
+    }
+
+    /// Queues `record` for sending; waits while the producer queue is full.
+    pub(crate) async fn send(&self, record: &Outgoing<'_>) -> Result<PendingDelivery, KafkaError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + record.extra_headers.len());
+        for h in record.headers {
+            headers = headers.insert(KafkaHeader { key: &h.key, value: Some(&h.value) });
+        }
+        for (key, value) in record.extra_headers {
+            headers = headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
+        }
+        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(record.topic).headers(headers);
+        if let Some(key) = record.key {
+            future_record = future_record.key(key);
+        }
+        if let Some(value) = record.value {
+            future_record = future_record.payload(value);
+        }
+        loop {
+            match self.producer.send_result(future_record) {
+                Ok(delivery) => return Ok(PendingDelivery(delivery)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    future_record = returned;
+                    tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for everything queued to be sent.
+    pub(crate) fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}

@@ -1,0 +1,3 @@
+//! Where outputs and dead letters go.
+
+pub mod kafka;

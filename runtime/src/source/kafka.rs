@@ -1,0 +1,225 @@
+//! The Kafka source: one consumer per pipeline in the pipeline's consumer group, with one
+//! queue per assigned partition so each partition worker reads its own records in order.
+//!
+//! This module owns the consumer's configuration (offsets are stored only by the pipeline,
+//! after processing, and committed from what was stored), the rebalance callbacks (which hand
+//! partition queues to the pipeline and take them back), and the start position of a new
+//! consumer group. It does not process or produce anything.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::kafka::KafkaConfig;
+use crate::pipeline::spec::{PipelineSpec, StartPosition};
+use crate::record::{Header, InputRecord};
+
+/// Time allowed for metadata and offset requests to the broker.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pipeline's consumer.
+pub(crate) type KafkaConsumer = StreamConsumer<SourceContext>;
+/// One assigned partition's queue of records.
+pub(crate) type PartitionQueue = StreamPartitionQueue<SourceContext>;
+
+/// A change of the partitions this consumer owns.
+pub(crate) enum AssignmentEvent {
+    /// Partitions now owned, each with its queue.
+    Assigned(Vec<(String, i32, PartitionQueue)>),
+    /// Partitions taken away: their workers must stop and not commit further.
+    Revoked(Vec<(String, i32)>),
+}
+
+/// Rebalance callbacks: they run on the task that polls the consumer's main queue.
+pub(crate) struct SourceContext {
+    pipeline: String,
+    events: mpsc::UnboundedSender<AssignmentEvent>,
+    consumer: OnceLock<Weak<KafkaConsumer>>,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(pipeline = %self.pipeline, "kafka client: {error}: {reason}");
+    }
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = partitions(list);
+            tracing::info!(pipeline = %self.pipeline, ?revoked, "partitions revoked");
+            let _ = self.events.send(AssignmentEvent::Revoked(revoked));
+            // Commit what the workers have stored, so the next owner starts after it. Work
+            // still in flight is not stored from now on and will be processed again there.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(pipeline = %self.pipeline, "commit on revoke: {e}");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else { return };
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        // Split each partition's queue here, before any of its records can reach the main
+        // queue.
+        let assigned: Vec<_> = partitions(list)
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let queue = consumer.split_partition_queue(&topic, partition)?;
+                Some((topic, partition, queue))
+            })
+            .collect();
+        tracing::info!(
+            pipeline = %self.pipeline,
+            assigned = ?assigned.iter().map(|(t, p, _)| (t.as_str(), *p)).collect::<Vec<_>>(),
+            "partitions assigned"
+        );
+        let _ = self.events.send(AssignmentEvent::Assigned(assigned));
+    }
+}
+
+/// Creates the pipeline's consumer, subscribed to its inputs, and the channel on which it
+/// announces assignments.
+pub(crate) fn subscribe(
+    spec: &PipelineSpec,
+    kafka: &KafkaConfig,
+) -> anyhow::Result<(Arc<KafkaConsumer>, mpsc::UnboundedReceiver<AssignmentEvent>)> {
+    let (events, receiver) = mpsc::unbounded_channel();
+    let context = SourceContext { pipeline: spec.name.clone(), events, consumer: OnceLock::new() };
+    let reset = match spec.processing.start {
+        StartPosition::Latest => "latest",
+        _ => "earliest",
+    };
+    let consumer: KafkaConsumer = kafka
+        .client_config()
+        .set("group.id", spec.group_id())
+        .set("client.id", format!("sluice-{}", spec.name))
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", reset)
+        .create_with_context(context)
+        .with_context(|| format!("pipeline {}: cannot create the Kafka consumer", spec.name))?;
+    let consumer = Arc::new(consumer);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    let topics: Vec<&str> = spec.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).with_context(|| format!("pipeline {}: cannot subscribe to {topics:?}", spec.name))?;
+    Ok((consumer, receiver))
+}
+
+/// For a `timestamp` or `offsets` start position, commits the start offsets of a consumer
+/// group that has none yet, before the pipeline joins it. Earliest and latest need nothing:
+/// the consumer's `auto.offset.reset` applies them.
+pub(crate) fn prepare_start(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<()> {
+    if matches!(spec.processing.start, StartPosition::Earliest | StartPosition::Latest) {
+        return Ok(());
+    }
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", spec.group_id())
+        .set("enable.auto.commit", "false")
+        .create()
+        .with_context(|| format!("pipeline {}: cannot create a consumer to set start offsets", spec.name))?;
+    let mut all = TopicPartitionList::new();
+    for topic in &spec.inputs {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .with_context(|| format!("pipeline {}: cannot read metadata of topic {topic}", spec.name))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                all.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(all.clone(), REQUEST_TIMEOUT)?;
+    if committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_))) {
+        return Ok(());
+    }
+    let start = match &spec.processing.start {
+        StartPosition::Timestamp(ms) => {
+            let mut query = TopicPartitionList::new();
+            for e in all.elements() {
+                query.add_partition_offset(e.topic(), e.partition(), Offset::Offset(*ms))?;
+            }
+            consumer.offsets_for_times(query, REQUEST_TIMEOUT)?
+        }
+        StartPosition::Offsets(offsets) => {
+            let mut list = TopicPartitionList::new();
+            for e in all.elements() {
+                let at = offsets.get(e.topic()).and_then(|p| p.get(&e.partition()));
+                list.add_partition_offset(
+                    e.topic(),
+                    e.partition(),
+                    at.map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+                )?;
+            }
+            list
+        }
+        StartPosition::Earliest | StartPosition::Latest => unreachable!("handled above"),
+    };
+    consumer
+        .commit(&start, CommitMode::Sync)
+        .with_context(|| format!("pipeline {}: cannot commit start offsets", spec.name))?;
+    tracing::info!(pipeline = %spec.name, "start offsets committed for a new consumer group");
+    Ok(())
+}
+
+/// Copies a consumed message into an [`InputRecord`].
+pub(crate) fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec).unwrap_or_default() })
+                .collect()
+        })
+        .unwrap_or_default();
+    InputRecord {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
+    }
+}
+
+/// Bytes of a record counted against a batch's byte budget.
+pub(crate) fn record_bytes(record: &InputRecord) -> usize {
+    record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
+}
+
+/// Offsets a consumer group has committed for `topic`, by partition.
+pub fn committed_offsets(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}

@@ -1,0 +1,205 @@
+//! Engine throughput: records through a guest in process, beside the same logic compiled
+//! natively and run in the same process, on the same in-memory cache.
+//!
+//! `cargo bench -p sluice-tests --bench engine` (or `make bench`). Set `SLUICE_BENCH_QUICK=1`
+//! for a short run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::cache::{Cache, MemoryCache, Namespace};
+use sluice::engine::FunctionInstance;
+use sluice::record::{Header, InputRecord, OutputRecord, RecordError, RecordResult};
+use sluice_tests::fixtures::{context, engine, load};
+
+const BATCH_SIZES: [usize; 3] = [1, 64, 512];
+const VALUE_SIZES: [usize; 2] = [100, 1024];
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Passthrough,
+    WordCount,
+}
+
+impl Workload {
+    fn guest(self) -> &'static str {
+        match self {
+            Workload::Passthrough => "passthrough",
+            Workload::WordCount => "word-count",
+        }
+    }
+}
+
+/// Text values of `size` bytes made of words from a 1,000-word vocabulary.
+fn values(count: usize, size: usize) -> Vec<Vec<u8>> {
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    (0..count)
+        .map(|_| {
+            let mut text = String::with_capacity(size);
+            while text.len() < size {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                text.push_str(&format!("w{} ", seed % 1000));
+            }
+            text.truncate(size);
+            text.into_bytes()
+        })
+        .collect()
+}
+
+fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
+    (0..size)
+        .map(|i| {
+            let n = start + i;
+            InputRecord {
+                topic: "bench".into(),
+                partition: 0,
+                offset: n as i64,
+                timestamp_ms: Some(n as i64),
+                key: Some(format!("key-{}", n % 1000).into_bytes()),
+                value: Some(values[n % values.len()].clone()),
+                headers: vec![Header { key: "trace".into(), value: b"abc123".to_vec() }],
+            }
+        })
+        .collect()
+}
+
+/// The native twin of the `passthrough` guest.
+fn native_passthrough(records: &[InputRecord]) -> Vec<RecordResult> {
+    records
+        .iter()
+        .map(|r| Ok(vec![OutputRecord { key: r.key.clone(), value: r.value.clone(), headers: r.headers.clone(), target: None }]))
+        .collect()
+}
+
+/// The native twin of the `word-count` guest: the same split, the same cache calls.
+async fn native_word_count(cache: &Cache, records: &[InputRecord]) -> Vec<RecordResult> {
+    let mut results = Vec::with_capacity(records.len());
+    for record in records {
+        let Some(value) = &record.value else {
+            results.push(Ok(Vec::new()));
+            continue;
+        };
+        let Ok(text) = std::str::from_utf8(value) else {
+            results.push(Err(RecordError { message: "not UTF-8".into(), retryable: false }));
+            continue;
+        };
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase())
+            .filter(|w| !w.is_empty())
+            .collect();
+        let entries: Vec<(String, i64)> = words.iter().map(|w| (format!("wc:{w}"), 1)).collect();
+        let counts = cache.incr_many(&entries, None).await.expect("memory cache");
+        let outputs = words
+            .into_iter()
+            .zip(counts)
+            .map(|(w, n)| OutputRecord {
+                key: Some(w.into_bytes()),
+                value: Some(n.to_string().into_bytes()),
+                headers: Vec::new(),
+                target: None,
+            })
+            .collect();
+        results.push(Ok(outputs));
+    }
+    results
+}
+
+struct Measure {
+    records: usize,
+    elapsed: Duration,
+}
+
+impl Measure {
+    fn per_second(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64()
+    }
+    fn ns_per_record(&self) -> f64 {
+        self.elapsed.as_nanos() as f64 / self.records as f64
+    }
+}
+
+/// One side of the comparison.
+trait Side {
+    async fn run(&mut self, batch: &[InputRecord]) -> usize;
+}
+
+struct Wasm(FunctionInstance);
+
+impl Side for Wasm {
+    async fn run(&mut self, batch: &[InputRecord]) -> usize {
+        self.0.process(batch).await.expect("batch").len()
+    }
+}
+
+struct Native(Workload, Cache);
+
+impl Side for Native {
+    async fn run(&mut self, batch: &[InputRecord]) -> usize {
+        match self.0 {
+            Workload::Passthrough => native_passthrough(batch).len(),
+            Workload::WordCount => native_word_count(&self.1, batch).await.len(),
+        }
+    }
+}
+
+/// Runs `side` over batches until `total` records are done, after a warm-up.
+async fn measure(side: &mut impl Side, total: usize, batch_size: usize, values: &[Vec<u8>]) -> Measure {
+    let warmup = (total / 10).max(batch_size);
+    let mut done = 0;
+    while done < warmup {
+        done += side.run(&batch(values, done, batch_size)).await;
+    }
+    // Batches are built outside the timed region so both sides are timed on the same work.
+    let batches: Vec<_> = (0..total.div_ceil(batch_size)).map(|i| batch(values, i * batch_size, batch_size)).collect();
+    let started = Instant::now();
+    let mut records = 0;
+    for b in &batches {
+        records += side.run(b).await;
+    }
+    Measure { records, elapsed: started.elapsed() }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let quick = std::env::var_os("SLUICE_BENCH_QUICK").is_some();
+    let engine = engine();
+    println!("Engine: records through one guest instance in process, in-memory cache.");
+    println!(
+        "{:<12} {:>6} {:>6} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11}",
+        "workload", "value", "batch", "wasm rec/s", "wasm ns", "native rec/s", "native ns", "overhead ns", "wasm/native"
+    );
+    for workload in [Workload::Passthrough, Workload::WordCount] {
+        let module = load(&engine, workload.guest());
+        for value_size in VALUE_SIZES {
+            let values = values(1024, value_size);
+            for batch_size in BATCH_SIZES {
+                let total = match (workload, quick) {
+                    (_, true) => 5_000,
+                    (Workload::Passthrough, false) => 200_000,
+                    (Workload::WordCount, false) => if value_size > 100 { 20_000 } else { 100_000 },
+                };
+                let backend = Arc::new(MemoryCache::new());
+                let instance = FunctionInstance::new(&engine, &module, context(workload.guest(), backend, &[]));
+                let wasm = measure(&mut Wasm(instance), total, batch_size, &values).await;
+                let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("native").unwrap());
+                let native = measure(&mut Native(workload, cache), total, batch_size, &values).await;
+                println!(
+                    "{:<12} {:>4} B {:>6} {:>12.0} {:>10.0} {:>12.0} {:>10.0} {:>12.0} {:>11.2}",
+                    workload.guest(),
+                    value_size,
+                    batch_size,
+                    wasm.per_second(),
+                    wasm.ns_per_record(),
+                    native.per_second(),
+                    native.ns_per_record(),
+                    wasm.ns_per_record() - native.ns_per_record(),
+                    native.ns_per_record() / wasm.ns_per_record(),
+                );
+            }
+        }
+    }
+    println!("wasm/native is throughput relative to native (1.00 = as fast); overhead is wasm ns - native ns per record.");
+}
