@@ -64,3 +64,41 @@ pub fn key_value(output: &OutputRecord) -> (String, String) {
     let text = |b: &Option<Vec<u8>>| String::from_utf8(b.clone().unwrap_or_default()).expect("UTF-8");
     (text(&output.key), text(&output.value))
 }
+
+/// Everything logged by this test process, captured by a global subscriber installed on first
+/// use. Tests look for their own lines (for example by a unique function name), so tests
+/// running in parallel do not disturb each other.
+pub fn captured_log() -> String {
+    let buffer = log_buffer();
+    String::from_utf8_lossy(&buffer.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// Installs the capturing subscriber (idempotent).
+pub fn capture_log() {
+    log_buffer();
+}
+
+fn log_buffer() -> &'static std::sync::Mutex<Vec<u8>> {
+    use std::sync::{Mutex, OnceLock};
+    static BUFFER: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Writer(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || Writer(buffer))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in tests");
+        buffer
+    })
+}

@@ -228,6 +228,14 @@ fn classify(function: &Arc<str>, limits: &Limits, state: &HostState, error: &was
         }
         None => match error.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => BatchError::StackOverflow { function },
+            Some(Trap::MemoryOutOfBounds) => BatchError::Trap {
+                function,
+                trap: format!(
+                    "{} (a bad pointer, or the guest's stack in linear memory overflowing)",
+                    Trap::MemoryOutOfBounds
+                ),
+                guest_stderr: state.stderr.recent(),
+            },
             Some(trap) => BatchError::Trap { function, trap: trap.to_string(), guest_stderr: state.stderr.recent() },
             None => BatchError::Trap { function, trap: format!("{error:#}"), guest_stderr: state.stderr.recent() },
         },

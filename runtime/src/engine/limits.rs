@@ -24,6 +24,9 @@ pub struct Limits {
     pub max_outputs_per_batch: usize,
     /// Most output bytes (keys, values and headers) one batch may return. Default 16 MiB.
     pub max_output_bytes_per_batch: usize,
+    /// Most bytes of native stack guest code may use; deeper recursion traps as a stack
+    /// overflow. Default 512 KiB.
+    pub max_wasm_stack_bytes: usize,
     /// Most elements of one instance's tables. Default 100,000.
     pub max_table_elements: usize,
     /// Most function instances alive at once in one engine (one per pipeline partition
@@ -54,6 +57,7 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(10),
             max_outputs_per_batch: 100_000,
             max_output_bytes_per_batch: 16 * 1024 * 1024,
+            max_wasm_stack_bytes: 512 * 1024,
             max_table_elements: 100_000,
             max_instances: 1_000,
             max_log_line_bytes: 4 * 1024,

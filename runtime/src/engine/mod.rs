@@ -109,6 +109,7 @@ fn wasmtime_config(limits: &Limits) -> anyhow::Result<wasmtime::Config> {
     let mut config = wasmtime::Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.max_wasm_stack(limits.max_wasm_stack_bytes);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
 
     let mut pool = PoolingAllocationConfig::default();

@@ -1,0 +1,96 @@
+//! Word count: counts every word of every record in the cache and emits the running count of
+//! each word occurrence.
+//!
+//! The value must be UTF-8 text; a null value produces nothing. Words are the
+//! whitespace-separated parts of the text with ASCII punctuation trimmed from both ends,
+//! lowercased; empty ones are skipped. All of a record's words are counted with one
+//! `cache::incr_many` call (keys `wc:<word>`, no TTL), then each occurrence is emitted in order
+//! with key = the word and value = its count after that occurrence, as decimal text.
+//!
+//! Delivery is at-least-once, so a replayed record counts its words again: fine for a
+//! demonstration, not for billing.
+
+use sluice_sdk::cache::{self, MAX_BATCH_ENTRIES};
+use sluice_sdk::{Output, Outputs, Record, Result};
+
+/// Splits `text` into lowercase words without surrounding ASCII punctuation.
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|word| word.trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase())
+        .filter(|word| !word.is_empty())
+        .collect()
+}
+
+/// Counts the record's words and emits `(word, count)` per occurrence.
+#[sluice_sdk::function]
+fn process(record: &Record, out: &mut Outputs) -> Result<()> {
+    if record.value().is_none() {
+        return Ok(());
+    }
+    let words = words(record.value_str()?);
+    let keys: Vec<String> = words.iter().map(|word| format!("wc:{word}")).collect();
+    // One round trip per record; a record of more words than one call takes is split.
+    for (words, keys) in words.chunks(MAX_BATCH_ENTRIES).zip(keys.chunks(MAX_BATCH_ENTRIES)) {
+        let entries: Vec<(&str, i64)> = keys.iter().map(|key| (key.as_str(), 1)).collect();
+        let counts = cache::incr_many(&entries, None)?;
+        for (word, count) in words.iter().zip(counts) {
+            out.emit(Output::new().with_key(word.as_str()).with_value(count.to_string()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_sdk::{Error, Output, Record, testing};
+
+    fn pairs(outputs: &[Output]) -> Vec<(&str, &str)> {
+        outputs.iter().map(|o| (o.key_str().unwrap(), o.value_str().unwrap())).collect()
+    }
+
+    #[test]
+    fn counts_every_occurrence_across_records() {
+        let records = vec![
+            Record::new().with_offset(0).with_value("the cat"),
+            Record::new().with_offset(1).with_value("The dog the"),
+        ];
+        let results = testing::run(super::process, records);
+        assert_eq!(pairs(results[0].as_ref().unwrap()), [("the", "1"), ("cat", "1")]);
+        assert_eq!(pairs(results[1].as_ref().unwrap()), [("the", "2"), ("dog", "1"), ("the", "3")]);
+        assert!(results.iter().flatten().flatten().all(|o| o.target().is_none() && o.headers().is_empty()));
+        assert_eq!(
+            testing::cache_entries(),
+            [("wc:cat".to_string(), b"1".to_vec()), ("wc:dog".into(), b"1".to_vec()), ("wc:the".into(), b"3".to_vec())]
+        );
+    }
+
+    #[test]
+    fn punctuation_is_trimmed_and_case_folded() {
+        let results =
+            testing::run(super::process, vec![Record::new().with_value("  Hello, WORLD!  \"hello\" -- it's\t...\n")]);
+        assert_eq!(
+            pairs(results[0].as_ref().unwrap()),
+            [("hello", "1"), ("world", "1"), ("hello", "2"), ("it's", "1")]
+        );
+    }
+
+    #[test]
+    fn a_null_value_or_no_words_gives_no_outputs() {
+        let results = testing::run(super::process, vec![Record::new().with_key("k"), Record::new().with_value(" ?! ")]);
+        assert_eq!(results, vec![Ok(vec![]), Ok(vec![])]);
+        assert!(testing::cache_entries().is_empty());
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_a_fatal_error() {
+        let results = testing::run(super::process, vec![Record::new().with_offset(17).with_value(vec![0x66, 0xff])]);
+        assert_eq!(results, vec![Err(Error::fatal("record at offset 17: value is not UTF-8 text"))]);
+    }
+
+    #[test]
+    fn a_cache_outage_is_retryable() {
+        testing::set_cache_unavailable(true);
+        let results = testing::run(super::process, vec![Record::new().with_value("word")]);
+        assert!(results[0].as_ref().unwrap_err().is_retryable());
+    }
+}

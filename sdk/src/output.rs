@@ -1,0 +1,193 @@
+//! What a function produces: [`Output`] records collected in [`Outputs`].
+
+use serde::Serialize;
+
+use crate::{Header, Record, Result};
+
+/// One record the function asks the runtime to produce.
+///
+/// Without [`Output::to`] it goes to the pipeline's default output; with it, to the named
+/// output, which the pipeline must declare (naming an undeclared output fails the input record,
+/// not retryable).
+///
+/// ```
+/// use sluice_sdk::Output;
+///
+/// let output = Output::new().with_key("user-1").with_value("hello").with_header("source", "demo").to("greetings");
+/// assert_eq!(output.value_str(), Some("hello"));
+/// assert_eq!(output.target(), Some("greetings"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) target: Option<String>,
+}
+
+impl Output {
+    /// An output with a null key, a null value, no headers, for the default output.
+    pub fn new() -> Self {
+        Output::default()
+    }
+
+    /// An output with the key, value and headers of `record` (copied), for the default output.
+    pub fn from_record(record: &Record) -> Self {
+        Output { key: record.key.clone(), value: record.value.clone(), headers: record.headers.clone(), target: None }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sets the value to `value` serialized as JSON.
+    ///
+    /// # Errors
+    ///
+    /// A fatal error when `value` cannot be serialized as JSON.
+    pub fn with_json_value(self, value: &impl Serialize) -> Result<Output> {
+        Ok(self.with_value(serde_json::to_vec(value)?))
+    }
+
+    /// Appends a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Sends the output to the pipeline's output named `target` instead of the default one.
+    pub fn to(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// The key, or `None` for a null key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The value, or `None` for a null value.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The named output this goes to, or `None` for the default output.
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+
+    /// The key as UTF-8 text; `None` when it is null or not UTF-8. Meant for test assertions.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The value as UTF-8 text; `None` when it is null or not UTF-8. Meant for test assertions.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value().and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+/// The outputs of one input record, in the order they were emitted.
+///
+/// Each call of the function gets a fresh, empty `Outputs`. When the function returns an error,
+/// what it emitted is discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outputs {
+    items: Vec<Output>,
+}
+
+impl Outputs {
+    /// An empty list.
+    pub fn new() -> Self {
+        Outputs::default()
+    }
+
+    /// Appends `output`.
+    pub fn emit(&mut self, output: Output) {
+        self.items.push(output);
+    }
+
+    /// How many outputs were emitted.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `true` when nothing was emitted.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The outputs, in emission order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Output> {
+        self.items.iter()
+    }
+
+    /// The outputs as a vector, in emission order.
+    pub fn into_vec(self) -> Vec<Output> {
+        self.items
+    }
+}
+
+impl IntoIterator for Outputs {
+    type Item = Output;
+    type IntoIter = std::vec::IntoIter<Output>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Outputs {
+    type Item = &'a Output;
+    type IntoIter = std::slice::Iter<'a, Output>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_record_copies_key_value_and_headers_to_the_default_output() {
+        let record = Record::new().with_key("k").with_value("v").with_header("h", "1").with_offset(5);
+        let output = Output::from_record(&record);
+        assert_eq!(output, Output::new().with_key("k").with_value("v").with_header("h", "1"));
+        assert_eq!(output.target(), None);
+    }
+
+    #[test]
+    fn json_value_and_target() {
+        let output = Output::new().with_json_value(&serde_json::json!({"a": [1, 2]})).unwrap().to("side");
+        assert_eq!(output.value_str(), Some(r#"{"a":[1,2]}"#));
+        assert_eq!(output.target(), Some("side"));
+        assert_eq!(output.key(), None);
+    }
+
+    #[test]
+    fn outputs_keep_emission_order() {
+        let mut outputs = Outputs::new();
+        assert!(outputs.is_empty());
+        outputs.emit(Output::new().with_value("1"));
+        outputs.emit(Output::new().with_value("2"));
+        assert_eq!(outputs.len(), 2);
+        let values: Vec<_> = outputs.iter().map(|o| o.value_str().unwrap()).collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(outputs.into_vec()[1].value_str(), Some("2"));
+    }
+}

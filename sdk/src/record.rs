@@ -1,0 +1,254 @@
+//! The record a function receives: one Kafka record with its coordinates.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result};
+
+/// A Kafka record header. Keys need not be unique; order is preserved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// The header's name.
+    pub key: String,
+    /// The header's value, as raw bytes.
+    pub value: Vec<u8>,
+}
+
+impl Header {
+    pub(crate) fn new(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        Header { key: key.into(), value: value.into() }
+    }
+}
+
+/// One record consumed from Kafka, as handed to a stream function.
+///
+/// The runtime builds records; tests build them with [`Record::new`] and the `with_*` methods:
+///
+/// ```
+/// use sluice_sdk::Record;
+///
+/// let record = Record::new().with_offset(7).with_key("user-1").with_value("hello").with_header("trace", "t1");
+/// assert_eq!(record.topic(), "test");
+/// assert_eq!(record.offset(), 7);
+/// assert_eq!(record.value_str().unwrap(), "hello");
+/// assert_eq!(record.header("trace"), Some(&b"t1"[..]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<Header>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            topic: "test".to_owned(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl Record {
+    /// A record for tests: topic `"test"`, partition 0, offset 0, no timestamp, no key, no value
+    /// and no headers. Change it with the `with_*` methods.
+    pub fn new() -> Self {
+        Record::default()
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sets the value to `value` serialized as JSON.
+    ///
+    /// # Panics
+    ///
+    /// When `value` cannot be serialized as JSON (a map with non-string keys, for example):
+    /// this builder is meant for tests.
+    pub fn with_json_value(self, value: &impl Serialize) -> Self {
+        let bytes = serde_json::to_vec(value).expect("Record::with_json_value: value is not serializable as JSON");
+        self.with_value(bytes)
+    }
+
+    /// Appends a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
+    }
+
+    /// Sets the offset.
+    pub fn with_offset(mut self, offset: i64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Sets the source topic.
+    pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// Sets the source partition.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    /// Sets the timestamp, in milliseconds since the Unix epoch.
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
+    /// The topic the record was consumed from.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition the record was consumed from.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The record's offset within its partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The record's timestamp in milliseconds since the Unix epoch, when the broker gave one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
+
+    /// The key, or `None` for a null key.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The value, or `None` for a null value (a tombstone).
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The value of the first header named `name` (names are case-sensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|h| h.key == name).map(|h| h.value.as_slice())
+    }
+
+    /// The key as UTF-8 text.
+    ///
+    /// # Errors
+    ///
+    /// A fatal error naming the offset when the key is null or not UTF-8.
+    pub fn key_str(&self) -> Result<&str> {
+        self.text("key", self.key())
+    }
+
+    /// The value as UTF-8 text.
+    ///
+    /// # Errors
+    ///
+    /// A fatal error naming the offset when the value is null (`record at offset N: value is
+    /// missing`) or not UTF-8 (`record at offset N: value is not UTF-8 text`).
+    pub fn value_str(&self) -> Result<&str> {
+        self.text("value", self.value())
+    }
+
+    /// The value parsed as JSON into `T`.
+    ///
+    /// # Errors
+    ///
+    /// A fatal error naming the offset when the value is null or does not parse as a `T`.
+    pub fn value_json<T: DeserializeOwned>(&self) -> Result<T> {
+        let bytes = self.value().ok_or_else(|| self.error("value is missing"))?;
+        serde_json::from_slice(bytes).map_err(|e| self.error(format!("value is not valid JSON: {e}")))
+    }
+
+    /// A fatal error about this record: `record at offset N: <what>`.
+    fn error(&self, what: impl std::fmt::Display) -> Error {
+        Error::fatal(format!("record at offset {}: {what}", self.offset))
+    }
+
+    fn text<'a>(&self, part: &str, bytes: Option<&'a [u8]>) -> Result<&'a str> {
+        let bytes = bytes.ok_or_else(|| self.error(format_args!("{part} is missing")))?;
+        std::str::from_utf8(bytes).map_err(|_| self.error(format_args!("{part} is not UTF-8 text")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_record_has_test_coordinates_and_nothing_else() {
+        let r = Record::new();
+        assert_eq!((r.topic(), r.partition(), r.offset(), r.timestamp_ms()), ("test", 0, 0, None));
+        assert_eq!((r.key(), r.value()), (None, None));
+        assert!(r.headers().is_empty());
+    }
+
+    #[test]
+    fn builders_set_every_field() {
+        let r = Record::new()
+            .with_topic("orders")
+            .with_partition(3)
+            .with_offset(42)
+            .with_timestamp_ms(1_700_000_000_000)
+            .with_key(vec![1, 2])
+            .with_value("v")
+            .with_header("a", "1")
+            .with_header("a", "2");
+        assert_eq!(r.topic(), "orders");
+        assert_eq!(r.partition(), 3);
+        assert_eq!(r.offset(), 42);
+        assert_eq!(r.timestamp_ms(), Some(1_700_000_000_000));
+        assert_eq!(r.key(), Some(&[1u8, 2][..]));
+        assert_eq!(r.value(), Some(&b"v"[..]));
+        assert_eq!(r.headers().len(), 2);
+        assert_eq!(r.header("a"), Some(&b"1"[..]), "first match wins");
+        assert_eq!(r.header("A"), None);
+    }
+
+    #[test]
+    fn text_getters_name_the_offset_when_they_fail() {
+        let r = Record::new().with_offset(9).with_value(vec![0xff, 0xfe]);
+        let err = r.value_str().unwrap_err();
+        assert_eq!(err.message(), "record at offset 9: value is not UTF-8 text");
+        assert!(!err.is_retryable());
+        assert_eq!(r.key_str().unwrap_err().message(), "record at offset 9: key is missing");
+        assert_eq!(Record::new().value_str().unwrap_err().message(), "record at offset 0: value is missing");
+    }
+
+    #[test]
+    fn value_json_parses_or_fails_fatally() {
+        let r = Record::new().with_json_value(&serde_json::json!({"n": 1}));
+        let v: serde_json::Value = r.value_json().unwrap();
+        assert_eq!(v["n"], 1);
+        let err = Record::new().with_offset(4).with_value("{nope").value_json::<serde_json::Value>().unwrap_err();
+        assert!(err.message().starts_with("record at offset 4: value is not valid JSON"), "{err}");
+        assert!(!err.is_retryable());
+    }
+}

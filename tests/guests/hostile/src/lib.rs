@@ -1,0 +1,83 @@
+//! Hostile: a **test-only** guest that misbehaves on purpose, so the runtime's limits and
+//! failure handling each have a guest that trips them. Never deploy it.
+//!
+//! It acts on each record's value, read as text:
+//!
+//! | value | behaviour |
+//! |---|---|
+//! | `loop` | spins forever (stopped by the CPU-time limit) |
+//! | `grow` | allocates and touches 1 MiB chunks forever, keeping them (stopped by the memory limit) |
+//! | `recurse` | recurses without bound, not as a tail call, until the stack overflows (a trap) |
+//! | `panic` | panics with `poison record at offset N` (a trap) |
+//! | `huge` | emits 20 outputs of 1 MiB each, 20 MiB in all (the output-size limit) |
+//! | `many` | emits 200,000 outputs with empty values (the output-count limit) |
+//! | `fail` | returns the fatal error `rejected record at offset N` |
+//! | `retry` | returns the retryable error `try again later` |
+//! | `print` | writes `hello from stdout` to stdout and `hello from stderr` to stderr, then passes the record through |
+//! | anything else, or a null value | passes the record through unchanged |
+
+use std::hint::black_box;
+
+use sluice_sdk::{Error, Output, Outputs, Record, Result};
+
+const MIB: usize = 1 << 20;
+
+/// Never returns; `black_box` keeps the loop from being optimised away.
+fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates 1 MiB chunks forever, writing to every page so the memory is really used.
+fn grow() -> ! {
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; MIB];
+        for page in chunk.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        chunks.push(black_box(chunk));
+    }
+}
+
+/// Recurses until the stack overflows.
+fn recurse(depth: u64) -> u64 {
+    // Scalar frames live on the WebAssembly stack (not in linear memory), and the result is
+    // used after the call, so this is neither a loop nor a tail call.
+    if black_box(depth) == u64::MAX { 0 } else { black_box(recurse(depth + 1)) ^ depth }
+}
+
+/// Misbehaves as the record's value asks.
+#[sluice_sdk::function]
+fn process(record: &Record, out: &mut Outputs) -> Result<()> {
+    let offset = record.offset();
+    match record.value_str().unwrap_or_default() {
+        "loop" => spin(),
+        "grow" => grow(),
+        "recurse" => {
+            black_box(recurse(0));
+        }
+        "panic" => panic!("poison record at offset {offset}"),
+        "huge" => {
+            for _ in 0..20 {
+                out.emit(Output::new().with_value(vec![b'x'; MIB]));
+            }
+        }
+        "many" => {
+            for _ in 0..200_000 {
+                out.emit(Output::new().with_value(Vec::new()));
+            }
+        }
+        "fail" => return Err(Error::fatal(format!("rejected record at offset {offset}"))),
+        "retry" => return Err(Error::retryable("try again later")),
+        "print" => {
+            println!("hello from stdout");
+            eprintln!("hello from stderr");
+            out.emit(Output::from_record(record));
+        }
+        _ => out.emit(Output::from_record(record)),
+    }
+    Ok(())
+}
