@@ -59,7 +59,7 @@ fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
                 timestamp_ms: Some(n as i64),
                 key: Some(format!("key-{}", n % 1000).into_bytes()),
                 value: Some(values[n % values.len()].clone()),
-                headers: vec![Header { key: "trace".into(), value: b"abc123".to_vec() }],
+                headers: if std::env::var_os("NO_HEADERS").is_some() { vec![] } else { vec![Header { key: "trace".into(), value: b"abc123".to_vec() }] },
             }
         })
         .collect()
@@ -69,7 +69,14 @@ fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
 fn native_passthrough(records: &[InputRecord]) -> Vec<RecordResult> {
     records
         .iter()
-        .map(|r| Ok(vec![OutputRecord { key: r.key.clone(), value: r.value.clone(), headers: r.headers.clone(), target: None }]))
+        .map(|r| {
+            Ok(vec![OutputRecord {
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+                target: None,
+            }])
+        })
         .collect()
 }
 
@@ -169,9 +176,21 @@ async fn main() {
     println!("Engine: records through one guest instance in process, in-memory cache.");
     println!(
         "{:<12} {:>6} {:>6} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11}",
-        "workload", "value", "batch", "wasm rec/s", "wasm ns", "native rec/s", "native ns", "overhead ns", "wasm/native"
+        "workload",
+        "value",
+        "batch",
+        "wasm rec/s",
+        "wasm ns",
+        "native rec/s",
+        "native ns",
+        "overhead ns",
+        "wasm/native"
     );
+    let only = std::env::var("SLUICE_BENCH_ONLY").ok();
     for workload in [Workload::Passthrough, Workload::WordCount] {
+        if only.as_deref().is_some_and(|o| o != workload.guest()) {
+            continue;
+        }
         let module = load(&engine, workload.guest());
         for value_size in VALUE_SIZES {
             let values = values(1024, value_size);
@@ -179,7 +198,13 @@ async fn main() {
                 let total = match (workload, quick) {
                     (_, true) => 5_000,
                     (Workload::Passthrough, false) => 200_000,
-                    (Workload::WordCount, false) => if value_size > 100 { 20_000 } else { 100_000 },
+                    (Workload::WordCount, false) => {
+                        if value_size > 100 {
+                            20_000
+                        } else {
+                            100_000
+                        }
+                    }
                 };
                 let backend = Arc::new(MemoryCache::new());
                 let instance = FunctionInstance::new(&engine, &module, context(workload.guest(), backend, &[]));
@@ -201,5 +226,7 @@ async fn main() {
             }
         }
     }
-    println!("wasm/native is throughput relative to native (1.00 = as fast); overhead is wasm ns - native ns per record.");
+    println!(
+        "wasm/native is throughput relative to native (1.00 = as fast); overhead is wasm ns - native ns per record."
+    );
 }

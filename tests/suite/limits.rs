@@ -15,6 +15,7 @@ fn tight() -> Limits {
         max_cpu_per_call: Duration::from_millis(200),
         call_timeout: Duration::from_secs(5),
         max_memory_bytes: 32 * 1024 * 1024,
+        max_outputs_per_batch: 100_000,
         ..Limits::default()
     }
 }

@@ -20,7 +20,7 @@ pub struct Limits {
     /// Wall-clock time allowed per `process` call, including the host calls it makes (a slow
     /// cache). Default 10 s.
     pub call_timeout: Duration,
-    /// Most output records one batch may return. Default 100,000.
+    /// Most output records one batch may return. Default 250,000 (500 records of 500 outputs).
     pub max_outputs_per_batch: usize,
     /// Most output bytes (keys, values and headers) one batch may return. Default 16 MiB.
     pub max_output_bytes_per_batch: usize,
@@ -55,7 +55,7 @@ impl Default for Limits {
             max_memory_bytes: 64 * 1024 * 1024,
             max_cpu_per_call: Duration::from_secs(2),
             call_timeout: Duration::from_secs(10),
-            max_outputs_per_batch: 100_000,
+            max_outputs_per_batch: 250_000,
             max_output_bytes_per_batch: 16 * 1024 * 1024,
             max_wasm_stack_bytes: 512 * 1024,
             max_table_elements: 100_000,

@@ -68,7 +68,10 @@ impl Pipeline {
         spec.validate()?;
         kafka.validate().map_err(|e| anyhow::anyhow!("pipeline {}: {e}", spec.name))?;
         let (prepare_spec, prepare_kafka) = (spec.clone(), kafka.clone());
-        tokio::task::spawn_blocking(move || source::prepare_start(&prepare_spec, &prepare_kafka))
+        tokio::task::spawn_blocking(move || {
+            source::check_topics_exist(&prepare_spec, &prepare_kafka)?;
+            source::prepare_start(&prepare_spec, &prepare_kafka)
+        })
             .await
             .context("start-offset task failed")??;
         let sink = KafkaSink::new(&spec.name, kafka)?;

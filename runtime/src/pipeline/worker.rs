@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::failure::{self, Failure, Outcome};
@@ -156,9 +157,16 @@ impl PartitionWorker {
         }
     }
 
-    /// Stores `next_offset` for commit. Fails harmlessly when the partition was revoked.
+    /// Stores `next_offset` (the offset after the last processed record) for commit. Fails
+    /// harmlessly when the partition was revoked meanwhile.
     fn store(&self, next_offset: i64) {
-        match self.shared.consumer.store_offset(&self.topic, self.partition, next_offset) {
+        // `store_offsets` stores the offsets as given (`store_offset` would add one).
+        let mut list = TopicPartitionList::new();
+        let stored = list
+            .add_partition_offset(&self.topic, self.partition, Offset::Offset(next_offset))
+            .and_then(|()| self.shared.consumer.store_offsets(&list))
+            .and_then(|()| list.elements().first().map_or(Ok(()), |element| element.error()));
+        match stored {
             Ok(()) => self.shared.set_partition_offset(&self.topic, self.partition, next_offset),
             Err(e) => tracing::debug!(
                 pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,

@@ -1,0 +1,389 @@
+//! Pipelines end to end on a real Kafka-protocol broker (tansu, its own process on loopback):
+//! exact outputs, dead letters, and no record lost when the runtime is killed, when a second
+//! runtime joins and leaves, or when the broker goes away and comes back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice::cache::{Cache, MemoryCache, Namespace};
+use sluice::engine::{Engine, Limits};
+use sluice::kafka::KafkaConfig;
+use sluice::pipeline::Pipeline;
+use sluice::pipeline::spec::{PipelineSpec, Processing};
+use sluice_tests::fixtures::{engine_with, load};
+use sluice_tests::guests;
+use sluice_tests::kafka::{
+    ConsumedRecord, TansuBroker, client_config, committed_offsets, consume_all, produce, unique_suffix,
+};
+
+/// How long a test waits for outputs before it fails.
+const OUTPUT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The topics of one test's pipeline.
+struct Topics {
+    input: String,
+    output: String,
+    dead_letters: String,
+}
+
+fn topics(broker: &TansuBroker, partitions: i32) -> Topics {
+    let id = unique_suffix();
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
+    broker.create_topic(&topics.input, partitions);
+    broker.create_topic(&topics.output, partitions);
+    broker.create_topic(&topics.dead_letters, 1);
+    topics
+}
+
+fn spec(name: &str, topics: &Topics, guest: &str) -> PipelineSpec {
+    PipelineSpec {
+        name: format!("{name}-{}", unique_suffix()),
+        inputs: vec![topics.input.clone()],
+        outputs: BTreeMap::from([("default".to_string(), topics.output.clone())]),
+        module: guests::component(guest).display().to_string(),
+        cache: "memory://".into(),
+        namespace: None,
+        config: BTreeMap::new(),
+        processing: Processing {
+            dead_letter_topic: Some(topics.dead_letters.clone()),
+            linger_ms: 5,
+            ..Processing::default()
+        },
+    }
+}
+
+async fn start(engine: &Engine, broker: &TansuBroker, spec: PipelineSpec, guest: &str) -> Pipeline {
+    let module = load(engine, guest);
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), engine, module, cache).await.expect("pipeline starts")
+}
+
+/// `count` records `id-0`.. spread over `partitions`, keyed by their number.
+async fn produce_ids(bootstrap: &str, topic: &str, partitions: i32, range: std::ops::Range<usize>) {
+    let values: Vec<(i32, String, String)> =
+        range.map(|n| ((n % partitions as usize) as i32, n.to_string(), format!("id-{n}"))).collect();
+    let records: Vec<_> = values.iter().map(|(p, k, v)| (*p, Some(k.as_bytes()), v.as_bytes(), &[][..])).collect();
+    produce(bootstrap, topic, &records).await;
+}
+
+/// Reads `topic` from the beginning until every value of `wanted` has been seen (duplicates
+/// are allowed: delivery is at-least-once) or the timeout passes. Returns the values seen.
+async fn read_until_seen(bootstrap: &str, topic: &str, partitions: i32, wanted: &BTreeSet<String>) -> BTreeSet<String> {
+    let consumer: StreamConsumer = client_config(bootstrap)
+        .set("group.id", format!("checker-{}", unique_suffix()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("checker consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let mut seen = BTreeSet::new();
+    while !wanted.is_subset(&seen) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => {
+                seen.insert(ConsumedRecord::from_message(&message).value_text());
+            }
+            Ok(Err(_)) => {}
+            Err(_) => break,
+        }
+    }
+    seen
+}
+
+/// The offset after the last record written to each partition.
+fn next_offsets(written: &[(i32, i64)]) -> BTreeMap<i32, i64> {
+    let mut next = BTreeMap::new();
+    for (partition, offset) in written {
+        let entry = next.entry(*partition).or_insert(0);
+        *entry = (*entry).max(offset + 1);
+    }
+    next
+}
+
+fn ids(range: std::ops::Range<usize>) -> BTreeSet<String> {
+    range.map(|n| format!("id-{n}")).collect()
+}
+
+fn missing(wanted: &BTreeSet<String>, seen: &BTreeSet<String>) -> Vec<String> {
+    wanted.difference(seen).take(10).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_partition_word_count_gives_exact_running_counts() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 3);
+    let engine = engine_with(Limits::default());
+    let pipeline = start(&engine, &broker, spec("word-count", &topics, "word-count"), "word-count").await;
+
+    let sentences = ["the cat sat", "the dog ran", "a cat and a dog", "the end"];
+    let mut records = Vec::new();
+    for (i, sentence) in sentences.iter().cycle().take(60).enumerate() {
+        records.push(((i % 3) as i32, None, sentence.as_bytes(), &[][..]));
+    }
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let mut totals: HashMap<&str, usize> = HashMap::new();
+    for (_, _, value, _) in &records {
+        for word in std::str::from_utf8(value).unwrap().split_whitespace() {
+            *totals.entry(word).or_default() += 1;
+        }
+    }
+    let expected_outputs: usize = totals.values().sum();
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, expected_outputs, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.len(), expected_outputs, "every word of every record gives one output");
+
+    // Partitions run in parallel, so which record saw which count varies; but each word's
+    // counts are exactly 1..=n, each once.
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for output in &outputs {
+        counts.entry(output.key_text()).or_default().push(output.value_text().parse().unwrap());
+    }
+    for (word, mut seen) in counts {
+        seen.sort();
+        let n = totals[word.as_str()] as i64;
+        assert_eq!(seen, (1..=n).collect::<Vec<_>>(), "running counts of {word:?}");
+    }
+    let group = pipeline.spec().group_id();
+    pipeline.stop().await;
+    // Every input record was committed: each partition's committed offset is the one after
+    // its last record.
+    let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
+    assert_eq!(committed, next_offsets(&written));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_and_looping_records_are_dead_lettered_while_the_rest_flows_on() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let limits = Limits { max_cpu_per_call: Duration::from_millis(300), ..Limits::default() };
+    let engine = engine_with(limits);
+    let spec = spec("poison", &topics, "hostile");
+    let pipeline_name = spec.name.clone();
+    let pipeline = start(&engine, &broker, spec, "hostile").await;
+
+    let values = ["a", "panic", "b", "loop", "c", "fail"];
+    let headers = [("trace", &b"t-1"[..])];
+    let records: Vec<_> = values.iter().map(|v| (0, Some(&b"key"[..]), v.as_bytes(), &headers[..])).collect();
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    // The good records of the batch pass through, in order.
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 3, OUTPUT_TIMEOUT).await;
+    let passed: Vec<String> = outputs.iter().map(ConsumedRecord::value_text).collect();
+    assert_eq!(passed, vec!["a", "b", "c"]);
+
+    // Each failing record is a dead letter: original key, value and headers, plus why.
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 3, OUTPUT_TIMEOUT).await;
+    assert_eq!(dead.len(), 3, "three dead letters");
+    let header = |r: &ConsumedRecord, k: &str| String::from_utf8(r.header(k).unwrap_or_default().to_vec()).unwrap();
+    let expect = [("panic", written[1].1, "trap"), ("loop", written[3].1, "cpu-limit"), ("fail", written[5].1, "record-error")];
+    for (record, (value, offset, kind)) in dead.iter().zip(expect) {
+        assert_eq!(record.value_text(), value);
+        assert_eq!(record.key.as_deref(), Some(&b"key"[..]));
+        assert_eq!(header(record, "trace"), "t-1", "original headers are kept");
+        assert_eq!(header(record, "sluice.pipeline"), pipeline_name);
+        assert_eq!(header(record, "sluice.source.topic"), topics.input);
+        assert_eq!(header(record, "sluice.source.partition"), "0");
+        assert_eq!(header(record, "sluice.source.offset"), offset.to_string());
+        assert_eq!(header(record, "sluice.error.kind"), kind);
+        assert!(header(record, "sluice.module").starts_with("sha256:"));
+        assert_eq!(header(record, "sluice.error.attempts"), "1");
+    }
+    let poison = format!("poison record at offset {}", written[1].1);
+    assert!(header(&dead[0], "sluice.error.message").contains(&poison));
+    assert!(header(&dead[1], "sluice.error.message").contains("CPU time"));
+
+    let status = pipeline.status();
+    assert_eq!((status.records_out, status.dead_letters), (3, 3));
+    let group = pipeline.spec().group_id();
+    pipeline.stop().await;
+    let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
+    assert_eq!(committed, next_offsets(&written), "the whole partition was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_resumes_after_the_broker_goes_away_and_comes_back() {
+    let storage = tempfile::tempdir().unwrap();
+    let mut broker = TansuBroker::start_persistent(storage.path());
+    let topics = topics(&broker, 2);
+    let engine = engine_with(Limits::default());
+    let pipeline = start(&engine, &broker, spec("outage", &topics, "passthrough"), "passthrough").await;
+    let bootstrap = broker.bootstrap();
+
+    produce_ids(&bootstrap, &topics.input, 2, 0..200).await;
+    let first = read_until_seen(&bootstrap, &topics.output, 2, &ids(0..200)).await;
+    assert!(missing(&ids(0..200), &first).is_empty(), "before the outage: missing {:?}", missing(&ids(0..200), &first));
+
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart();
+
+    produce_ids(&bootstrap, &topics.input, 2, 200..400).await;
+    let all = read_until_seen(&bootstrap, &topics.output, 2, &ids(0..400)).await;
+    assert!(missing(&ids(0..400), &all).is_empty(), "after the outage: missing {:?}", missing(&ids(0..400), &all));
+    pipeline.stop().await;
+}
+
+/// A `sluice serve` process, killed by its PID when dropped.
+struct Runtime {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Runtime {
+    fn start(config: &Path, log: PathBuf) -> Runtime {
+        let binary = guests::workspace_root().join("target/release/sluice");
+        assert!(binary.exists(), "{} is missing: run `cargo build --release -p sluice`", binary.display());
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--status-every", "1"])
+            .env("SLUICE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn sluice serve");
+        Runtime { child, log }
+    }
+
+    fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+/// Writes a `sluice serve` config for one passthrough pipeline.
+fn serve_config(dir: &Path, broker: &TansuBroker, topics: &Topics, name: &str) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    write!(
+        file,
+        r#"data_dir = "{data}"
+
+[kafka]
+brokers = "{brokers}"
+
+[[pipeline]]
+name = "{name}"
+inputs = ["{input}"]
+outputs = {{ default = "{output}" }}
+module = "{module}"
+processing = {{ dead_letter_topic = "{dlq}", batch_size = 100, linger_ms = 5 }}
+"#,
+        data = dir.join("data").display(),
+        brokers = broker.bootstrap(),
+        input = topics.input,
+        output = topics.output,
+        module = guests::component("passthrough").display(),
+        dlq = topics.dead_letters,
+    )
+    .unwrap();
+    path
+}
+
+/// Waits until `check` is true of the runtime's log, or panics with the log.
+async fn wait_for_log(runtime: &Runtime, what: &str, check: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    while !check(&runtime.log()) {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; log:
+{}", runtime.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_runtime_mid_stream_and_restarting_it_loses_nothing() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), &broker, &topics, &format!("kill-{}", unique_suffix()));
+    let bootstrap = broker.bootstrap();
+    const TOTAL: usize = 6_000;
+
+    let mut runtime = Runtime::start(&config, dir.path().join("first.log"));
+    produce_ids(&bootstrap, &topics.input, 3, 0..TOTAL / 2).await;
+    // Let it get part of the way, then kill it without warning.
+    wait_for_log(&runtime, "records processed", |log| {
+        log.lines().any(|line| {
+            let count = line.split("records_in=").nth(1).and_then(|rest| rest.split_whitespace().next());
+            count.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0)
+        })
+    })
+    .await;
+    runtime.kill_9();
+    produce_ids(&bootstrap, &topics.input, 3, TOTAL / 2..TOTAL).await;
+
+    let restarted = Runtime::start(&config, dir.path().join("second.log"));
+    let seen = read_until_seen(&bootstrap, &topics.output, 3, &ids(0..TOTAL)).await;
+    let lost = missing(&ids(0..TOTAL), &seen);
+    assert!(lost.is_empty(), "records lost across kill -9: {lost:?}
+log:
+{}", restarted.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_stops() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), &broker, &topics, &format!("pair-{}", unique_suffix()));
+    let bootstrap = broker.bootstrap();
+    const TOTAL: usize = 4_000;
+
+    let mut first = Runtime::start(&config, dir.path().join("first.log"));
+    let second = Runtime::start(&config, dir.path().join("second.log"));
+    let assigned = |log: &str| log.lines().filter(|l| l.contains("partitions assigned")).last().map(str::to_owned);
+    // Both members end up with a share of the four partitions.
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    loop {
+        let (a, b) = (assigned(&first.log()), assigned(&second.log()));
+        if let (Some(a), Some(b)) = (&a, &b)
+            && a.matches(&topics.input).count() + b.matches(&topics.input).count() == 4
+            && a.contains(&topics.input)
+            && b.contains(&topics.input)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "partitions were not split: {a:?} / {b:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    produce_ids(&bootstrap, &topics.input, 4, 0..TOTAL / 2).await;
+    let half = read_until_seen(&bootstrap, &topics.output, 4, &ids(0..TOTAL / 2)).await;
+    assert!(missing(&ids(0..TOTAL / 2), &half).is_empty(), "both running: missing {:?}", missing(&ids(0..TOTAL / 2), &half));
+
+    // One leaves cleanly; the other takes over its partitions.
+    first.terminate();
+    produce_ids(&bootstrap, &topics.input, 4, TOTAL / 2..TOTAL).await;
+    let seen = read_until_seen(&bootstrap, &topics.output, 4, &ids(0..TOTAL)).await;
+    let lost = missing(&ids(0..TOTAL), &seen);
+    assert!(lost.is_empty(), "records lost after a member left: {lost:?}
+log:
+{}", second.log());
+}
