@@ -9,11 +9,15 @@ GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := memcached redis-server redis-tools
+# The Kafka-protocol broker the end-to-end tests run (its own process on loopback). Built once
+# per machine (about 13 minutes on 2 cores); `cargo install` keeps it in ~/.cargo/bin.
+TANSU_VERSION := 0.6.0
+TANSU := $(HOME)/.cargo/bin/tansu
 
 .PHONY: setup build examples test test-only run bench lint fmt clean-artifacts
 
-## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target, and
-## memcached + redis-server for the cache tests.
+## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target,
+## memcached + redis-server for the cache tests, and the tansu broker for the Kafka tests.
 setup:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@missing=""; for bin in memcached redis-server redis-benchmark; do \
@@ -22,6 +26,10 @@ setup:
 		echo "installing $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+	@if ! command -v tansu >/dev/null 2>&1 && [ ! -x $(TANSU) ]; then \
+		echo "building the tansu $(TANSU_VERSION) broker for the Kafka tests (once per machine)"; \
+		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
 ## build: the runtime and the `sluice` binary.
@@ -51,7 +59,9 @@ run: examples build
 
 ## bench: engine and cache benchmarks, each beside a native baseline measured in the same run.
 bench: setup examples
-	$(CARGO) bench -p sluice-tests
+	$(CARGO) bench -p sluice-tests --bench engine
+	$(CARGO) bench -p sluice-tests --bench cache_incr
+	$(CARGO) bench -p sluice-tests --bench kafka
 
 fmt:
 	$(CARGO) fmt --all

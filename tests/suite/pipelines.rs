@@ -14,8 +14,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice::cache::{Cache, MemoryCache, Namespace};
 use sluice::engine::{Engine, Limits};
 use sluice::kafka::KafkaConfig;
-use sluice::pipeline::Pipeline;
-use sluice::pipeline::spec::{PipelineSpec, Processing};
+use sluice::pipeline::spec::{FailurePolicy, PipelineSpec, Processing};
+use sluice::pipeline::{PartitionState, Pipeline};
 use sluice_tests::fixtures::{engine_with, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{
@@ -386,4 +386,92 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
     assert!(lost.is_empty(), "records lost after a member left: {lost:?}
 log:
 {}", second.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_policy_holds_the_partition_at_the_failed_record() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("block", &topics, "hostile");
+    spec.processing.on_failure = FailurePolicy::Block;
+    let group = spec.group_id();
+    let pipeline = start(&engine, &broker, spec, "hostile").await;
+    let values = ["a", "fail", "b"];
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    // The partition stops at the failed record: its state says so, and nothing after it flows.
+    let blocked_at = written[1].1;
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    while !pipeline.status().partitions.iter().any(|p| p.state == PartitionState::Blocked { offset: blocked_at }) {
+        assert!(tokio::time::Instant::now() < deadline, "partition never blocked: {:?}", pipeline.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 2, Duration::from_secs(3)).await;
+    assert_eq!(outputs.iter().map(ConsumedRecord::value_text).collect::<Vec<_>>(), vec!["a"]);
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, Duration::from_secs(1)).await;
+    assert!(dead.is_empty(), "the block policy writes no dead letter");
+    pipeline.stop().await;
+    // Only the records before the failed one are committed: it is processed again next time.
+    let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
+    assert_eq!(committed, BTreeMap::from([(0, blocked_at)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_policy_drops_the_failed_record_and_goes_on() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("skip", &topics, "hostile");
+    spec.processing.on_failure = FailurePolicy::Skip;
+    let pipeline = start(&engine, &broker, spec, "hostile").await;
+    let values = ["a", "fail", "b"];
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 2, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.iter().map(ConsumedRecord::value_text).collect::<Vec<_>>(), vec!["a", "b"]);
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, Duration::from_secs(1)).await;
+    assert!(dead.is_empty(), "the skip policy writes no dead letter");
+    let status = pipeline.status();
+    assert_eq!((status.failed, status.skipped, status.dead_letters), (1, 1, 0));
+    assert!(status.last_error.as_deref().is_some_and(|e| e.contains("rejected record")), "{status:?}");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_are_retried_then_dead_lettered_with_their_attempt_count() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("retry", &topics, "hostile");
+    spec.processing.max_retries = 2;
+    spec.processing.retry_backoff_ms = 10;
+    let pipeline = start(&engine, &broker, spec, "hostile").await;
+    produce(&broker.bootstrap(), &topics.input, &[(0, None, b"retry", &[][..]), (0, None, b"ok", &[][..])]).await;
+
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, OUTPUT_TIMEOUT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].header("sluice.error.attempts"), Some(&b"3"[..]), "the first try and two retries");
+    assert_eq!(dead[0].header("sluice.error.kind"), Some(&b"record-error"[..]));
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 1, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs[0].value_text(), "ok");
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_naming_a_missing_topic_is_refused_at_start() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("typo", &topics, "passthrough");
+    spec.outputs.insert("default".into(), "no-such-topic".into());
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("typo").unwrap());
+    let error = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache)
+        .await
+        .err()
+        .expect("a missing output topic is an error");
+    assert!(error.to_string().contains("\"no-such-topic\"] do not exist"), "{error:#}");
 }
