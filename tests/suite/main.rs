@@ -1,6 +1,9 @@
 //! Sluice integration suite: one test binary, one module per area.
 
+mod cache_conformance;
+mod cache_resilience;
 mod examples;
 mod kafka_broker;
 mod limits;
 mod modules;
+mod pipelines;

@@ -1,20 +1,32 @@
 //! The cache capability: what a function's `cache` calls run against.
 //!
 //! This module owns the meaning of a cache call, the same on every backend: key, value, TTL
-//! and batch limits ([`limits`]), per-pipeline namespacing ([`Namespace`]), and hit/miss/error
-//! accounting ([`CacheStats`]). [`Cache`] is the handle a function instance holds: it checks a
+//! and batch limits ([`limits`]), per-pipeline namespacing ([`Namespace`]), and hit, miss, error
+//! and latency accounting ([`CacheStats`]). [`Cache`] is the handle a function instance holds: it checks a
 //! call, prefixes the key with the namespace and forwards it to a [`CacheBackend`].
 //!
 //! Backends only store and fetch: they receive keys that are already valid and namespaced,
-//! and must not re-check limits. Each backend lives in a submodule of its own.
+//! and must not re-check limits. Each backend lives in a submodule of its own: [`MemoryCache`]
+//! (in-process), [`RedisCache`] and [`MemcachedCache`]; [`connect`] builds one from a URL
+//! ([`CacheUrl`] documents the forms and settings).
+//!
+//! Every backend gives each call the same meaning, down to the text of a counter and the errors;
+//! the integration suite runs one set of checks, unchanged, against all three.
 
+mod memcached;
 mod memory;
+mod redis;
+mod url;
 
+pub use memcached::{MemcachedCache, MemcachedConfig};
 pub use memory::MemoryCache;
+pub use redis::{RedisCache, RedisConfig};
+pub use url::{CacheUrl, connect};
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -60,15 +72,36 @@ pub enum CacheError {
     Other(String),
 }
 
+/// How the message of an [`CacheError::Unavailable`] for a deadline that passed starts; see
+/// [`CacheError::timed_out`].
+const TIMED_OUT_PREFIX: &str = "timed out after ";
+
 impl CacheError {
     /// `true` when the same call may succeed later.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, CacheError::Unavailable(_))
     }
+
+    /// The [`CacheError::Unavailable`] of a call to `backend` (e.g. `redis at 10.0.0.5:6379`)
+    /// that did not complete within `timeout`. Backends build every deadline error with this, so
+    /// [`CacheError::is_timeout`] can tell a slow backend from an unreachable one.
+    pub fn timed_out(backend: &str, timeout: Duration) -> CacheError {
+        CacheError::Unavailable(format!("{TIMED_OUT_PREFIX}{} ms: {backend} did not answer", timeout.as_millis()))
+    }
+
+    /// `true` for an [`CacheError::Unavailable`] made by [`CacheError::timed_out`]: the backend
+    /// did not answer in time (as opposed to refusing or dropping the connection).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CacheError::Unavailable(message) if message.starts_with(TIMED_OUT_PREFIX))
+    }
 }
 
 /// A storage backend for [`Cache`]. Implementations receive keys that are already validated
 /// and namespaced, values within [`limits::MAX_VALUE_BYTES`], and TTLs within range.
+///
+/// A backend behind a network bounds every call by its own deadline and reports a miss of it
+/// with [`CacheError::timed_out`], and a server it cannot reach with another
+/// [`CacheError::Unavailable`]; it recovers by itself once the server is back.
 #[async_trait]
 pub trait CacheBackend: Send + Sync + 'static {
     /// Short name for logs and metrics: `memory`, `redis`, `memcached`.
@@ -144,10 +177,17 @@ pub struct CacheStats {
     pub misses: AtomicU64,
     /// Calls that wrote (`set`, `set-many`, `incr`, `delete`).
     pub writes: AtomicU64,
-    /// Calls that failed with `unavailable`.
+    /// Calls that failed with `unavailable`: `timeouts` plus `connection_errors`.
     pub unavailable: AtomicU64,
+    /// Of the `unavailable` calls, those whose backend did not answer in time.
+    pub timeouts: AtomicU64,
+    /// Of the `unavailable` calls, those whose backend could not be reached (connection refused,
+    /// reset or closed).
+    pub connection_errors: AtomicU64,
     /// Calls that failed otherwise, including refused arguments.
     pub errors: AtomicU64,
+    /// How long the backend took, for every call that reached it (failed ones included).
+    pub latency: LatencyHistogram,
 }
 
 /// A plain copy of [`CacheStats`] at one moment.
@@ -161,8 +201,14 @@ pub struct CacheStatsSnapshot {
     pub writes: u64,
     /// Calls that failed with `unavailable`.
     pub unavailable: u64,
+    /// Unavailable calls that timed out.
+    pub timeouts: u64,
+    /// Unavailable calls that could not reach the backend.
+    pub connection_errors: u64,
     /// Other failed calls.
     pub errors: u64,
+    /// Backend call latency.
+    pub latency: LatencySnapshot,
 }
 
 impl CacheStats {
@@ -173,14 +219,22 @@ impl CacheStats {
             misses: self.misses.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
             unavailable: self.unavailable.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            connection_errors: self.connection_errors.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            latency: self.latency.snapshot(),
         }
     }
 
     fn count<T>(&self, result: &Result<T, CacheError>) {
         if let Err(e) = result {
-            let counter = if e.is_unavailable() { &self.unavailable } else { &self.errors };
-            counter.fetch_add(1, Ordering::Relaxed);
+            if e.is_unavailable() {
+                self.unavailable.fetch_add(1, Ordering::Relaxed);
+                let cause = if e.is_timeout() { &self.timeouts } else { &self.connection_errors };
+                cause.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -191,6 +245,80 @@ impl CacheStats {
         }
         self.hits.fetch_add(hits, Ordering::Relaxed);
         self.misses.fetch_add(misses, Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds of the latency buckets of [`LatencyHistogram`], in microseconds. One more
+/// bucket, after these, holds every slower call.
+pub const LATENCY_BUCKET_BOUNDS_MICROS: [u64; LATENCY_BUCKETS - 1] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000];
+
+/// Number of buckets of [`LatencyHistogram`], the overflow bucket included.
+pub const LATENCY_BUCKETS: usize = 16;
+
+/// A fixed-bucket histogram of call durations, lock-free: one atomic add per bucket hit plus the
+/// count and the total, so the mean and coarse quantiles can be read at any time.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    count: AtomicU64,
+    total_nanos: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl LatencyHistogram {
+    /// Records one call that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket =
+            LATENCY_BUCKET_BOUNDS_MICROS.iter().position(|&bound| micros <= bound).unwrap_or(LATENCY_BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Reads the histogram.
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            count: self.count.load(Ordering::Relaxed),
+            total_nanos: self.total_nanos.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A plain copy of a [`LatencyHistogram`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LatencySnapshot {
+    /// Calls recorded.
+    pub count: u64,
+    /// Their total duration, in nanoseconds.
+    pub total_nanos: u64,
+    /// Calls per bucket; bucket `i` holds calls of at most [`LATENCY_BUCKET_BOUNDS_MICROS`]`[i]`
+    /// microseconds (and more than the bound before it); the last one holds the rest.
+    pub buckets: [u64; LATENCY_BUCKETS],
+}
+
+impl LatencySnapshot {
+    /// Mean call duration, `None` before the first call.
+    pub fn mean(&self) -> Option<Duration> {
+        (self.count > 0).then(|| Duration::from_nanos(self.total_nanos / self.count))
+    }
+
+    /// An upper bound of the `q` quantile (`0.0..=1.0`): the bound of the bucket it falls in.
+    /// `None` before the first call, and `Duration::MAX` when it falls in the overflow bucket.
+    pub fn quantile_upper_bound(&self, q: f64) -> Option<Duration> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, calls) in self.buckets.iter().enumerate() {
+            seen += calls;
+            if seen >= rank {
+                return Some(LATENCY_BUCKET_BOUNDS_MICROS.get(i).map_or(Duration::MAX, |&b| Duration::from_micros(b)));
+            }
+        }
+        Some(Duration::MAX)
     }
 }
 
@@ -233,7 +361,7 @@ impl Cache {
     /// See the WIT `cache.get`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let result = match self.key(key) {
-            Ok(key) => self.backend.get(&key).await,
+            Ok(key) => self.timed(self.backend.get(&key)).await,
             Err(e) => Err(e),
         };
         if let Ok(value) = &result {
@@ -256,7 +384,7 @@ impl Cache {
     async fn get_many_checked(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         check_batch_len(keys.len())?;
         let keys = keys.iter().map(|k| self.key(k)).collect::<Result<Vec<_>, _>>()?;
-        let values = self.backend.get_many(&keys).await?;
+        let values = self.timed(self.backend.get_many(&keys)).await?;
         let buffered: usize = values.iter().flatten().map(Vec::len).sum();
         if buffered > limits::MAX_HOST_BUFFERED_BYTES {
             return Err(CacheError::TooLarge(format!(
@@ -273,7 +401,7 @@ impl Cache {
             let key = self.key(key)?;
             check_value(value)?;
             check_ttl(ttl_seconds)?;
-            self.backend.set(&key, value, ttl_seconds).await
+            self.timed(self.backend.set(&key, value, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -289,7 +417,7 @@ impl Cache {
                 .iter()
                 .map(|(k, v)| Ok((self.key(k)?, check_value(v).map(|()| v.clone())?)))
                 .collect::<Result<Vec<_>, CacheError>>()?;
-            self.backend.set_many(&entries, ttl_seconds).await
+            self.timed(self.backend.set_many(&entries, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -301,7 +429,7 @@ impl Cache {
         let result = async {
             let key = self.key(key)?;
             check_ttl(ttl_seconds)?;
-            self.backend.incr(&key, delta, ttl_seconds).await
+            self.timed(self.backend.incr(&key, delta, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -315,7 +443,7 @@ impl Cache {
             check_ttl(ttl_seconds)?;
             let entries =
                 entries.iter().map(|(k, d)| Ok((self.key(k)?, *d))).collect::<Result<Vec<_>, CacheError>>()?;
-            self.backend.incr_many(&entries, ttl_seconds).await
+            self.timed(self.backend.incr_many(&entries, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -325,10 +453,18 @@ impl Cache {
     /// See the WIT `cache.delete`.
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let result = match self.key(key) {
-            Ok(key) => self.backend.delete(&key).await,
+            Ok(key) => self.timed(self.backend.delete(&key)).await,
             Err(e) => Err(e),
         };
         self.count_write(&result);
+        result
+    }
+
+    /// Runs one backend call, recording how long it took.
+    async fn timed<T>(&self, call: impl Future<Output = Result<T, CacheError>>) -> Result<T, CacheError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.stats.latency.record(started.elapsed());
         result
     }
 
@@ -397,12 +533,20 @@ fn check_batch_len(len: usize) -> Result<(), CacheError> {
     Ok(())
 }
 
-/// Parses a stored counter: signed 64-bit decimal text. Shared by backends that keep counters
-/// as text and must agree on what a number is.
+/// Parses a stored counter: signed 64-bit decimal text in its one canonical form, the form
+/// `incr` writes: an optional `-`, then digits without leading zeros (`0`, `42`, `-3`; not `007`,
+/// `+5`, `-0` or ` 5`). Shared by backends that keep counters as text and must agree on what a
+/// number is; the canonical form is what Redis' `INCRBY` accepts, so all backends agree.
 pub fn parse_counter(key: &str, raw: &[u8]) -> Result<i64, CacheError> {
-    std::str::from_utf8(raw)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
+    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
+    let canonical = match digits {
+        [b'0'] => digits.len() == raw.len(),
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical
+        .then(|| std::str::from_utf8(raw).ok()?.parse::<i64>().ok())
+        .flatten()
         .ok_or_else(|| CacheError::NotANumber(format!("value at {key:?} is not a signed 64-bit decimal integer")))
 }
 
@@ -411,4 +555,59 @@ pub fn add_to_counter(key: &str, current: i64, delta: i64) -> Result<i64, CacheE
     current
         .checked_add(delta)
         .ok_or_else(|| CacheError::NotANumber(format!("incr of {current} by {delta} at {key:?} overflows 64 bits")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_only_in_their_canonical_decimal_form() {
+        for (text, value) in [("0", 0), ("42", 42), ("-3", -3), ("9223372036854775807", i64::MAX)] {
+            assert_eq!(parse_counter("k", text.as_bytes()), Ok(value), "{text}");
+        }
+        assert_eq!(parse_counter("k", b"-9223372036854775808"), Ok(i64::MIN));
+        for text in ["", "-", "007", "+5", "-0", " 5", "5 ", "1.5", "1e3", "9223372036854775808", "٣"] {
+            assert!(matches!(parse_counter("k", text.as_bytes()), Err(CacheError::NotANumber(_))), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_told_apart_from_other_unavailability() {
+        let timeout = CacheError::timed_out("redis at h:1", Duration::from_millis(500));
+        assert!(timeout.is_timeout() && timeout.is_unavailable());
+        assert_eq!(timeout.to_string(), "cache unavailable: timed out after 500 ms: redis at h:1 did not answer");
+        assert!(!CacheError::Unavailable("redis at h:1 is not reachable".into()).is_timeout());
+        assert!(!CacheError::Other("timed out after 1 ms".into()).is_timeout());
+
+        let stats = CacheStats::default();
+        stats.count::<()>(&Err(timeout));
+        stats.count::<()>(&Err(CacheError::Unavailable("refused".into())));
+        stats.count::<()>(&Err(CacheError::InvalidKey("empty".into())));
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            (snapshot.unavailable, snapshot.timeouts, snapshot.connection_errors, snapshot.errors),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn latency_lands_in_fixed_buckets_with_mean_and_quantile_bounds() {
+        let histogram = LatencyHistogram::default();
+        assert_eq!(histogram.snapshot().mean(), None);
+        for micros in [10, 50, 51, 400, 700, 7_000_000] {
+            histogram.record(Duration::from_micros(micros));
+        }
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.count, 6);
+        assert_eq!(snapshot.buckets[0], 2, "<= 50 us");
+        assert_eq!(snapshot.buckets[1], 1, "<= 100 us");
+        assert_eq!(snapshot.buckets[3], 1, "<= 500 us");
+        assert_eq!(snapshot.buckets[4], 1, "<= 1 ms");
+        assert_eq!(snapshot.buckets[LATENCY_BUCKETS - 1], 1, "over 5 s");
+        assert_eq!(snapshot.quantile_upper_bound(0.5), Some(Duration::from_micros(100)));
+        assert_eq!(snapshot.quantile_upper_bound(0.8), Some(Duration::from_millis(1)));
+        assert_eq!(snapshot.quantile_upper_bound(1.0), Some(Duration::MAX));
+        assert_eq!(snapshot.mean(), Some(Duration::from_nanos(7_001_211_000 / 6)));
+    }
 }

@@ -1,0 +1,427 @@
+//! Cache URLs: which backend a pipeline's cache lives in, and its settings, in one string.
+//! [`CacheUrl`] documents the forms and the settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CacheBackend, CacheError, MemcachedCache, MemcachedConfig, MemoryCache, RedisCache, RedisConfig};
+
+/// A parsed cache URL: which backend a pipeline's cache lives in, and its settings.
+///
+/// | form | backend |
+/// |---|---|
+/// | `memory://` | [`MemoryCache`], in this process |
+/// | `redis://[user[:password]@]host[:port][/db]` | [`RedisCache`], port 6379, database 0 by default |
+/// | `rediss://...` | Redis over TLS: refused by this build (see [`CacheUrl::parse`]) |
+/// | `memcache://host[:port][,host[:port]...]` (or `memcached://`) | [`MemcachedCache`], port 11211 by default |
+///
+/// Settings go in the query string; each has a default and a range, and a URL with an unknown
+/// setting, a setting that does not apply to its backend or a value out of range is refused
+/// with a message naming it:
+///
+/// | setting | backends | default | range |
+/// |---|---|---|---|
+/// | `timeout_ms`: deadline of each call | redis, memcache | 500 | 1 to 60,000 |
+/// | `connect_timeout_ms`: deadline of a connection attempt | redis, memcache | 500 | 1 to 60,000 |
+/// | `pool_size`: connections per server | memcache | 8 | 1 to 1,024 |
+/// | `capacity_mb`: bound on keys plus values | memory | 256 | 1 to 1,048,576 |
+///
+/// A user name or password in a `redis://` URL is percent-decoded (`%40` for `@`), and never
+/// appears in an error message or in the URL shown back ([`fmt::Display`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUrl {
+    /// `memory://`: a cache in this process, holding at most `capacity_bytes`.
+    Memory {
+        /// Bound on keys plus values.
+        capacity_bytes: u64,
+    },
+    /// `redis://`: a Redis server.
+    Redis(RedisConfig),
+    /// `memcache://`: one or more memcached servers.
+    Memcached(MemcachedConfig),
+}
+
+/// Connects to the cache at `url` (see [`CacheUrl`] for the forms): the backend that a
+/// pipeline's [`super::Cache`] handles share.
+pub async fn connect(url: &str) -> Result<Arc<dyn CacheBackend>, CacheError> {
+    CacheUrl::parse(url)?.connect().await
+}
+
+const MAX_TIMEOUT_MS: u64 = 60_000;
+const MAX_POOL_SIZE: u64 = 1_024;
+const MAX_CAPACITY_MB: u64 = 1_048_576;
+
+impl CacheUrl {
+    /// Parses `url` (see [`CacheUrl`] for the forms), or says precisely what is wrong with it
+    /// ([`CacheError::InvalidArgument`]).
+    ///
+    /// `rediss://` is refused: TLS for Redis would bring a TLS stack (rustls and a crypto
+    /// provider, or OpenSSL bindings) into the runtime for a feature no deployment uses yet.
+    pub fn parse(url: &str) -> Result<CacheUrl, CacheError> {
+        let invalid = |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact(url)));
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(invalid("no scheme; use memory://, redis://HOST:PORT or memcache://HOST:PORT".into()));
+        };
+        if rest.contains('#') {
+            return Err(invalid("a fragment ('#...') is not allowed".into()));
+        }
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut settings = Settings::parse(query).map_err(&invalid)?;
+        let parsed = match scheme.to_ascii_lowercase().as_str() {
+            "memory" => {
+                if !location.is_empty() && location != "/" {
+                    return Err(invalid(format!("memory:// takes no host or path, found {location:?}")));
+                }
+                let capacity_mb = settings.take("capacity_mb", 1, MAX_CAPACITY_MB).map_err(&invalid)?;
+                let capacity_bytes = capacity_mb.map_or(MemoryCache::DEFAULT_CAPACITY_BYTES, |mb| mb * 1024 * 1024);
+                CacheUrl::Memory { capacity_bytes }
+            }
+            "redis" => {
+                let mut config = parse_redis(location).map_err(&invalid)?;
+                if let Some(ms) = settings.take("timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
+                    config.timeout = Duration::from_millis(ms);
+                }
+                if let Some(ms) = settings.take("connect_timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
+                    config.connect_timeout = Duration::from_millis(ms);
+                }
+                CacheUrl::Redis(config)
+            }
+            "rediss" => {
+                return Err(invalid(
+                    "Redis over TLS (rediss://) is not supported by this build of Sluice; use redis:// on a trusted \
+                     network, or a TLS tunnel to the server"
+                        .into(),
+                ));
+            }
+            "memcache" | "memcached" => {
+                let mut config = parse_memcached(location).map_err(&invalid)?;
+                if let Some(ms) = settings.take("timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
+                    config.timeout = Duration::from_millis(ms);
+                }
+                if let Some(ms) = settings.take("connect_timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
+                    config.connect_timeout = Duration::from_millis(ms);
+                }
+                if let Some(size) = settings.take("pool_size", 1, MAX_POOL_SIZE).map_err(&invalid)? {
+                    config.pool_size = usize::try_from(size).unwrap_or(usize::MAX);
+                }
+                CacheUrl::Memcached(config)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown scheme {other:?}; use memory://, redis://HOST:PORT or memcache://HOST:PORT"
+                )));
+            }
+        };
+        settings.finish(scheme).map_err(&invalid)?;
+        Ok(parsed)
+    }
+
+    /// The backend's kind, as [`CacheBackend::kind`] will name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CacheUrl::Memory { .. } => "memory",
+            CacheUrl::Redis(_) => "redis",
+            CacheUrl::Memcached(_) => "memcached",
+        }
+    }
+
+    /// Builds the backend; Redis and Memcached check that their servers answer.
+    pub async fn connect(&self) -> Result<Arc<dyn CacheBackend>, CacheError> {
+        Ok(match self {
+            CacheUrl::Memory { capacity_bytes } => Arc::new(MemoryCache::with_capacity(*capacity_bytes)),
+            CacheUrl::Redis(config) => Arc::new(RedisCache::connect(config).await?),
+            CacheUrl::Memcached(config) => Arc::new(MemcachedCache::connect(config).await?),
+        })
+    }
+}
+
+impl FromStr for CacheUrl {
+    type Err = CacheError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        CacheUrl::parse(url)
+    }
+}
+
+impl fmt::Display for CacheUrl {
+    /// The URL back, with any password hidden.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheUrl::Memory { capacity_bytes } => {
+                write!(f, "memory://?capacity_mb={}", capacity_bytes / (1024 * 1024))
+            }
+            CacheUrl::Redis(config) => {
+                write!(f, "redis://")?;
+                match (&config.username, &config.password) {
+                    (Some(user), Some(_)) => write!(f, "{user}:***@")?,
+                    (Some(user), None) => write!(f, "{user}@")?,
+                    (None, Some(_)) => write!(f, ":***@")?,
+                    (None, None) => {}
+                }
+                write!(
+                    f,
+                    "{}/{}?timeout_ms={}&connect_timeout_ms={}",
+                    config.address(),
+                    config.db,
+                    config.timeout.as_millis(),
+                    config.connect_timeout.as_millis()
+                )
+            }
+            CacheUrl::Memcached(config) => write!(
+                f,
+                "memcache://{}?timeout_ms={}&connect_timeout_ms={}&pool_size={}",
+                config.servers.join(","),
+                config.timeout.as_millis(),
+                config.connect_timeout.as_millis(),
+                config.pool_size
+            ),
+        }
+    }
+}
+
+/// The query string's settings, taken one by one so that what is left over can be refused.
+struct Settings(BTreeMap<String, String>);
+
+impl Settings {
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut settings = BTreeMap::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(format!("setting {pair:?} has no value; write {pair}=VALUE"));
+            };
+            if settings.insert(name.to_owned(), value.to_owned()).is_some() {
+                return Err(format!("setting {name:?} is given twice"));
+            }
+        }
+        Ok(Settings(settings))
+    }
+
+    /// The whole-number setting `name`, checked to be within `min..=max`.
+    fn take(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, String> {
+        let Some(raw) = self.0.remove(name) else { return Ok(None) };
+        match raw.parse::<u64>() {
+            Ok(value) if (min..=max).contains(&value) => Ok(Some(value)),
+            _ => Err(format!("{name}={raw} is out of range: use a whole number from {min} to {max}")),
+        }
+    }
+
+    fn finish(self, scheme: &str) -> Result<(), String> {
+        match self.0.keys().next() {
+            None => Ok(()),
+            Some(name) => Err(format!(
+                "unknown setting {name:?} for {scheme}://; settings are timeout_ms and connect_timeout_ms \
+                 (redis, memcache), pool_size (memcache) and capacity_mb (memory)"
+            )),
+        }
+    }
+}
+
+fn parse_redis(location: &str) -> Result<RedisConfig, String> {
+    let (authority, path) = location.split_once('/').unwrap_or((location, ""));
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((userinfo, host_port)) => (Some(userinfo), host_port),
+        None => (None, authority),
+    };
+    let (host, port) = parse_host_port(host_port, RedisConfig::DEFAULT_PORT)?;
+    let mut config = RedisConfig::new(host, port);
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((user, password)) => (user, Some(password)),
+            None => (userinfo, None),
+        };
+        let user = percent_decode(user).map_err(|e| format!("user name: {e}"))?;
+        config.username = (!user.is_empty()).then_some(user);
+        config.password = password.map(|p| percent_decode(p).map_err(|e| format!("password: {e}"))).transpose()?;
+    }
+    if !path.is_empty() {
+        config.db = path
+            .parse::<u32>()
+            .map_err(|_| format!("database {path:?} is not a number; write redis://HOST:PORT/DB with DB like 0 or 3"))?
+            .into();
+    }
+    Ok(config)
+}
+
+fn parse_memcached(location: &str) -> Result<MemcachedConfig, String> {
+    let location = location.strip_suffix('/').unwrap_or(location);
+    if location.contains('@') {
+        return Err("memcache:// takes no user name or password (the meta protocol has no authentication)".into());
+    }
+    if location.contains('/') {
+        return Err("memcache:// takes no path; list servers as memcache://HOST:PORT,HOST:PORT".into());
+    }
+    let mut servers = Vec::new();
+    for server in location.split(',') {
+        let (host, port) = parse_host_port(server, MemcachedConfig::DEFAULT_PORT)?;
+        let address = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        if servers.contains(&address) {
+            return Err(format!("server {address} is listed twice"));
+        }
+        servers.push(address);
+    }
+    Ok(MemcachedConfig::new(servers))
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), String> {
+    if text.is_empty() {
+        return Err("no host; write HOST or HOST:PORT".into());
+    }
+    let (host, port) = if let Some(bracketed) = text.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']').ok_or_else(|| format!("host {text:?} has no closing ']'"))?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or_else(|| format!("unexpected {after:?} after [{host}]"))?)),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("no host in {text:?}"));
+    }
+    if let Some(c) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))) {
+        return Err(format!("host {host:?} contains {c:?}"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(port) => match port.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(format!("port {port:?} of {host} is not a number from 1 to 65535")),
+        },
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            let byte =
+                hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or("a '%' is not followed by two hex digits")?;
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent-decodes to invalid UTF-8".to_owned())
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(url: &str) -> String {
+        match CacheUrl::parse(url) {
+            Err(CacheError::InvalidArgument(message)) => message,
+            other => panic!("{url}: expected an invalid-argument error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_backend_parses_with_its_defaults() {
+        assert_eq!(
+            CacheUrl::parse("memory://").unwrap(),
+            CacheUrl::Memory { capacity_bytes: MemoryCache::DEFAULT_CAPACITY_BYTES }
+        );
+        assert_eq!(CacheUrl::parse("redis://127.0.0.1").unwrap(), CacheUrl::Redis(RedisConfig::new("127.0.0.1", 6379)));
+        assert_eq!(
+            CacheUrl::parse("memcache://cache-1").unwrap(),
+            CacheUrl::Memcached(MemcachedConfig::new(["cache-1:11211"]))
+        );
+    }
+
+    #[test]
+    fn redis_urls_carry_credentials_database_and_settings() {
+        let CacheUrl::Redis(config) =
+            CacheUrl::parse("redis://app:p%40ss:w@10.0.0.5:6380/3?timeout_ms=250&connect_timeout_ms=1000").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config.host, "10.0.0.5");
+        assert_eq!(config.port, 6380);
+        assert_eq!(config.db, 3);
+        assert_eq!(config.username.as_deref(), Some("app"));
+        assert_eq!(config.password.as_deref(), Some("p@ss:w"));
+        assert_eq!(config.timeout, Duration::from_millis(250));
+        assert_eq!(config.connect_timeout, Duration::from_secs(1));
+
+        let CacheUrl::Redis(config) = CacheUrl::parse("redis://:secret@[::1]:7000").unwrap() else { panic!() };
+        assert_eq!(
+            (config.host.as_str(), config.port, config.username, config.password.as_deref()),
+            ("::1", 7000, None, Some("secret"))
+        );
+    }
+
+    #[test]
+    fn memcache_urls_list_servers_and_pool_settings() {
+        let CacheUrl::Memcached(config) =
+            CacheUrl::parse("memcache://a:11211,b,[::1]:11300?pool_size=4&timeout_ms=100").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(config.servers, ["a:11211", "b:11211", "[::1]:11300"]);
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(config.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_what_is_wrong() {
+        let cases = [
+            ("localhost:6379", "no scheme"),
+            ("http://x", "unknown scheme \"http\""),
+            ("redis://", "no host"),
+            ("redis://h:0", "port \"0\" of h is not a number from 1 to 65535"),
+            ("redis://h:99999", "port \"99999\""),
+            ("redis://h/x", "database \"x\" is not a number"),
+            ("redis://h?timeout_ms=0", "timeout_ms=0 is out of range: use a whole number from 1 to 60000"),
+            ("redis://h?timeout_ms=fast", "timeout_ms=fast is out of range"),
+            ("redis://h?pool_size=4", "unknown setting \"pool_size\" for redis://"),
+            ("redis://h?timeout_ms=1&timeout_ms=2", "\"timeout_ms\" is given twice"),
+            ("redis://h?verbose", "setting \"verbose\" has no value"),
+            ("rediss://h", "Redis over TLS (rediss://) is not supported"),
+            ("memcache://a,,b", "no host"),
+            ("memcache://a,a:11211", "server a:11211 is listed twice"),
+            ("memcache://u:p@a", "takes no user name or password"),
+            ("memcache://a/x", "takes no path"),
+            ("memcache://a?pool_size=0", "pool_size=0 is out of range"),
+            ("memory://host", "memory:// takes no host or path"),
+            ("memory://?capacity_mb=0", "capacity_mb=0 is out of range"),
+            ("redis://h w", "host \"h w\" contains ' '"),
+        ];
+        for (url, expected) in cases {
+            let message = error(url);
+            assert!(message.contains(expected), "{url}: {message:?} does not say {expected:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_never_appear_in_errors_or_display() {
+        let message = error("redis://app:hunter2@h:1/x");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("app:***@h:1/x"), "{message}");
+        let shown = CacheUrl::parse("redis://app:hunter2@h").unwrap().to_string();
+        assert!(!shown.contains("hunter2") && shown.contains("app:***@"), "{shown}");
+    }
+}
