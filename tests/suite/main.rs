@@ -2,6 +2,7 @@
 
 mod cache_conformance;
 mod cache_resilience;
+mod cache_tls;
 mod examples;
 mod kafka_broker;
 mod limits;

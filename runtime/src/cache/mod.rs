@@ -20,7 +20,7 @@ mod url;
 
 pub use memcached::{MemcachedCache, MemcachedConfig};
 pub use memory::MemoryCache;
-pub use redis::{RedisCache, RedisConfig};
+pub use redis::{RedisCache, RedisConfig, RedisTls};
 pub use url::{CacheUrl, connect};
 
 use std::fmt;

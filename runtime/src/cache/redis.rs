@@ -53,6 +53,16 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Deadline of one connection attempt.
     pub connect_timeout: Duration,
+    /// TLS (`rediss://`), or plain TCP when `None`.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS settings of a `rediss://` connection. The server's certificate and host name are always
+/// verified.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisTls {
+    /// A PEM file of the certificate authority to trust; the system's roots when `None`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -75,6 +85,7 @@ impl RedisConfig {
             password: None,
             timeout: Self::DEFAULT_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
         }
     }
 
@@ -97,6 +108,7 @@ impl fmt::Debug for RedisConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -121,7 +133,8 @@ impl RedisCache {
     /// Connects to the server of `config` and checks that it answers (`PING`), so a wrong
     /// address or password is reported here rather than on the first record.
     pub async fn connect(config: &RedisConfig) -> Result<Self, CacheError> {
-        let label = format!("redis at {}", config.address());
+        let scheme = if config.tls.is_some() { "rediss" } else { "redis" };
+        let label = format!("{scheme} at {}", config.address());
         let mut settings = RedisConnectionInfo::default().set_db(config.db);
         if let Some(username) = &config.username {
             settings = settings.set_username(username);
@@ -129,11 +142,30 @@ impl RedisCache {
         if let Some(password) = &config.password {
             settings = settings.set_password(password);
         }
-        let info = ConnectionAddr::Tcp(config.host.clone(), config.port)
+        let address = match config.tls {
+            None => ConnectionAddr::Tcp(config.host.clone(), config.port),
+            Some(_) => ConnectionAddr::TcpTls {
+                host: config.host.clone(),
+                port: config.port,
+                insecure: false,
+                tls_params: None,
+            },
+        };
+        let info = address
             .into_connection_info()
             .map_err(|e| CacheError::InvalidArgument(format!("{label}: {e}")))?
             .set_redis_settings(settings);
-        let client = Client::open(info).map_err(|e| CacheError::InvalidArgument(format!("{label}: {e}")))?;
+        let ca_file = config.tls.as_ref().and_then(|tls| tls.ca_file.as_ref());
+        let client = match ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    CacheError::InvalidArgument(format!("{label}: cannot read ca_file {}: {e}", path.display()))
+                })?;
+                Client::build_with_tls(info, ::redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }
+        }
+        .map_err(|e| CacheError::InvalidArgument(format!("{label}: {e}")))?;
         // No retries inside the manager: a call during an outage fails at once (and starts a
         // new connection attempt) instead of waiting out a backoff schedule, and the first call
         // after the server is back reconnects.

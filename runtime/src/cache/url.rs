@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CacheBackend, CacheError, MemcachedCache, MemcachedConfig, MemoryCache, RedisCache, RedisConfig};
+use super::{
+    CacheBackend, CacheError, MemcachedCache, MemcachedConfig, MemoryCache, RedisCache, RedisConfig, RedisTls,
+};
 
 /// A parsed cache URL: which backend a pipeline's cache lives in, and its settings.
 ///
@@ -15,7 +17,7 @@ use super::{CacheBackend, CacheError, MemcachedCache, MemcachedConfig, MemoryCac
 /// |---|---|
 /// | `memory://` | [`MemoryCache`], in this process |
 /// | `redis://[user[:password]@]host[:port][/db]` | [`RedisCache`], port 6379, database 0 by default |
-/// | `rediss://...` | Redis over TLS: refused by this build (see [`CacheUrl::parse`]) |
+/// | `rediss://...[?ca_file=PATH]` | Redis over TLS; the server certificate is verified against `ca_file` or the system's roots |
 /// | `memcache://host[:port][,host[:port]...]` (or `memcached://`) | [`MemcachedCache`], port 11211 by default |
 ///
 /// Settings go in the query string; each has a default and a range, and a URL with an unknown
@@ -57,9 +59,6 @@ const MAX_CAPACITY_MB: u64 = 1_048_576;
 impl CacheUrl {
     /// Parses `url` (see [`CacheUrl`] for the forms), or says precisely what is wrong with it
     /// ([`CacheError::InvalidArgument`]).
-    ///
-    /// `rediss://` is refused: TLS for Redis would bring a TLS stack (rustls and a crypto
-    /// provider, or OpenSSL bindings) into the runtime for a feature no deployment uses yet.
     pub fn parse(url: &str) -> Result<CacheUrl, CacheError> {
         let invalid = |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact(url)));
         let Some((scheme, rest)) = url.split_once("://") else {
@@ -79,8 +78,12 @@ impl CacheUrl {
                 let capacity_bytes = capacity_mb.map_or(MemoryCache::DEFAULT_CAPACITY_BYTES, |mb| mb * 1024 * 1024);
                 CacheUrl::Memory { capacity_bytes }
             }
-            "redis" => {
+            "redis" | "rediss" => {
                 let mut config = parse_redis(location).map_err(&invalid)?;
+                if scheme.eq_ignore_ascii_case("rediss") {
+                    let ca_file = settings.0.remove("ca_file").map(std::path::PathBuf::from);
+                    config.tls = Some(RedisTls { ca_file });
+                }
                 if let Some(ms) = settings.take("timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
                     config.timeout = Duration::from_millis(ms);
                 }
@@ -88,13 +91,6 @@ impl CacheUrl {
                     config.connect_timeout = Duration::from_millis(ms);
                 }
                 CacheUrl::Redis(config)
-            }
-            "rediss" => {
-                return Err(invalid(
-                    "Redis over TLS (rediss://) is not supported by this build of Sluice; use redis:// on a trusted \
-                     network, or a TLS tunnel to the server"
-                        .into(),
-                ));
             }
             "memcache" | "memcached" => {
                 let mut config = parse_memcached(location).map_err(&invalid)?;
@@ -213,7 +209,7 @@ impl Settings {
             None => Ok(()),
             Some(name) => Err(format!(
                 "unknown setting {name:?} for {scheme}://; settings are timeout_ms and connect_timeout_ms \
-                 (redis, memcache), pool_size (memcache) and capacity_mb (memory)"
+                 (redis, memcache), ca_file (rediss), pool_size (memcache) and capacity_mb (memory)"
             )),
         }
     }
@@ -400,7 +396,7 @@ mod tests {
             ("redis://h?pool_size=4", "unknown setting \"pool_size\" for redis://"),
             ("redis://h?timeout_ms=1&timeout_ms=2", "\"timeout_ms\" is given twice"),
             ("redis://h?verbose", "setting \"verbose\" has no value"),
-            ("rediss://h", "Redis over TLS (rediss://) is not supported"),
+            ("rediss://h?ca=x", "unknown setting \"ca\" for rediss://"),
             ("memcache://a,,b", "no host"),
             ("memcache://a,a:11211", "server a:11211 is listed twice"),
             ("memcache://u:p@a", "takes no user name or password"),
