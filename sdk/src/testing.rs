@@ -180,10 +180,16 @@ pub(crate) mod stand_in {
         cache.get(key).filter(|entry| entry.is_live(now))
     }
 
-    /// Parses a counter: optional `-`, then ASCII digits, within `i64`.
+    /// Parses a counter in the one form every host backend accepts: `0`, or an optional `-`
+    /// and digits without leading zeros (`42`, `-3`; not `007`, `+5` or `-0`), within `i64`.
     fn parse_counter(bytes: &[u8]) -> Option<i64> {
         let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        let canonical = match digits {
+            [b'0'] => digits.len() == bytes.len(),
+            [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+        if !canonical {
             return None;
         }
         std::str::from_utf8(bytes).ok()?.parse().ok()
@@ -381,6 +387,16 @@ mod tests {
         assert_eq!(cache::incr("n", 10, None).unwrap(), 7);
         cache::set("n2", b"41", None).unwrap();
         assert_eq!(cache::incr("n2", 1, None).unwrap(), 42);
+    }
+
+    #[test]
+    fn incr_reads_counters_only_in_canonical_decimal_form_like_the_host() {
+        for text in ["007", "+5", "-0", " 5", "5 "] {
+            cache::set("c", text.as_bytes(), None).unwrap();
+            assert!(matches!(cache::incr("c", 1, None), Err(CacheError::NotANumber(_))), "{text:?}");
+        }
+        cache::set("c", b"-3", None).unwrap();
+        assert_eq!(cache::incr("c", 1, None).unwrap(), -2);
     }
 
     #[test]
