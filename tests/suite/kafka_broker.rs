@@ -18,28 +18,33 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for a group to reach the assignment a test waits for.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// `count` records spread round-robin over `partitions`, keyed `k{i}`, valued `v{i}`, each with
-/// a `seq` header holding `i`.
-fn numbered(count: usize, partitions: i32) -> Vec<(i32, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// A test record: key `k{i}`, value `v{i}`, header `seq` = `i`, on a chosen partition.
+struct Numbered {
+    partition: i32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    seq: Vec<u8>,
+}
+
+/// Records `0..count` spread round-robin over `partitions`.
+fn numbered(count: usize, partitions: i32) -> Vec<Numbered> {
     (0..count)
-        .map(|i| {
-            let partition = i as i32 % partitions;
-            (partition, format!("k{i}").into_bytes(), format!("v{i}").into_bytes(), i.to_string().into_bytes())
+        .map(|i| Numbered {
+            partition: i as i32 % partitions,
+            key: format!("k{i}").into_bytes(),
+            value: format!("v{i}").into_bytes(),
+            seq: i.to_string().into_bytes(),
         })
         .collect()
 }
 
-/// Writes `numbered` records and returns where each landed.
-async fn produce_numbered(
-    bootstrap: &str,
-    topic: &str,
-    records: &[(i32, Vec<u8>, Vec<u8>, Vec<u8>)],
-) -> Vec<(i32, i64)> {
-    let headers: Vec<[(&str, &[u8]); 1]> = records.iter().map(|r| [("seq", r.3.as_slice())]).collect();
+/// Writes `records` and returns where each landed.
+async fn produce_numbered(bootstrap: &str, topic: &str, records: &[Numbered]) -> Vec<(i32, i64)> {
+    let headers: Vec<[(&str, &[u8]); 1]> = records.iter().map(|r| [("seq", r.seq.as_slice())]).collect();
     let batch: Vec<_> = records
         .iter()
         .zip(&headers)
-        .map(|(r, h)| (r.0, Some(r.1.as_slice()), r.2.as_slice(), h.as_slice()))
+        .map(|(r, h)| (r.partition, Some(r.key.as_slice()), r.value.as_slice(), h.as_slice()))
         .collect();
     produce(bootstrap, topic, &batch).await
 }
@@ -115,15 +120,15 @@ async fn three_partition_topic_returns_every_record_exactly_once() {
         let offsets: Vec<i64> = read.iter().filter(|r| r.partition == partition).map(|r| r.offset).collect();
         assert_eq!(offsets, (0..10).collect::<Vec<i64>>(), "offsets of partition {partition}");
     }
-    for ((partition, key, value, seq), (landed_partition, landed_offset)) in sent.iter().zip(&landed) {
+    for (sent, (landed_partition, landed_offset)) in sent.iter().zip(&landed) {
         let record = read
             .iter()
             .find(|r| r.partition == *landed_partition && r.offset == *landed_offset)
             .expect("the record at its delivery offset");
-        assert_eq!(record.partition, *partition);
-        assert_eq!(record.key.as_deref(), Some(key.as_slice()));
-        assert_eq!(record.value.as_deref(), Some(value.as_slice()));
-        assert_eq!(record.headers, vec![("seq".to_string(), seq.clone())]);
+        assert_eq!(record.partition, sent.partition);
+        assert_eq!(record.key.as_deref(), Some(sent.key.as_slice()));
+        assert_eq!(record.value.as_deref(), Some(sent.value.as_slice()));
+        assert_eq!(record.headers, vec![("seq".to_string(), sent.seq.clone())]);
     }
 }
 
