@@ -59,7 +59,11 @@ fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
                 timestamp_ms: Some(n as i64),
                 key: Some(format!("key-{}", n % 1000).into_bytes()),
                 value: Some(values[n % values.len()].clone()),
-                headers: if std::env::var_os("NO_HEADERS").is_some() { vec![] } else { vec![Header { key: "trace".into(), value: b"abc123".to_vec() }] },
+                headers: if std::env::var_os("NO_HEADERS").is_some() {
+                    vec![]
+                } else {
+                    vec![Header { key: "trace".into(), value: b"abc123".to_vec() }]
+                },
             }
         })
         .collect()

@@ -85,11 +85,21 @@ async fn native_loop(bootstrap: &str, input: &str, output: &str, count: usize) {
     while done < count {
         let mut batch = Vec::new();
         let first = consumer.recv().await.unwrap();
-        batch.push((first.partition(), first.offset(), first.key().map(<[u8]>::to_vec), first.payload().map(<[u8]>::to_vec)));
+        batch.push((
+            first.partition(),
+            first.offset(),
+            first.key().map(<[u8]>::to_vec),
+            first.payload().map(<[u8]>::to_vec),
+        ));
         drop(first);
         while batch.len() < 500 {
             match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
-                Ok(Ok(m)) => batch.push((m.partition(), m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec))),
+                Ok(Ok(m)) => batch.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                )),
                 _ => break,
             }
         }
@@ -133,7 +143,9 @@ async fn main() {
         broker.create_topic(topic, PARTITIONS);
     }
     broker.create_topic(dlq, 1);
-    println!("Kafka -> passthrough -> Kafka on tansu (loopback), {count} records of {VALUE_BYTES} B, {PARTITIONS} partitions");
+    println!(
+        "Kafka -> passthrough -> Kafka on tansu (loopback), {count} records of {VALUE_BYTES} B, {PARTITIONS} partitions"
+    );
     fill(&bootstrap, &input, count).await;
 
     let started = Instant::now();

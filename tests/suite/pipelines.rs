@@ -184,7 +184,8 @@ async fn poison_and_looping_records_are_dead_lettered_while_the_rest_flows_on() 
     let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 3, OUTPUT_TIMEOUT).await;
     assert_eq!(dead.len(), 3, "three dead letters");
     let header = |r: &ConsumedRecord, k: &str| String::from_utf8(r.header(k).unwrap_or_default().to_vec()).unwrap();
-    let expect = [("panic", written[1].1, "trap"), ("loop", written[3].1, "cpu-limit"), ("fail", written[5].1, "record-error")];
+    let expect =
+        [("panic", written[1].1, "trap"), ("loop", written[3].1, "cpu-limit"), ("fail", written[5].1, "record-error")];
     for (record, (value, offset, kind)) in dead.iter().zip(expect) {
         assert_eq!(record.value_text(), value);
         assert_eq!(record.key.as_deref(), Some(&b"key"[..]));
@@ -311,8 +312,12 @@ processing = {{ dead_letter_topic = "{dlq}", batch_size = 100, linger_ms = 5 }}
 async fn wait_for_log(runtime: &Runtime, what: &str, check: impl Fn(&str) -> bool) {
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
     while !check(&runtime.log()) {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; log:
-{}", runtime.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; log:
+{}",
+            runtime.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -342,9 +347,13 @@ async fn killing_the_runtime_mid_stream_and_restarting_it_loses_nothing() {
     let restarted = Runtime::start(&config, dir.path().join("second.log"));
     let seen = read_until_seen(&bootstrap, &topics.output, 3, &ids(0..TOTAL)).await;
     let lost = missing(&ids(0..TOTAL), &seen);
-    assert!(lost.is_empty(), "records lost across kill -9: {lost:?}
+    assert!(
+        lost.is_empty(),
+        "records lost across kill -9: {lost:?}
 log:
-{}", restarted.log());
+{}",
+        restarted.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +367,7 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
 
     let mut first = Runtime::start(&config, dir.path().join("first.log"));
     let second = Runtime::start(&config, dir.path().join("second.log"));
-    let assigned = |log: &str| log.lines().filter(|l| l.contains("partitions assigned")).last().map(str::to_owned);
+    let assigned = |log: &str| log.lines().rev().find(|l| l.contains("partitions assigned")).map(str::to_owned);
     // Both members end up with a share of the four partitions.
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
     loop {
@@ -376,16 +385,24 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
 
     produce_ids(&bootstrap, &topics.input, 4, 0..TOTAL / 2).await;
     let half = read_until_seen(&bootstrap, &topics.output, 4, &ids(0..TOTAL / 2)).await;
-    assert!(missing(&ids(0..TOTAL / 2), &half).is_empty(), "both running: missing {:?}", missing(&ids(0..TOTAL / 2), &half));
+    assert!(
+        missing(&ids(0..TOTAL / 2), &half).is_empty(),
+        "both running: missing {:?}",
+        missing(&ids(0..TOTAL / 2), &half)
+    );
 
     // One leaves cleanly; the other takes over its partitions.
     first.terminate();
     produce_ids(&bootstrap, &topics.input, 4, TOTAL / 2..TOTAL).await;
     let seen = read_until_seen(&bootstrap, &topics.output, 4, &ids(0..TOTAL)).await;
     let lost = missing(&ids(0..TOTAL), &seen);
-    assert!(lost.is_empty(), "records lost after a member left: {lost:?}
+    assert!(
+        lost.is_empty(),
+        "records lost after a member left: {lost:?}
 log:
-{}", second.log());
+{}",
+        second.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

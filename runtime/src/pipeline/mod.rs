@@ -72,8 +72,8 @@ impl Pipeline {
             source::check_topics_exist(&prepare_spec, &prepare_kafka)?;
             source::prepare_start(&prepare_spec, &prepare_kafka)
         })
-            .await
-            .context("start-offset task failed")??;
+        .await
+        .context("start-offset task failed")??;
         let sink = KafkaSink::new(&spec.name, kafka)?;
         let (consumer, events) = source::subscribe(&spec, kafka)?;
         let shared = Arc::new(Shared {

@@ -180,9 +180,9 @@ pub(crate) fn prepare_start(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow:
 /// start rather than a pipeline that waits forever.
 pub(crate) fn check_topics_exist(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<()> {
     let consumer: BaseConsumer = kafka.client_config().set("allow.auto.create.topics", "false").create()?;
-    let metadata = consumer
-        .fetch_metadata(None, REQUEST_TIMEOUT)
-        .with_context(|| format!("pipeline {}: cannot read the cluster's metadata from {}", spec.name, kafka.brokers))?;
+    let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT).with_context(|| {
+        format!("pipeline {}: cannot read the cluster's metadata from {}", spec.name, kafka.brokers)
+    })?;
     let existing: std::collections::HashSet<&str> =
         metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     let mut needed: Vec<String> = spec.inputs.iter().chain(spec.outputs.values()).cloned().collect();
@@ -191,7 +191,11 @@ pub(crate) fn check_topics_exist(spec: &PipelineSpec, kafka: &KafkaConfig) -> an
     }
     let missing: Vec<String> = needed.into_iter().filter(|t| !existing.contains(t.as_str())).collect();
     if !missing.is_empty() {
-        anyhow::bail!("pipeline {}: topics {missing:?} do not exist on {}; create them first", spec.name, kafka.brokers);
+        anyhow::bail!(
+            "pipeline {}: topics {missing:?} do not exist on {}; create them first",
+            spec.name,
+            kafka.brokers
+        );
     }
     Ok(())
 }
