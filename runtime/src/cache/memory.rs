@@ -2,8 +2,13 @@
 //!
 //! Bounded by total bytes (keys plus values), least recently used entries evicted first, with
 //! per-entry TTLs. It is process-local: two runtime processes do not share it.
+//!
+//! Counters are stored as atomic integers, so incrementing an existing counter is a lookup and
+//! an atomic add rather than a locked read-modify-write of the entry; they read back as
+//! decimal text, like on every other backend.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,10 +26,32 @@ pub struct MemoryCache {
 
 #[derive(Clone)]
 struct Entry {
-    value: Arc<[u8]>,
+    value: Stored,
     ttl: Option<Duration>,
-    /// Set by `incr` on an existing counter: the update keeps the entry's expiry.
+    /// Set when `incr` turns an existing value into a counter: the update keeps its expiry.
     keeps_expiry: bool,
+}
+
+#[derive(Clone)]
+enum Stored {
+    Bytes(Arc<[u8]>),
+    Counter(Arc<AtomicI64>),
+}
+
+impl Stored {
+    fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Stored::Bytes(bytes) => bytes.to_vec(),
+            Stored::Counter(n) => n.load(Ordering::SeqCst).to_string().into_bytes(),
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Stored::Bytes(bytes) => bytes.len(),
+            Stored::Counter(_) => 20,
+        }
+    }
 }
 
 struct EntryExpiry;
@@ -58,7 +85,7 @@ impl MemoryCache {
     pub fn with_capacity(capacity_bytes: u64) -> Self {
         let entries = MokaCache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX))
+            .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.weight()).unwrap_or(u32::MAX))
             .expire_after(EntryExpiry)
             .build();
         MemoryCache { entries }
@@ -66,14 +93,39 @@ impl MemoryCache {
 
     /// Every live entry, sorted by key: what the local runner prints as the cache's final state.
     pub fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
-        let mut all: Vec<_> = self.entries.iter().map(|(k, e)| (k.as_ref().clone(), e.value.to_vec())).collect();
+        let mut all: Vec<_> = self.entries.iter().map(|(k, e)| (k.as_ref().clone(), e.value.to_bytes())).collect();
         all.sort();
         all
     }
 
     fn put(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) {
-        let entry = Entry { value: value.into(), ttl: ttl(ttl_seconds), keeps_expiry: false };
+        let entry = Entry { value: Stored::Bytes(value.into()), ttl: ttl(ttl_seconds), keeps_expiry: false };
         self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// The slow path of `incr`: creates the counter, or turns a numeric text value into one,
+    /// under moka's per-key lock.
+    fn incr_slow(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, CacheError> {
+        let mut outcome = Err(CacheError::Other("incr did not run".into()));
+        self.entries.entry_by_ref(key).and_compute_with(|existing| {
+            let (next, keeps_expiry) = match existing.as_ref().map(|e| &e.value().value) {
+                None => (Ok(delta), false),
+                Some(Stored::Counter(n)) => (add_to_counter(key, n.load(Ordering::SeqCst), delta), true),
+                Some(Stored::Bytes(bytes)) => {
+                    (parse_counter(key, bytes).and_then(|n| add_to_counter(key, n, delta)), true)
+                }
+            };
+            outcome = next.clone();
+            match next {
+                Ok(n) => Op::Put(Entry {
+                    value: Stored::Counter(Arc::new(AtomicI64::new(n))),
+                    ttl: if keeps_expiry { None } else { ttl(ttl_seconds) },
+                    keeps_expiry,
+                }),
+                Err(_) => Op::Nop,
+            }
+        });
+        outcome
     }
 }
 
@@ -94,11 +146,11 @@ impl CacheBackend for MemoryCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.entries.get(key).map(|e| e.value.to_vec()))
+        Ok(self.entries.get(key).map(|e| e.value.to_bytes()))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        Ok(keys.iter().map(|k| self.entries.get(k).map(|e| e.value.to_vec())).collect())
+        Ok(keys.iter().map(|k| self.entries.get(k).map(|e| e.value.to_bytes())).collect())
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
@@ -114,25 +166,22 @@ impl CacheBackend for MemoryCache {
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, CacheError> {
-        let mut outcome = Err(CacheError::Other("incr did not run".into()));
-        self.entries.entry_by_ref(key).and_compute_with(|existing| {
-            let (next, keeps_expiry) = match existing {
-                None => (Ok(delta), false),
-                Some(entry) => {
-                    (parse_counter(key, &entry.value().value).and_then(|n| add_to_counter(key, n, delta)), true)
-                }
+        // Fast path: an existing counter is incremented in place. A `set` or `delete` racing
+        // with it replaces the entry; the increment then simply happened just before.
+        if let Some(Entry { value: Stored::Counter(n), .. }) = self.entries.get(key) {
+            let mut overflow = false;
+            let previous = n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                let next = current.checked_add(delta);
+                overflow = next.is_none();
+                next
+            });
+            return match previous {
+                Ok(previous) => Ok(previous + delta),
+                Err(current) if overflow => add_to_counter(key, current, delta),
+                Err(_) => unreachable!("fetch_update only fails when the closure returns None"),
             };
-            outcome = next.clone();
-            match next {
-                Ok(n) => Op::Put(Entry {
-                    value: n.to_string().into_bytes().into(),
-                    ttl: if keeps_expiry { None } else { ttl(ttl_seconds) },
-                    keeps_expiry,
-                }),
-                Err(_) => Op::Nop,
-            }
-        });
-        outcome
+        }
+        self.incr_slow(key, delta, ttl_seconds)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {
