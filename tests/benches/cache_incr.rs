@@ -16,8 +16,9 @@
 //!   record's words; on one-word records that is this row).
 //! - **sluice incr per record, 1 partition**: one `Cache::incr` awaited after another: the
 //!   same shape as (a), so the ratio is the cost of Sluice's layer over a plain round trip.
-//! - **(a) native per record**: one connection, one `INCR` (Redis, redis crate) or raw `ma`
-//!   (Memcached, a TCP socket) awaited per record: what a function without batching gets.
+//! - **(a) native per record**: one connection, one `INCR` awaited per record (Redis, redis
+//!   crate), or one blocking `increment` per record with the memcache crate's classic client
+//!   (Memcached): the tutorial pattern, what a hand-written consumer without batching gets.
 //! - **(b) pipelined ceiling**: the server driven flat out over one connection with 64 requests
 //!   in flight: `redis-benchmark -P 64 -t incr` (as the server's authors measure it) and a raw
 //!   `ma` pipeline for Memcached. Not a fair target for a cache shared by many writers; it shows
@@ -123,21 +124,28 @@ async fn memcached_rows(server: &MemcachedServer, keys: &[String], partitions: u
     let backend = cache::connect(&server.url()).await.expect("connect to memcached");
     let mut rows = sluice_rows("memcached", &backend, keys, partitions).await;
 
-    let per_record = &keys[..keys.len().min(PER_RECORD_CAP)];
-    let stream = TcpStream::connect(server.address()).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let mut stream = BufReader::new(stream);
-    let mut line = Vec::new();
-    let started = Instant::now();
-    for key in per_record {
-        stream.get_mut().write_all(format!("ma native:{key} N0 J1 D1 v\r\n").as_bytes()).await.expect("write");
-        read_value_reply(&mut stream, &mut line).await;
-    }
+    // (a): the memcache crate's classic client, one blocking increment per record, creating
+    // a missing counter with `add`: the pattern of most tutorials.
+    let per_record: Vec<String> = keys[..keys.len().min(PER_RECORD_CAP)].to_vec();
+    let url = format!("memcache://{}?tcp_nodelay=true", server.address());
+    let (ops, elapsed) = tokio::task::spawn_blocking(move || {
+        let client = memcache::Client::connect(url).expect("memcache crate connects");
+        let started = Instant::now();
+        for key in &per_record {
+            let key = format!("native:{key}");
+            if client.increment(&key, 1).is_err() {
+                client.add(&key, 1u64, 0).or_else(|_| client.increment(&key, 1).map(|_| ())).expect("add or increment");
+            }
+        }
+        (per_record.len(), started.elapsed())
+    })
+    .await
+    .expect("memcache crate loop");
     rows.push(Row {
         backend: "memcached",
-        workload: "(a) native ma per record, 1 connection".into(),
-        ops: per_record.len(),
-        elapsed: started.elapsed(),
+        workload: "(a) memcache crate, increment per record".into(),
+        ops,
+        elapsed,
         kind: RowKind::Native,
     });
 
