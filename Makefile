@@ -46,8 +46,9 @@ lint:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) $(GUEST_FLAGS) -- -D warnings
 
-## test: lint, build the guests, then run every test (unit, SDK, examples, integration).
-test: setup lint examples test-only
+## test: lint, build the guests and the `sluice` binary (the end-to-end tests run it as a
+## process), then run every test (unit, SDK, examples, integration).
+test: setup lint examples build test-only
 
 test-only:
 	$(CARGO) test --release --workspace

@@ -111,10 +111,11 @@ impl Runtime {
         }
     }
 
-    /// The pipeline's cache. Every `memory://` pipeline of this process shares one in-memory
-    /// backend, so pipelines that name the same namespace share keys, as they would on Redis.
+    /// The pipeline's cache. Every plain `memory://` pipeline of this process shares one
+    /// in-memory backend, so pipelines that name the same namespace share keys, as they would
+    /// on Redis; `memory://?capacity_mb=N` gets a backend of its own.
     async fn cache_for(&self, spec: &PipelineSpec) -> anyhow::Result<Cache> {
-        let backend: Arc<dyn CacheBackend> = if spec.cache.starts_with("memory://") {
+        let backend: Arc<dyn CacheBackend> = if matches!(spec.cache.as_str(), "memory://" | "memory:///") {
             self.memory.clone()
         } else {
             cache::connect(&spec.cache)
