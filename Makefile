@@ -14,7 +14,7 @@ APT_PACKAGES := memcached redis-server redis-tools
 TANSU_VERSION := 0.6.0
 TANSU := $(HOME)/.cargo/bin/tansu
 
-.PHONY: setup build examples test test-only run bench lint fmt clean-artifacts
+.PHONY: setup build examples test test-only run try bench lint fmt clean-artifacts
 
 ## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target,
 ## memcached + redis-server for the cache tests, and the tansu broker for the Kafka tests.
@@ -53,8 +53,13 @@ test: setup lint examples build test-only
 test-only:
 	$(CARGO) test --release --workspace
 
-## run: the demo: word-count counting words of a sample file, on the in-memory cache.
+## run: the demo: `sluice dev`, an in-process Kafka, the word-count example as a pipeline, a
+## synthetic stream and live results (Ctrl-C stops it). `make try` runs one function over a
+## sample file instead, without Kafka.
 run: examples build
+	$(CARGO) run --release -q -p sluice -- dev
+
+try: examples build
 	$(CARGO) run --release -q -p sluice -- run --module $(WASM_DIR)/word_count.wasm \
 		--input guest-examples/word-count/sample.jsonl
 
