@@ -492,3 +492,62 @@ async fn a_pipeline_naming_a_missing_topic_is_refused_at_start() {
         .expect("a missing output topic is an error");
     assert!(error.to_string().contains("\"no-such-topic\"] do not exist"), "{error:#}");
 }
+
+/// Runs the `dedup` example on `cache_url` over ids 0..200, taking the cache away while the
+/// second half flows in: the records wait for the cache and none is lost or dead-lettered.
+async fn cache_outage_loses_nothing(cache_url: &str, mut outage: impl FnMut(bool)) {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 2);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("outage", &topics, "dedup");
+    spec.cache = cache_url.to_owned();
+    // Retries of ordinary retryable failures are few; an outage is waited out regardless.
+    spec.processing.max_retries = 1;
+    spec.processing.retry_backoff_max_ms = 500;
+    let module = load(&engine, "dedup");
+    let backend = sluice::cache::connect(cache_url).await.expect("cache is up");
+    let cache = Cache::new(backend, Namespace::new("outage").unwrap());
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    let bootstrap = broker.bootstrap();
+    let json = |range: std::ops::Range<usize>| range.map(|n| format!(r#"{{"id":"{n}"}}"#)).collect::<BTreeSet<_>>();
+    let write = |range: std::ops::Range<usize>| {
+        let values: Vec<String> = json(range).into_iter().collect();
+        let bootstrap = bootstrap.clone();
+        let topic = topics.input.clone();
+        async move {
+            let records: Vec<_> =
+                values.iter().enumerate().map(|(i, v)| ((i % 2) as i32, None, v.as_bytes(), &[][..])).collect();
+            produce(&bootstrap, &topic, &records).await;
+        }
+    };
+
+    write(0..100).await;
+    let first = read_until_seen(&bootstrap, &topics.output, 2, &json(0..100)).await;
+    assert!(json(0..100).is_subset(&first), "before the outage: {:?}", missing(&json(0..100), &first));
+
+    outage(true);
+    write(100..200).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pipeline.status().records_out < 200, "records must wait for the cache, not pass without it");
+    outage(false);
+
+    let all = read_until_seen(&bootstrap, &topics.output, 2, &json(0..200)).await;
+    assert!(json(0..200).is_subset(&all), "after the outage: missing {:?}", missing(&json(0..200), &all));
+    let dead = consume_all(&bootstrap, &topics.dead_letters, 1, Duration::from_secs(1)).await;
+    assert!(dead.is_empty(), "an outage must not dead-letter records: {dead:?}");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_holds_records_until_it_is_back_and_loses_none() {
+    let mut redis = sluice_tests::servers::RedisServer::start();
+    let url = redis.url();
+    cache_outage_loses_nothing(&url, |down| if down { redis.stop() } else { redis.restart() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcached_outage_holds_records_until_it_is_back_and_loses_none() {
+    let mut memcached = sluice_tests::servers::MemcachedServer::start();
+    let url = memcached.url();
+    cache_outage_loses_nothing(&url, |down| if down { memcached.stop() } else { memcached.restart() }).await;
+}

@@ -46,6 +46,9 @@ pub(crate) struct HostState {
     pub(crate) cpu_ticks: u64,
     /// The limit the current call broke, if any.
     pub(crate) breach: Option<Breach>,
+    /// Cache calls of the current call that failed as unavailable (the backend is down or
+    /// slow), so failures that follow from an outage can be told apart from bad records.
+    pub(crate) cache_unavailable: u32,
 }
 
 impl HostState {
@@ -55,12 +58,22 @@ impl HostState {
         // Nothing is granted: no preopened directories, no environment, no arguments, and
         // (the WASI default since wasmtime 48) no network.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
-        HostState { wasi, table: ResourceTable::new(), context, stderr, limits, cpu_ticks: 0, breach: None }
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            context,
+            stderr,
+            limits,
+            cpu_ticks: 0,
+            breach: None,
+            cache_unavailable: 0,
+        }
     }
 
     pub(crate) fn start_call(&mut self) {
         self.cpu_ticks = 0;
         self.breach = None;
+        self.cache_unavailable = 0;
         self.stderr.start_call();
     }
 }
@@ -102,17 +115,30 @@ impl From<CacheError> for cache::CacheError {
     }
 }
 
+impl HostState {
+    /// Converts a cache result for the guest, noting outages.
+    fn cache_result<T>(&mut self, result: Result<T, CacheError>) -> Result<T, cache::CacheError> {
+        if matches!(result, Err(CacheError::Unavailable(_))) {
+            self.cache_unavailable += 1;
+        }
+        Ok(result?)
+    }
+}
+
 impl cache::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, cache::CacheError> {
-        Ok(self.context.cache.get(&key).await?)
+        let result = self.context.cache.get(&key).await;
+        self.cache_result(result)
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, cache::CacheError> {
-        Ok(self.context.cache.get_many(&keys).await?)
+        let result = self.context.cache.get_many(&keys).await;
+        self.cache_result(result)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<(), cache::CacheError> {
-        Ok(self.context.cache.set(&key, &value, ttl_seconds).await?)
+        let result = self.context.cache.set(&key, &value, ttl_seconds).await;
+        self.cache_result(result)
     }
 
     async fn set_many(
@@ -120,11 +146,13 @@ impl cache::Host for HostState {
         entries: Vec<(String, Vec<u8>)>,
         ttl_seconds: Option<u32>,
     ) -> Result<(), cache::CacheError> {
-        Ok(self.context.cache.set_many(&entries, ttl_seconds).await?)
+        let result = self.context.cache.set_many(&entries, ttl_seconds).await;
+        self.cache_result(result)
     }
 
     async fn incr(&mut self, key: String, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, cache::CacheError> {
-        Ok(self.context.cache.incr(&key, delta, ttl_seconds).await?)
+        let result = self.context.cache.incr(&key, delta, ttl_seconds).await;
+        self.cache_result(result)
     }
 
     async fn incr_many(
@@ -132,11 +160,13 @@ impl cache::Host for HostState {
         entries: Vec<(String, i64)>,
         ttl_seconds: Option<u32>,
     ) -> Result<Vec<i64>, cache::CacheError> {
-        Ok(self.context.cache.incr_many(&entries, ttl_seconds).await?)
+        let result = self.context.cache.incr_many(&entries, ttl_seconds).await;
+        self.cache_result(result)
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, cache::CacheError> {
-        Ok(self.context.cache.delete(&key).await?)
+        let result = self.context.cache.delete(&key).await;
+        self.cache_result(result)
     }
 }
 

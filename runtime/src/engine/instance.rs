@@ -159,6 +159,12 @@ impl FunctionInstance {
         &self.context
     }
 
+    /// `true` when a cache call of the last successful call failed as unavailable: its
+    /// retryable record errors are then most likely the outage's, not the records'.
+    pub fn saw_cache_outage(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.store.data().cache_unavailable > 0)
+    }
+
     /// Runs the guest's `process` on `batch` and returns one result per record.
     ///
     /// On a [`BatchError`] no result of the batch is valid; the caller decides whether to

@@ -36,10 +36,15 @@ pub(crate) struct Failure {
     pub retryable: bool,
     /// How many times the record was processed.
     pub attempts: u32,
+    /// The failure came with a cache outage (a cache call of the same call was unavailable):
+    /// such records are retried until the cache is back, not dead-lettered, because the
+    /// records are not at fault and every other record would fail the same way.
+    pub outage: bool,
 }
 
-/// Processes `records`, isolating failing records and retrying retryable failures.
-/// Returns one outcome per record, in order. Retries stop early when `stop` turns true.
+/// Processes `records`, isolating failing records and retrying retryable failures: up to
+/// `max_retries` times each, or for as long as the cache is unavailable. Returns one outcome
+/// per record, in order. Retries stop early when `stop` turns true.
 pub(crate) async fn process(
     instance: &mut FunctionInstance,
     processing: &Processing,
@@ -47,22 +52,37 @@ pub(crate) async fn process(
     stop: &mut watch::Receiver<bool>,
 ) -> Vec<Outcome> {
     let mut outcomes = isolate(instance, records).await;
-    for retry in 1..=processing.max_retries {
-        let again: Vec<usize> =
-            (0..outcomes.len()).filter(|&i| matches!(&outcomes[i], Outcome::Failed(f) if f.retryable)).collect();
+    for round in 1.. {
+        let again: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(&outcomes[i], Outcome::Failed(f) if f.retryable && (f.outage || f.attempts <= processing.max_retries)))
+            .collect();
         if again.is_empty() || *stop.borrow() {
             break;
         }
-        let delay = processing.backoff(retry);
-        tracing::debug!(records = again.len(), ?delay, retry, "retrying records after a retryable failure");
+        let delay = processing.backoff(round);
+        let outage = again.iter().any(|&i| matches!(&outcomes[i], Outcome::Failed(f) if f.outage));
+        if outage {
+            let first = records[again[0]].offset;
+            tracing::warn!(
+                partition = records[again[0]].partition,
+                "the cache is unavailable: holding {} records from offset {first}, trying again in {delay:?}",
+                again.len()
+            );
+        } else {
+            tracing::debug!(records = again.len(), ?delay, round, "retrying records after a retryable failure");
+        }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => break,
         }
         let subset: Vec<InputRecord> = again.iter().map(|&i| records[i].clone()).collect();
         for (i, outcome) in again.into_iter().zip(isolate(instance, &subset).await) {
+            let attempts = match &outcomes[i] {
+                Outcome::Failed(f) => f.attempts + 1,
+                Outcome::Done(_) => 1,
+            };
             outcomes[i] = match outcome {
-                Outcome::Failed(f) => Outcome::Failed(Failure { attempts: retry + 1, ..f }),
+                Outcome::Failed(f) => Outcome::Failed(Failure { attempts, ..f }),
                 done => done,
             };
         }
@@ -77,24 +97,32 @@ fn isolate<'a>(
 ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
     Box::pin(async move {
         match instance.process(records).await {
-            Ok(results) => results
-                .into_iter()
-                .map(|result| match result {
-                    Ok(outputs) => Outcome::Done(outputs),
-                    Err(e) => Outcome::Failed(Failure {
-                        kind: "record-error",
-                        message: e.message,
-                        retryable: e.retryable,
-                        attempts: 1,
-                    }),
-                })
-                .collect(),
+            Ok(results) => {
+                let outage = instance.saw_cache_outage();
+                results
+                    .into_iter()
+                    .map(|result| match result {
+                        Ok(outputs) => Outcome::Done(outputs),
+                        Err(e) => {
+                            let outage = outage && e.retryable;
+                            Outcome::Failed(Failure {
+                                kind: if outage { "cache-unavailable" } else { "record-error" },
+                                message: e.message,
+                                retryable: e.retryable,
+                                attempts: 1,
+                                outage,
+                            })
+                        }
+                    })
+                    .collect()
+            }
             Err(error) if records.len() == 1 => {
                 vec![Outcome::Failed(Failure {
                     kind: error.kind(),
                     message: error.to_string(),
                     retryable: error.is_retryable(),
                     attempts: 1,
+                    outage: false,
                 })]
             }
             Err(error) => {

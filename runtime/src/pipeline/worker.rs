@@ -95,6 +95,7 @@ impl PartitionWorker {
                 ),
                 retryable: false,
                 attempts: 1,
+                outage: false,
             }),
         }
     }
