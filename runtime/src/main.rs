@@ -120,9 +120,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = ticker.tick(), if args.status_every > 0 => {
                 for pipeline in runtime.pipelines() {
                     let s = pipeline.status();
+                    let c = &s.cache.stats;
                     tracing::info!(
                         pipeline = %s.name, records_in = s.records_in, records_out = s.records_out,
-                        failed = s.failed, dead_letters = s.dead_letters, "status"
+                        failed = s.failed, dead_letters = s.dead_letters,
+                        cache = s.cache.backend, cache_hits = c.hits, cache_misses = c.misses,
+                        cache_hit_ratio = s.cache.hit_ratio().map(|r| format!("{r:.3}")).unwrap_or_default(),
+                        cache_unavailable = c.unavailable, cache_timeouts = c.timeouts, cache_errors = c.errors,
+                        cache_mean_us = c.latency.mean().map_or(0, |d| d.as_micros()),
+                        "status"
                     );
                 }
             }

@@ -535,6 +535,11 @@ async fn cache_outage_loses_nothing(cache_url: &str, mut outage: impl FnMut(bool
     assert!(json(0..200).is_subset(&all), "after the outage: missing {:?}", missing(&json(0..200), &all));
     let dead = consume_all(&bootstrap, &topics.dead_letters, 1, Duration::from_secs(1)).await;
     assert!(dead.is_empty(), "an outage must not dead-letter records: {dead:?}");
+    // The pipeline's status shows the outage and the calls made.
+    let cache = pipeline.status().cache;
+    assert!(cache.stats.unavailable > 0, "{cache:?}");
+    assert!(cache.stats.writes >= 200, "{cache:?}");
+    assert_eq!(cache.namespace, "outage");
     pipeline.stop().await;
 }
 

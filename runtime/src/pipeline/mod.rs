@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheStatsSnapshot};
 use crate::engine::{Engine, FunctionContext, FunctionInstance, Module};
 use crate::kafka::KafkaConfig;
 use crate::sink::kafka::KafkaSink;
@@ -104,7 +104,12 @@ impl Pipeline {
 
     /// Counters and per-partition state, now.
     pub fn status(&self) -> PipelineStatus {
-        self.shared.stats.snapshot(&self.shared.spec.name, self.shared.module.digest().to_string())
+        let cache = PipelineCacheStatus {
+            backend: self.shared.cache.kind(),
+            namespace: self.shared.cache.namespace().to_string(),
+            stats: self.shared.cache.stats().snapshot(),
+        };
+        self.shared.stats.snapshot(&self.shared.spec.name, self.shared.module.digest().to_string(), cache)
     }
 
     /// Resumes partitions blocked under the `block` policy: each tries its failed record again.
@@ -263,7 +268,7 @@ impl PipelineStats {
         update(entry);
     }
 
-    fn snapshot(&self, name: &str, module: String) -> PipelineStatus {
+    fn snapshot(&self, name: &str, module: String, cache: PipelineCacheStatus) -> PipelineStatus {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PipelineStatus {
             name: name.to_owned(),
@@ -276,6 +281,7 @@ impl PipelineStats {
             skipped: load(&self.skipped),
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+            cache,
         }
     }
 }
@@ -317,4 +323,25 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// Partitions this runtime has worked on.
     pub partitions: Vec<PartitionStatus>,
+    /// The function's cache calls.
+    pub cache: PipelineCacheStatus,
+}
+
+/// A pipeline's cache, as its function used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineCacheStatus {
+    /// `memory`, `redis` or `memcached`.
+    pub backend: &'static str,
+    /// The key namespace.
+    pub namespace: String,
+    /// Hits, misses, errors, timeouts and latency.
+    pub stats: CacheStatsSnapshot,
+}
+
+impl PipelineCacheStatus {
+    /// Hits over lookups, when there were lookups.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let lookups = self.stats.hits + self.stats.misses;
+        (lookups > 0).then(|| self.stats.hits as f64 / lookups as f64)
+    }
 }
