@@ -187,6 +187,25 @@ impl Record {
         serde_json::from_slice(bytes).map_err(|e| self.error(format!("value is not valid JSON: {e}")))
     }
 
+    /// The value as a JSON object, and the text of its field `field` (a JSON string, or a
+    /// number written in decimal): the usual way to find an entity id in an event.
+    ///
+    /// Fatal errors name the offset and the field when the value is not a JSON object, or the
+    /// field is missing or of another type.
+    pub fn value_json_field(&self, field: &str) -> Result<(serde_json::Map<String, serde_json::Value>, String)> {
+        use serde_json::Value;
+        let Value::Object(object) = self.value_json::<Value>()? else {
+            return Err(self.error("value is not a JSON object"));
+        };
+        let text = match object.get(field) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(self.error(format_args!("field {field:?} is not a string or a number"))),
+            None => return Err(self.error(format_args!("field {field:?} is missing"))),
+        };
+        Ok((object, text))
+    }
+
     /// A fatal error about this record: `record at offset N: <what>`.
     fn error(&self, what: impl std::fmt::Display) -> Error {
         Error::fatal(format!("record at offset {}: {what}", self.offset))

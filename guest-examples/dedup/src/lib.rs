@@ -9,32 +9,15 @@
 //! counted but before its output was committed, the replay is dropped as a duplicate. Dedup
 //! trades that small window for far fewer duplicates downstream.
 
-use std::time::Duration;
-
-use serde_json::Value;
-use sluice_sdk::{Error, Output, Outputs, Record, Result, cache, config, log};
+use sluice_sdk::{Output, Outputs, Record, Result, cache, config, log};
 
 /// Emits the record the first time its id is seen.
 #[sluice_sdk::function]
 fn process(record: &Record, out: &mut Outputs) -> Result<()> {
-    let field = config::get_or("id_field", "id");
-    let fail = |what: &str| Error::fatal(format!("record at offset {}: {what}", record.offset()));
-    let Value::Object(object) = record.value_json::<Value>()? else {
-        return Err(fail("value is not a JSON object"));
-    };
-    let id = match object.get(&field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(fail(&format!("field {field:?} is not a string or a number"))),
-        None => return Err(fail(&format!("field {field:?} is missing"))),
-    };
-    let ttl_text = config::get_or("ttl_seconds", "3600");
-    let ttl = ttl_text
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| Error::fatal(format!("config ttl_seconds = {ttl_text:?} is not a whole number of seconds")))?;
+    let (_, id) = record.value_json_field(&config::get_or("id_field", "id"))?;
+    let ttl = config::seconds("ttl_seconds", 3600)?;
 
-    let seen = cache::incr(&format!("seen:{id}"), 1, Some(Duration::from_secs(ttl)))?;
+    let seen = cache::incr(&format!("seen:{id}"), 1, Some(ttl))?;
     if seen == 1 {
         out.emit(Output::from_record(record));
     } else {

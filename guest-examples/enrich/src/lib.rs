@@ -8,35 +8,10 @@
 //! is none) and `"profile_source"` (`"cache"`, `"source"` or `"none"`). A missing profile is
 //! not cached, so it is looked up again next time.
 
-use std::time::Duration;
-
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sluice_sdk::{Error, Output, Outputs, Record, Result, cache, config};
 
 /// Reads a JSON object's id field as text: a string as is, a number as its decimal text.
-fn id_field(record: &Record, object: &Map<String, Value>, field: &str) -> Result<String> {
-    match object.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
-        Some(_) => Err(Error::fatal(format!(
-            "record at offset {}: field {field:?} is not a string or a number",
-            record.offset()
-        ))),
-        None => Err(Error::fatal(format!("record at offset {}: field {field:?} is missing", record.offset()))),
-    }
-}
-
-/// Reads a whole number of seconds from config `key`.
-fn ttl_from_config(key: &str, default: &str) -> Result<Duration> {
-    let text = config::get_or(key, default);
-    let seconds = text
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| Error::fatal(format!("config {key} = {text:?} is not a whole number of seconds")))?;
-    Ok(Duration::from_secs(seconds))
-}
-
-/// Finds the profile of `id`: the cache first, then the reference source (caching what it finds).
 fn lookup(id: &str) -> Result<(Value, &'static str)> {
     let cache_key = format!("ref:{id}");
     if let Some(bytes) = cache::get(&cache_key)? {
@@ -50,7 +25,7 @@ fn lookup(id: &str) -> Result<(Value, &'static str)> {
     };
     let profile: Value =
         serde_json::from_str(&text).map_err(|e| Error::fatal(format!("reference {source_key} is not JSON: {e}")))?;
-    let ttl = ttl_from_config("ttl_seconds", "300")?;
+    let ttl = config::seconds("ttl_seconds", 300)?;
     cache::set(&cache_key, &serde_json::to_vec(&profile)?, Some(ttl))?;
     Ok((profile, "source"))
 }
@@ -58,11 +33,7 @@ fn lookup(id: &str) -> Result<(Value, &'static str)> {
 /// Adds `profile` and `profile_source` to the record's JSON object.
 #[sluice_sdk::function]
 fn process(record: &Record, out: &mut Outputs) -> Result<()> {
-    let Value::Object(mut object) = record.value_json::<Value>()? else {
-        return Err(Error::fatal(format!("record at offset {}: value is not a JSON object", record.offset())));
-    };
-    let field = config::get_or("lookup_field", "user_id");
-    let id = id_field(record, &object, &field)?;
+    let (mut object, id) = record.value_json_field(&config::get_or("lookup_field", "user_id"))?;
     let (profile, source) = lookup(&id)?;
     object.insert("profile".to_owned(), profile);
     object.insert("profile_source".to_owned(), Value::from(source));

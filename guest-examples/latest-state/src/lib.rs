@@ -7,34 +7,17 @@
 //! config `ttl_seconds` (default 86400) seconds. Within a partition records arrive in offset
 //! order, so the last write wins; a replay writes the same bytes again (idempotent).
 
-use std::time::Duration;
-
-use serde_json::Value;
-use sluice_sdk::{Error, Outputs, Record, Result, cache, config};
+use sluice_sdk::{Outputs, Record, Result, cache, config};
 
 /// Stores the record's value as its entity's latest state.
 #[sluice_sdk::function]
 fn process(record: &Record, _out: &mut Outputs) -> Result<()> {
-    let field = config::get_or("id_field", "user_id");
-    let fail = |what: &str| Error::fatal(format!("record at offset {}: {what}", record.offset()));
-    let Value::Object(object) = record.value_json::<Value>()? else {
-        return Err(fail("value is not a JSON object"));
-    };
-    let id = match object.get(&field) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(fail(&format!("field {field:?} is not a string or a number"))),
-        None => return Err(fail(&format!("field {field:?} is missing"))),
-    };
+    let (_, id) = record.value_json_field(&config::get_or("id_field", "user_id"))?;
     let entity = config::get_or("entity", "user");
-    let ttl_text = config::get_or("ttl_seconds", "86400");
-    let ttl = ttl_text
-        .trim()
-        .parse::<u64>()
-        .map_err(|_| Error::fatal(format!("config ttl_seconds = {ttl_text:?} is not a whole number of seconds")))?;
+    let ttl = config::seconds("ttl_seconds", 86400)?;
 
     let value = record.value().unwrap_or_default();
-    cache::set(&format!("{entity}:{id}:latest"), value, Some(Duration::from_secs(ttl)))?;
+    cache::set(&format!("{entity}:{id}:latest"), value, Some(ttl))?;
     Ok(())
 }
 
