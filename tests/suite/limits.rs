@@ -173,3 +173,12 @@ async fn guest_stdout_and_stderr_go_to_the_log_not_to_the_host_output() {
     assert!(line("hello from stdout").contains("INFO"));
     assert!(line("hello from stderr").contains("WARN"));
 }
+
+#[tokio::test]
+async fn a_guest_sees_no_environment_arguments_or_files() {
+    // The runtime's own environment, arguments and files must not leak into guests.
+    let (mut hostile, _) = instance(&engine_with(tight()), "hostile", &[]);
+    let results = hostile.process(&records(&["probe"])).await.unwrap();
+    let probe = String::from_utf8(results[0].as_ref().unwrap()[0].value.clone().unwrap()).unwrap();
+    assert!(probe.starts_with("env=0 args=0 fs=denied"), "{probe}");
+}

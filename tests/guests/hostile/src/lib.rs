@@ -14,6 +14,7 @@
 //! | `fail` | returns the fatal error `rejected record at offset N` |
 //! | `retry` | returns the retryable error `try again later` |
 //! | `print` | writes `hello from stdout` to stdout and `hello from stderr` to stderr, then passes the record through |
+//! | `probe` | looks for what the host grants: emits `env=N args=N fs=<result of reading />` |
 //! | anything else, or a null value | passes the record through unchanged |
 
 use std::hint::black_box;
@@ -76,6 +77,14 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
             println!("hello from stdout");
             eprintln!("hello from stderr");
             out.emit(Output::from_record(record));
+        }
+        "probe" => {
+            let fs = match std::fs::read_dir("/") {
+                Ok(_) => "readable".to_owned(),
+                Err(e) => format!("denied ({e})"),
+            };
+            let probe = format!("env={} args={} fs={fs}", std::env::vars().count(), std::env::args().count());
+            out.emit(Output::new().with_value(probe));
         }
         _ => out.emit(Output::from_record(record)),
     }
