@@ -2,7 +2,8 @@
 //! natively and run in the same process, on the same in-memory cache.
 //!
 //! `cargo bench -p sluice-tests --bench engine` (or `make bench`). Set `SLUICE_BENCH_QUICK=1`
-//! for a short run.
+//! for a short run, `SLUICE_BENCH_HEADERS=N` for N headers per record (default 1), and
+//! `SLUICE_BENCH_ONLY=passthrough` (or `word-count`) for one workload.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,12 @@ fn values(count: usize, size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Headers per input record (`SLUICE_BENCH_HEADERS`, default 1).
+fn header_count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::env::var("SLUICE_BENCH_HEADERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1))
+}
+
 fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
     (0..size)
         .map(|i| {
@@ -59,11 +66,9 @@ fn batch(values: &[Vec<u8>], start: usize, size: usize) -> Vec<InputRecord> {
                 timestamp_ms: Some(n as i64),
                 key: Some(format!("key-{}", n % 1000).into_bytes()),
                 value: Some(values[n % values.len()].clone()),
-                headers: if std::env::var_os("NO_HEADERS").is_some() {
-                    vec![]
-                } else {
-                    vec![Header { key: "trace".into(), value: b"abc123".to_vec() }]
-                },
+                headers: (0..header_count())
+                    .map(|i| Header { key: format!("trace-{i}"), value: b"abc123".to_vec() })
+                    .collect(),
             }
         })
         .collect()
@@ -177,7 +182,10 @@ async fn measure(side: &mut impl Side, total: usize, batch_size: usize, values: 
 async fn main() {
     let quick = std::env::var_os("SLUICE_BENCH_QUICK").is_some();
     let engine = engine();
-    println!("Engine: records through one guest instance in process, in-memory cache.");
+    println!(
+        "Engine: records through one guest instance in process, in-memory cache, {} header(s) per record.",
+        header_count()
+    );
     println!(
         "{:<12} {:>6} {:>6} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11}",
         "workload",
