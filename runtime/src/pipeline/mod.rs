@@ -1,6 +1,6 @@
 //! Pipelines: a Kafka source, a function, and a Kafka sink, with Sluice's delivery guarantee.
 //!
-//! A [`Pipeline`] owns one consumer in its consumer group and one [`worker`] per assigned
+//! A [`Pipeline`] owns one consumer in its consumer group and one worker per assigned
 //! partition. Workers run in parallel; each processes its partition in offset order and
 //! stores an offset for commit only after every output and dead letter it caused is
 //! acknowledged (at-least-once). On a rebalance, workers of revoked partitions stop and their
@@ -34,6 +34,8 @@ use worker::PartitionWorker;
 
 /// How long a stopping pipeline waits for the producer to send what it queued.
 const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new assignment of a partition waits for the worker that had it before to stop.
+const PREVIOUS_WORKER_WAIT: Duration = Duration::from_secs(60);
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -134,6 +136,8 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut workers: HashMap<(String, i32), (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    // Workers of revoked partitions, told to stop but maybe still finishing a batch.
+    let mut stopping: HashMap<(String, i32), JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
             message = shared.consumer.recv() => match message {
@@ -155,15 +159,21 @@ async fn run(
             Some(event) = events.recv() => match event {
                 AssignmentEvent::Assigned(queues) => {
                     for (topic, partition, queue) in queues {
+                        let key = (topic.clone(), partition);
+                        let Some(queue) = shared.take_over_queue(&key, queue, stopping.remove(&key)).await else {
+                            continue;
+                        };
                         let (stop, stop_rx) = watch::channel(false);
-                        let worker = shared.worker(topic.clone(), partition, queue, stop_rx);
-                        workers.insert((topic, partition), (stop, tokio::spawn(worker.run())));
+                        let worker = shared.worker(topic, partition, queue, stop_rx);
+                        workers.insert(key, (stop, tokio::spawn(worker.run())));
                     }
                 }
                 AssignmentEvent::Revoked(partitions) => {
+                    stopping.retain(|_, handle| !handle.is_finished());
                     for key in partitions {
-                        if let Some((stop, _)) = workers.remove(&key) {
+                        if let Some((stop, handle)) = workers.remove(&key) {
                             let _ = stop.send(true);
+                            stopping.insert(key, handle);
                         }
                     }
                 }
@@ -174,7 +184,7 @@ async fn run(
     for (stop, _) in workers.values() {
         let _ = stop.send(true);
     }
-    for (_, (_, handle)) in workers {
+    for handle in workers.into_values().map(|(_, handle)| handle).chain(stopping.into_values()) {
         let _ = handle.await;
     }
     if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -184,6 +194,29 @@ async fn run(
 }
 
 impl Shared {
+    /// The queue a new worker of partition `key` reads. When the partition's previous worker
+    /// (revoked, then assigned back to this runtime) may still hold the old queue, waits for it
+    /// to stop and takes the queue again: dropping a partition queue handle turns off the
+    /// wake-ups of every handle on that partition, so the old one must go first.
+    async fn take_over_queue(
+        &self,
+        key: &(String, i32),
+        queue: source::PartitionQueue,
+        previous: Option<JoinHandle<()>>,
+    ) -> Option<source::PartitionQueue> {
+        let Some(previous) = previous else { return Some(queue) };
+        let (topic, partition) = (&key.0, key.1);
+        if tokio::time::timeout(PREVIOUS_WORKER_WAIT, previous).await.is_err() {
+            tracing::warn!(pipeline = %self.spec.name, %topic, partition, "the previous worker did not stop in time");
+        }
+        drop(queue);
+        let queue = self.consumer.split_partition_queue(topic, partition);
+        if queue.is_none() {
+            tracing::warn!(pipeline = %self.spec.name, %topic, partition, "cannot take the partition's queue");
+        }
+        queue
+    }
+
     fn worker(
         self: &Arc<Self>,
         topic: String,
