@@ -14,13 +14,14 @@ pub struct KafkaConfig {
     /// librdkafka properties passed through as they are, for real clusters: TLS
     /// (`security.protocol`, `ssl.ca.location`, ...), SASL (`sasl.mechanisms`,
     /// `sasl.username`, ...), timeouts. Properties that would break the delivery guarantee
-    /// (`enable.auto.offset.store`, `enable.idempotence`) are refused.
+    /// (`enable.auto.commit`, `enable.auto.offset.store`, `enable.idempotence`, `group.id`)
+    /// are refused.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
 /// Properties Sluice sets itself because its delivery guarantee depends on them.
-const RESERVED: [&str; 3] = ["enable.auto.offset.store", "enable.idempotence", "group.id"];
+const RESERVED: [&str; 4] = ["enable.auto.commit", "enable.auto.offset.store", "enable.idempotence", "group.id"];
 
 impl KafkaConfig {
     /// Settings for `brokers` with no extra property.
@@ -36,6 +37,12 @@ impl KafkaConfig {
         }
     }
 
+    #[cfg(test)]
+    fn with_property(mut self, key: &str, value: &str) -> Self {
+        self.properties.insert(key.into(), value.into());
+        self
+    }
+
     /// A librdkafka configuration with the brokers and the pass-through properties.
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -44,5 +51,21 @@ impl KafkaConfig {
             config.set(key, value);
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_pass_through_except_those_the_guarantee_depends_on() {
+        let tls = KafkaConfig::new("b:9093").with_property("security.protocol", "ssl");
+        assert_eq!(tls.validate(), Ok(()));
+        assert_eq!(tls.client_config().get("security.protocol"), Some("ssl"));
+        for reserved in RESERVED {
+            let error = KafkaConfig::new("b:9092").with_property(reserved, "x").validate().unwrap_err();
+            assert!(error.contains(reserved), "{error}");
+        }
     }
 }
