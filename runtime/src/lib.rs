@@ -11,17 +11,21 @@
 //! - [`cache`]: the cache capability the function calls, and its backends;
 //! - [`sink`]: where outputs and dead letters go (a Kafka producer);
 //! - [`pipeline`]: source, engine and sink put together, with the delivery guarantee;
+//! - [`registry`]: the uploaded modules, stored on disk by content digest;
+//! - [`admin`]: the admin HTTP API over the registry (uploads, listing, health probes);
 //! - [`kafka`]: the cluster connection settings shared by source and sink;
 //! - [`runner`]: the local runner behind `sluice run`, which feeds a function from a file;
 //! - [`serve`] and [`dev`]: `sluice serve` (pipelines from a config file) and `sluice dev`
 //!   (an embedded Kafka and a synthetic stream, for a first look).
 
+pub mod admin;
 pub mod cache;
 pub mod dev;
 pub mod engine;
 pub mod kafka;
 pub mod pipeline;
 pub mod record;
+pub mod registry;
 pub mod runner;
 pub mod serve;
 pub mod sink;

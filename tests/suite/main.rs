@@ -1,5 +1,6 @@
 //! Sluice integration suite: one test binary, one module per area.
 
+mod admin;
 mod cache_conformance;
 mod cache_resilience;
 mod cache_tls;
