@@ -152,7 +152,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => runner::read_records(std::io::stdin().lock(), args.raw),
     }?;
     let name = args.module.file_stem().map_or("function".into(), |s| s.to_string_lossy().into_owned());
-    let options = RunOptions { name, config, batch_size: args.batch_size, raw: args.raw, json: args.json };
+    let options = RunOptions { name, config, batch_size: args.batch_size, json: args.json };
     let mut out = std::io::stdout().lock();
     runner::run(&engine, &module, &records, &options, &mut out).await?;
     out.flush()?;

@@ -30,15 +30,13 @@ pub struct RunOptions {
     pub config: BTreeMap<String, String>,
     /// Records per `process` call. With 1, cache effects are shown per record.
     pub batch_size: usize,
-    /// Take each input line as a record value rather than as a JSON object.
-    pub raw: bool,
     /// Print JSON lines instead of text.
     pub json: bool,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { name: "function".into(), config: BTreeMap::new(), batch_size: 1, raw: false, json: false }
+        RunOptions { name: "function".into(), config: BTreeMap::new(), batch_size: 1, json: false }
     }
 }
 
@@ -364,14 +362,6 @@ impl CacheBackend for RecordingCache {
         let result = self.inner.incr(key, delta, ttl_seconds).await;
         self.note(format!("incr {} {delta:+}{} -> {}", strip_namespace(key), ttl_note(ttl_seconds), outcome(&result)));
         result
-    }
-
-    async fn incr_many(&self, entries: &[(String, i64)], ttl_seconds: Option<u32>) -> Result<Vec<i64>, CacheError> {
-        let mut values = Vec::with_capacity(entries.len());
-        for (key, delta) in entries {
-            values.push(self.incr(key, *delta, ttl_seconds).await?);
-        }
-        Ok(values)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {

@@ -6,7 +6,6 @@
 //! partition queues to the pipeline and take them back), and the start position of a new
 //! consumer group. It does not process or produce anything.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -225,25 +224,4 @@ pub(crate) fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
 /// Bytes of a record counted against a batch's byte budget.
 pub(crate) fn record_bytes(record: &InputRecord) -> usize {
     record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
-}
-
-/// Offsets a consumer group has committed for `topic`, by partition.
-pub fn committed_offsets(kafka: &KafkaConfig, group: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
-    let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
-    let mut list = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            list.add_partition(topic, p.id());
-        }
-    }
-    let committed = consumer.committed_offsets(list, REQUEST_TIMEOUT)?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
 }
