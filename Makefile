@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-GUESTS := passthrough word-count enrich latest-state dedup hostile
+GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large
 GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

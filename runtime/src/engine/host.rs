@@ -9,9 +9,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::Limits;
 use super::bindings::sluice::function::{cache, config, log};
 use super::guest_log::{self, GuestStream};
+use super::{EngineStats, Limits};
 use crate::cache::{Cache, CacheError};
 
 /// What a function instance may use of the host: its cache, its settings, its name.
@@ -49,10 +49,21 @@ pub(crate) struct HostState {
     /// Cache calls of the current call that failed as unavailable (the backend is down or
     /// slow), so failures that follow from an outage can be told apart from bad records.
     pub(crate) cache_unavailable: u32,
+    /// The engine's counters: this instance's life and memory are counted there.
+    engine_stats: Arc<EngineStats>,
+    /// Linear memory this instance holds, in bytes.
+    memory_bytes: usize,
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.engine_stats.instance_ended(self.memory_bytes);
+    }
 }
 
 impl HostState {
-    pub(crate) fn new(context: FunctionContext, limits: Limits) -> Self {
+    pub(crate) fn new(context: FunctionContext, limits: Limits, engine_stats: Arc<EngineStats>) -> Self {
+        engine_stats.instance_started();
         let stdout = GuestStream::stdout(context.name.clone(), limits.max_log_line_bytes);
         let stderr = GuestStream::stderr(context.name.clone(), limits.max_log_line_bytes);
         // Nothing is granted: no preopened directories, no environment, no arguments, and
@@ -67,6 +78,8 @@ impl HostState {
             cpu_ticks: 0,
             breach: None,
             cache_unavailable: 0,
+            engine_stats,
+            memory_bytes: 0,
         }
     }
 
@@ -85,11 +98,14 @@ impl WasiView for HostState {
 }
 
 impl ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limits.max_memory_bytes {
             self.breach = Some(Breach::Memory { desired });
             return Err(wasmtime::Error::msg("memory limit exceeded"));
         }
+        let grown = desired.saturating_sub(current);
+        self.memory_bytes += grown;
+        self.engine_stats.memory_grown(grown);
         Ok(true)
     }
 

@@ -165,6 +165,16 @@ impl FunctionInstance {
         self.live.as_ref().is_some_and(|live| live.store.data().cache_unavailable > 0)
     }
 
+    /// Instantiates the module now rather than on the first call, so the first batch does
+    /// not pay for it (used when switching a worker to a reloaded module).
+    pub async fn prepare(&mut self) -> Result<(), BatchError> {
+        if self.live.is_none() {
+            let limits = self.engine.limits().clone();
+            self.live = Some(instantiate(&self.engine, &self.module, &self.context, &limits).await?);
+        }
+        Ok(())
+    }
+
     /// Runs the guest's `process` on `batch` and returns one result per record.
     ///
     /// On a [`BatchError`] no result of the batch is valid; the caller decides whether to
@@ -198,7 +208,8 @@ async fn instantiate(
     context: &FunctionContext,
     limits: &Limits,
 ) -> Result<Live, BatchError> {
-    let mut store = Store::new(engine.wasmtime(), HostState::new(context.clone(), limits.clone()));
+    let mut store =
+        Store::new(engine.wasmtime(), HostState::new(context.clone(), limits.clone(), engine.stats().clone()));
     store.limiter(|state| state);
     let budget = limits.cpu_ticks_per_call();
     store.epoch_deadline_callback(move |mut store| {

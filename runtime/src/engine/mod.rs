@@ -17,11 +17,13 @@ mod module;
 pub use host::FunctionContext;
 pub use instance::{BatchError, FunctionInstance};
 pub use limits::Limits;
+
 pub use module::{Module, ModuleDigest, ModuleError};
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
@@ -51,6 +53,65 @@ struct EngineInner {
     limits: Limits,
     artifacts: Option<ArtifactCache>,
     ticker_stop: Arc<AtomicBool>,
+    stats: Arc<EngineStats>,
+}
+
+/// What an engine has done and holds, for metrics. Updated by modules as they load and by
+/// instances as they start, grow and end.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    instances: AtomicI64,
+    memory_bytes: AtomicI64,
+    modules_compiled: AtomicU64,
+    modules_from_artifacts: AtomicU64,
+    compile_nanos: AtomicU64,
+}
+
+/// A copy of [`EngineStats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EngineStatsSnapshot {
+    /// Function instances alive now.
+    pub instances: i64,
+    /// Linear memory held by those instances, in bytes.
+    pub memory_bytes: i64,
+    /// Modules compiled from their bytes.
+    pub modules_compiled: u64,
+    /// Modules loaded from the on-disk cache of compiled artifacts instead.
+    pub modules_from_artifacts: u64,
+    /// Time spent compiling or loading modules, in nanoseconds.
+    pub compile_nanos: u64,
+}
+
+impl EngineStats {
+    pub(crate) fn instance_started(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn instance_ended(&self, memory_bytes: usize) {
+        self.instances.fetch_sub(1, Ordering::Relaxed);
+        self.memory_bytes.fetch_sub(memory_bytes as i64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn memory_grown(&self, bytes: usize) {
+        self.memory_bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn module_loaded(&self, took: Duration, from_artifact_cache: bool) {
+        let counter = if from_artifact_cache { &self.modules_from_artifacts } else { &self.modules_compiled };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.compile_nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Reads the counters.
+    pub fn snapshot(&self) -> EngineStatsSnapshot {
+        EngineStatsSnapshot {
+            instances: self.instances.load(Ordering::Relaxed),
+            memory_bytes: self.memory_bytes.load(Ordering::Relaxed),
+            modules_compiled: self.modules_compiled.load(Ordering::Relaxed),
+            modules_from_artifacts: self.modules_from_artifacts.load(Ordering::Relaxed),
+            compile_nanos: self.compile_nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Drop for EngineInner {
@@ -76,7 +137,8 @@ impl Engine {
         };
         let ticker_stop = Arc::new(AtomicBool::new(false));
         start_epoch_ticker(&wasmtime, ticker_stop.clone())?;
-        Ok(Engine { inner: Arc::new(EngineInner { wasmtime, linker, limits, artifacts, ticker_stop }) })
+        let stats = Arc::default();
+        Ok(Engine { inner: Arc::new(EngineInner { wasmtime, linker, limits, artifacts, ticker_stop, stats }) })
     }
 
     /// Checks, compiles (or loads from the artifact cache) and prepares a module.
@@ -90,6 +152,11 @@ impl Engine {
     /// The limits instances of this engine run under.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// What the engine has compiled and runs.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.inner.stats
     }
 
     pub(crate) fn wasmtime(&self) -> &wasmtime::Engine {

@@ -137,6 +137,7 @@ impl Module {
             }
         };
         let compile_time = started.elapsed();
+        engine.stats().module_loaded(compile_time, from_artifact_cache);
         let instance_pre = engine
             .linker()
             .instantiate_pre(&component)

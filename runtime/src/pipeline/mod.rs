@@ -5,6 +5,10 @@
 //! stores an offset for commit only after every output and dead letter it caused is
 //! acknowledged (at-least-once). On a rebalance, workers of revoked partitions stop and their
 //! unfinished batch is left uncommitted; new workers start at the committed offset.
+//!
+//! A pipeline's module can be replaced while it runs ([`Pipeline::reload`]): every worker
+//! switches to the new module between two batches, so each record is processed by exactly
+//! one version and each partition switches at one offset.
 
 pub mod spec;
 
@@ -14,7 +18,7 @@ mod worker;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::Offset;
@@ -24,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::cache::{Cache, CacheStatsSnapshot};
+use crate::cache::{Cache, CacheStatsSnapshot, LatencyHistogram, LatencySnapshot};
 use crate::engine::{Engine, FunctionContext, FunctionInstance, Module};
 use crate::kafka::KafkaConfig;
 use crate::sink::kafka::KafkaSink;
@@ -48,11 +52,12 @@ pub struct Pipeline {
 pub(crate) struct Shared {
     pub(crate) spec: PipelineSpec,
     engine: Engine,
-    module: Module,
+    /// The module workers run; replaced by [`Pipeline::reload`], picked up between batches.
+    pub(crate) module: watch::Sender<Module>,
     cache: Cache,
     pub(crate) consumer: Arc<KafkaConsumer>,
     pub(crate) sink: KafkaSink,
-    pub(crate) stats: PipelineStats,
+    pub(crate) stats: Arc<PipelineStats>,
     /// Wakes workers blocked under the `block` policy.
     pub(crate) unblock: Notify,
 }
@@ -66,6 +71,19 @@ impl Pipeline {
         engine: &Engine,
         module: Module,
         cache: Cache,
+    ) -> anyhow::Result<Pipeline> {
+        Pipeline::start_with_stats(spec, kafka, engine, module, cache, Arc::default()).await
+    }
+
+    /// Like [`Pipeline::start`], counting into `stats`, so counters carry on across a pause
+    /// and resume or an update of the spec.
+    pub async fn start_with_stats(
+        spec: PipelineSpec,
+        kafka: &KafkaConfig,
+        engine: &Engine,
+        module: Module,
+        cache: Cache,
+        stats: Arc<PipelineStats>,
     ) -> anyhow::Result<Pipeline> {
         spec.validate()?;
         kafka.validate().map_err(|e| anyhow::anyhow!("pipeline {}: {e}", spec.name))?;
@@ -81,16 +99,16 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             spec,
             engine: engine.clone(),
-            module,
+            module: watch::Sender::new(module),
             cache,
             consumer,
             sink,
-            stats: PipelineStats::default(),
+            stats,
             unblock: Notify::new(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run(shared.clone(), events, shutdown_rx));
-        tracing::info!(pipeline = %shared.spec.name, module = %shared.module.digest(), "pipeline started");
+        tracing::info!(pipeline = %shared.spec.name, module = %shared.module.borrow().digest(), "pipeline started");
         Ok(Pipeline { shared, shutdown, task })
     }
 
@@ -111,7 +129,34 @@ impl Pipeline {
             namespace: self.shared.cache.namespace().to_string(),
             stats: self.shared.cache.stats().snapshot(),
         };
-        self.shared.stats.snapshot(&self.shared.spec.name, self.shared.module.digest().to_string(), cache)
+        let module = self.shared.module.borrow().digest().to_string();
+        let mut status = self.shared.stats.snapshot(&self.shared.spec.name, module, cache);
+        for partition in &mut status.partitions {
+            // The high watermark librdkafka last reported for the partition: no broker round trip.
+            let high = self.shared.consumer.context().high_watermark(&partition.topic, partition.partition);
+            if let (Some(high), Some(next)) = (high, partition.next_offset) {
+                partition.lag = Some((high - next).max(0));
+            }
+        }
+        status
+    }
+
+    /// The module the pipeline runs now (workers switch to it at their next batch).
+    pub fn module(&self) -> Module {
+        self.shared.module.borrow().clone()
+    }
+
+    /// Replaces the pipeline's module while it runs. Each partition worker finishes the batch
+    /// in hand with the old module and processes every later batch with `module`: no record
+    /// is processed by both, none is skipped, and consumption does not stop.
+    pub fn reload(&self, module: Module) {
+        tracing::info!(
+            pipeline = %self.shared.spec.name,
+            from = %self.shared.module.borrow().digest(),
+            to = %module.digest(),
+            "reloading the module; partitions switch at their next batch"
+        );
+        self.shared.module.send_replace(module);
     }
 
     /// Resumes partitions blocked under the `block` policy: each tries its failed record again.
@@ -224,13 +269,9 @@ impl Shared {
         queue: source::PartitionQueue,
         stop: watch::Receiver<bool>,
     ) -> PartitionWorker {
-        let context = FunctionContext {
-            name: format!("pipeline {} partition {topic}/{partition}", self.spec.name).into(),
-            cache: self.cache.clone(),
-            config: Arc::new(self.spec.config.clone()),
-        };
-        let instance = FunctionInstance::new(&self.engine, &self.module, context);
-        PartitionWorker { shared: self.clone(), topic, partition, queue, instance, stop }
+        let mut module = self.module.subscribe();
+        let instance = self.instance_for(&topic, partition, &module.borrow_and_update());
+        PartitionWorker { shared: self.clone(), topic, partition, queue, instance, module, stop }
     }
 
     pub(crate) fn set_partition_state(&self, topic: &str, partition: i32, state: PartitionState) {
@@ -239,6 +280,32 @@ impl Shared {
 
     pub(crate) fn set_partition_offset(&self, topic: &str, partition: i32, next_offset: i64) {
         self.stats.partition(topic, partition, |p| p.next_offset = Some(next_offset));
+    }
+
+    /// Records that a partition's worker now runs `module`, switched at `offset` in `took`.
+    pub(crate) fn set_partition_module(
+        &self,
+        topic: &str,
+        partition: i32,
+        module: &Module,
+        switch: Option<(i64, Duration)>,
+    ) {
+        self.stats.partition(topic, partition, |p| {
+            p.module = Some(module.digest().to_string());
+            if let Some((offset, took)) = switch {
+                p.last_switch = Some(ModuleSwitch { offset, micros: took.as_micros() as u64 });
+            }
+        });
+    }
+
+    /// A new worker's function instance for `module`, as [`Shared::worker`] builds it.
+    pub(crate) fn instance_for(&self, topic: &str, partition: i32, module: &Module) -> FunctionInstance {
+        let context = FunctionContext {
+            name: format!("pipeline {} partition {topic}/{partition}", self.spec.name).into(),
+            cache: self.cache.clone(),
+            config: Arc::new(self.spec.config.clone()),
+        };
+        FunctionInstance::new(&self.engine, module, context)
     }
 }
 
@@ -257,9 +324,10 @@ pub enum PartitionState {
     Stopped,
 }
 
-/// A pipeline's counters.
+/// A pipeline's counters. They outlive a [`Pipeline`] when passed to
+/// [`Pipeline::start_with_stats`], so they carry on across a pause and resume.
 #[derive(Default)]
-pub(crate) struct PipelineStats {
+pub struct PipelineStats {
     records_in: AtomicU64,
     records_out: AtomicU64,
     batches: AtomicU64,
@@ -268,12 +336,18 @@ pub(crate) struct PipelineStats {
     skipped: AtomicU64,
     last_error: Mutex<Option<String>>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+    /// Time from a batch's first record to its results acknowledged (or dead-lettered).
+    batch_latency: LatencyHistogram,
 }
 
 impl PipelineStats {
     fn record_batch(&self, records: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records_in.fetch_add(records as u64, Ordering::Relaxed);
+    }
+
+    fn record_batch_done(&self, started: Instant) {
+        self.batch_latency.record(started.elapsed());
     }
 
     fn record_outputs(&self, outputs: usize) {
@@ -296,12 +370,15 @@ impl PipelineStats {
             topic: topic.to_owned(),
             partition,
             next_offset: None,
+            lag: None,
+            module: None,
+            last_switch: None,
             state: PartitionState::Running,
         });
         update(entry);
     }
 
-    fn snapshot(&self, name: &str, module: String, cache: PipelineCacheStatus) -> PipelineStatus {
+    pub(crate) fn snapshot(&self, name: &str, module: String, cache: PipelineCacheStatus) -> PipelineStatus {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PipelineStatus {
             name: name.to_owned(),
@@ -314,6 +391,7 @@ impl PipelineStats {
             skipped: load(&self.skipped),
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+            batch_latency: self.batch_latency.snapshot(),
             cache,
         }
     }
@@ -328,9 +406,26 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// The next offset to process, as stored for commit; `None` before the first batch.
     pub next_offset: Option<i64>,
+    /// Records after `next_offset` up to the partition's high watermark as last seen by the
+    /// consumer; `None` before the first batch.
+    pub lag: Option<i64>,
+    /// The module digest of the worker's last batch.
+    pub module: Option<String>,
+    /// The partition's last switch to a reloaded module.
+    pub last_switch: Option<ModuleSwitch>,
     /// The worker's state.
     #[serde(flatten)]
     pub state: PartitionState,
+}
+
+/// Where and how fast a partition switched to a reloaded module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ModuleSwitch {
+    /// The first offset processed by the new module.
+    pub offset: i64,
+    /// The time the switch added to the partition's processing: preparing an instance of the
+    /// new module, in microseconds.
+    pub micros: u64,
 }
 
 /// A pipeline's counters and partitions at one moment.
@@ -356,6 +451,8 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// Partitions this runtime has worked on.
     pub partitions: Vec<PartitionStatus>,
+    /// Time from a batch's first record to its results acknowledged.
+    pub batch_latency: LatencySnapshot,
     /// The function's cache calls.
     pub cache: PipelineCacheStatus,
 }

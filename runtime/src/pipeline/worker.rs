@@ -3,7 +3,7 @@
 //! only once the broker has acknowledged everything the batch caused.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
 use rdkafka::error::KafkaError;
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::failure::{self, Failure, Outcome};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
 use super::{PartitionState, Shared};
-use crate::engine::FunctionInstance;
+use crate::engine::{FunctionInstance, Module};
 use crate::record::InputRecord;
 use crate::sink::kafka::Outgoing;
 use crate::source::kafka::{PartitionQueue, input_record, record_bytes};
@@ -25,6 +25,8 @@ pub(crate) struct PartitionWorker {
     pub(crate) partition: i32,
     pub(crate) queue: PartitionQueue,
     pub(crate) instance: FunctionInstance,
+    /// The pipeline's current module; a change is picked up before the next batch.
+    pub(crate) module: watch::Receiver<Module>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -41,6 +43,7 @@ impl PartitionWorker {
     pub(crate) async fn run(mut self) {
         let mut carried: Vec<InputRecord> = Vec::new();
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
+        self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), None);
         loop {
             let batch = if carried.is_empty() {
                 tokio::select! {
@@ -53,6 +56,10 @@ impl PartitionWorker {
             if batch.is_empty() {
                 continue;
             }
+            let started = Instant::now();
+            if self.module.has_changed().unwrap_or(false) {
+                self.switch_module(batch[0].offset).await;
+            }
             self.shared.stats.record_batch(batch.len());
             let processing = &self.shared.spec.processing;
             let outcomes = failure::process(&mut self.instance, processing, &batch, &mut self.stop).await;
@@ -62,6 +69,7 @@ impl PartitionWorker {
             }
             let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
             let Some(delivered) = self.deliver_with_retries(&batch, &outcomes).await else { break };
+            self.shared.stats.record_batch_done(started);
             match delivered {
                 Delivered::All { next_offset } => self.store(next_offset),
                 Delivered::BlockedAt { index } => {
@@ -76,6 +84,28 @@ impl PartitionWorker {
             }
         }
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
+    }
+
+    /// Switches to the pipeline's new module before the batch starting at `offset`: the
+    /// batch before it was processed whole by the old module, this one and every later one is
+    /// processed by the new. The new instance is prepared now, so a module that cannot be
+    /// instantiated shows up here (and again, retried, on the batch's first call).
+    async fn switch_module(&mut self, offset: i64) {
+        let started = Instant::now();
+        let module = self.module.borrow_and_update().clone();
+        self.instance = self.shared.instance_for(&self.topic, self.partition, &module);
+        if let Err(e) = self.instance.prepare().await {
+            tracing::warn!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "preparing module {}: {e}", module.digest()
+            );
+        }
+        let took = started.elapsed();
+        tracing::info!(
+            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition, offset,
+            module = %module.digest(), ?took, "partition switched to the reloaded module"
+        );
+        self.shared.set_partition_module(&self.topic, self.partition, &module, Some((offset, took)));
     }
 
     /// Fails a record whose outputs name an output the pipeline does not declare.

@@ -6,7 +6,8 @@
 //! partition queues to the pipeline and take them back), and the start position of a new
 //! consumer group. It does not process or produce anything.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +23,8 @@ use crate::record::{Header, InputRecord};
 
 /// Time allowed for metadata and offset requests to the broker.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often librdkafka reports the partitions' high watermarks, from which lag is computed.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The pipeline's consumer.
 pub(crate) type KafkaConsumer = StreamConsumer<SourceContext>;
@@ -41,11 +44,33 @@ pub(crate) struct SourceContext {
     pipeline: String,
     events: mpsc::UnboundedSender<AssignmentEvent>,
     consumer: OnceLock<Weak<KafkaConsumer>>,
+    /// The high watermark of each fetched partition, from librdkafka's last statistics.
+    high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+}
+
+impl SourceContext {
+    /// The partition's high watermark (the offset after its last record) as last reported.
+    pub(crate) fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let watermarks = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        watermarks.get(&(topic.to_owned(), partition)).copied().filter(|&high| high >= 0)
+    }
 }
 
 impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::warn!(pipeline = %self.pipeline, "kafka client: {error}: {reason}");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut watermarks = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, topic) in statistics.topics {
+            for (id, partition) in topic.partitions {
+                // librdkafka's internal "unassigned" partition is -1.
+                if id >= 0 && partition.hi_offset >= 0 {
+                    watermarks.insert((name.clone(), id), partition.hi_offset);
+                }
+            }
+        }
     }
 }
 
@@ -95,7 +120,12 @@ pub(crate) fn subscribe(
     kafka: &KafkaConfig,
 ) -> anyhow::Result<(Arc<KafkaConsumer>, mpsc::UnboundedReceiver<AssignmentEvent>)> {
     let (events, receiver) = mpsc::unbounded_channel();
-    let context = SourceContext { pipeline: spec.name.clone(), events, consumer: OnceLock::new() };
+    let context = SourceContext {
+        pipeline: spec.name.clone(),
+        events,
+        consumer: OnceLock::new(),
+        high_watermarks: Mutex::default(),
+    };
     let reset = match spec.processing.start {
         StartPosition::Latest => "latest",
         _ => "earliest",
@@ -109,6 +139,7 @@ pub(crate) fn subscribe(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", reset)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL.as_millis().to_string())
         .create_with_context(context)
         .with_context(|| format!("pipeline {}: cannot create the Kafka consumer", spec.name))?;
     let consumer = Arc::new(consumer);
@@ -224,4 +255,165 @@ pub(crate) fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
 /// Bytes of a record counted against a batch's byte budget.
 pub(crate) fn record_bytes(record: &InputRecord) -> usize {
     record.key.as_ref().map_or(0, Vec::len) + record.value.as_ref().map_or(0, Vec::len)
+}
+
+/// One partition of a pipeline's input as its consumer group stands on the broker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionOffsets {
+    /// Input topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The group's committed offset (the next record to process); `None` when nothing is
+    /// committed yet.
+    pub committed: Option<i64>,
+    /// The offset after the partition's last record.
+    pub high_watermark: i64,
+    /// Records not yet processed: from the committed offset (or the start of the partition)
+    /// to the high watermark.
+    pub lag: i64,
+}
+
+/// A consumer in the pipeline's group that never joins it: it reads and commits the group's
+/// offsets while the pipeline is stopped, or beside it.
+fn group_client(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    kafka
+        .client_config()
+        .set("group.id", spec.group_id())
+        .set("enable.auto.commit", "false")
+        .create()
+        .with_context(|| format!("pipeline {}: cannot create a Kafka client for its offsets", spec.name))
+}
+
+/// Every partition of the pipeline's inputs.
+fn input_partitions(consumer: &BaseConsumer, spec: &PipelineSpec) -> anyhow::Result<TopicPartitionList> {
+    let mut all = TopicPartitionList::new();
+    for topic in &spec.inputs {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .with_context(|| format!("pipeline {}: cannot read metadata of topic {topic}", spec.name))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                all.add_partition(topic, p.id());
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// The committed offset, high watermark and lag of every input partition of the pipeline's
+/// consumer group, asked of the broker. Blocks for up to a few seconds: call it off the async
+/// executor.
+pub fn group_offsets(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<Vec<PartitionOffsets>> {
+    let consumer = group_client(spec, kafka)?;
+    let all = input_partitions(&consumer, spec)?;
+    let committed = consumer.committed_offsets(all, REQUEST_TIMEOUT).with_context(|| {
+        format!("pipeline {}: cannot read the committed offsets of group {}", spec.name, spec.group_id())
+    })?;
+    let mut offsets = Vec::new();
+    for element in committed.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .with_context(|| format!("pipeline {}: cannot read the watermarks of {topic}/{partition}", spec.name))?;
+        let committed = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
+        };
+        let lag = (high - committed.unwrap_or(low)).max(0);
+        offsets.push(PartitionOffsets { topic: topic.to_owned(), partition, committed, high_watermark: high, lag });
+    }
+    Ok(offsets)
+}
+
+/// Commits new offsets for the pipeline's consumer group: each input partition's first
+/// record (`earliest`), its end (`latest`), the first record at or after a time
+/// (`timestamp`), or explicit offsets. The pipeline must be stopped: Kafka refuses commits
+/// from outside a group that has members. Returns the offsets committed.
+pub fn reset_offsets(
+    spec: &PipelineSpec,
+    kafka: &KafkaConfig,
+    to: &StartPosition,
+) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    let consumer = group_client(spec, kafka)?;
+    let all = input_partitions(&consumer, spec)?;
+    let mut list = TopicPartitionList::new();
+    let by_time = match to {
+        StartPosition::Timestamp(ms) => {
+            let mut query = TopicPartitionList::new();
+            for e in all.elements() {
+                query.add_partition_offset(e.topic(), e.partition(), Offset::Offset(*ms))?;
+            }
+            Some(consumer.offsets_for_times(query, REQUEST_TIMEOUT)?)
+        }
+        _ => None,
+    };
+    for e in all.elements() {
+        let (topic, partition) = (e.topic(), e.partition());
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
+            .with_context(|| format!("pipeline {}: cannot read the watermarks of {topic}/{partition}", spec.name))?;
+        let offset = match to {
+            StartPosition::Earliest => low,
+            StartPosition::Latest => high,
+            StartPosition::Timestamp(_) => {
+                // No record at or after the time: the end of the partition.
+                match by_time.as_ref().and_then(|l| l.find_partition(topic, partition)).map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => offset,
+                    _ => high,
+                }
+            }
+            StartPosition::Offsets(offsets) => {
+                offsets.get(topic).and_then(|p| p.get(&partition)).copied().unwrap_or(low).clamp(low, high)
+            }
+        };
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&list, CommitMode::Sync).with_context(|| {
+        format!(
+            "pipeline {}: cannot commit offsets for group {} (is it still running somewhere?)",
+            spec.name,
+            spec.group_id()
+        )
+    })?;
+    let committed = list
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((e.topic().to_owned(), e.partition(), offset)),
+            _ => None,
+        })
+        .collect();
+    tracing::info!(pipeline = %spec.name, ?to, "consumer group offsets reset");
+    Ok(committed)
+}
+
+/// Creates the pipeline's topics that do not exist yet, with `partitions` partitions each
+/// (for `sluice dev`, whose embedded cluster starts empty).
+pub fn create_missing_topics(spec: &PipelineSpec, kafka: &KafkaConfig, partitions: i32) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let consumer: BaseConsumer = kafka.client_config().set("allow.auto.create.topics", "false").create()?;
+    let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
+    let existing: std::collections::HashSet<&str> =
+        metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
+    let mut needed: Vec<String> = spec.inputs.iter().chain(spec.outputs.values()).cloned().collect();
+    needed.push(spec.dead_letter_topic());
+    needed.retain(|t| !existing.contains(t.as_str()));
+    needed.dedup();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    let topics: Vec<NewTopic> =
+        needed.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let results = runtime.block_on(admin.create_topics(&topics, &AdminOptions::new()))?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            anyhow::bail!("pipeline {}: cannot create topic {topic}: {code}", spec.name);
+        }
+    }
+    tracing::info!(pipeline = %spec.name, topics = ?needed, "created missing topics");
+    Ok(())
 }

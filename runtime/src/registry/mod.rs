@@ -1,7 +1,8 @@
-//! The module registry: the function modules uploaded to this runtime, kept on disk by content
-//! digest.
+//! The registry: what this runtime keeps in its data directory. [`ModuleRegistry`] holds the
+//! function modules uploaded to it, by content digest; [`pipelines::PipelineStore`] holds
+//! the pipelines deployed on it, with their state and module history.
 //!
-//! The registry owns the folder `<data_dir>/modules/` and nothing else. Every module in it
+//! The module registry owns the folder `<data_dir>/modules/` and nothing else. Every module in it
 //! was checked and compiled by [`Engine::load`] before it was stored, so an invalid module is
 //! never kept. It does not run modules and knows nothing of pipelines: a pipeline asks the
 //! registry for bytes and loads them on the engine itself.
@@ -33,6 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, Module, ModuleDigest, ModuleError};
 
+pub mod pipelines;
+
 /// The folder of the registry inside the runtime's data directory.
 pub const MODULES_DIR: &str = "modules";
 
@@ -58,13 +61,16 @@ pub struct ModuleInfo {
 }
 
 /// The result of [`ModuleRegistry::put`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Stored {
     /// The stored module's metadata.
     pub info: ModuleInfo,
     /// `true` when this call stored the module, `false` when it was already in the registry
     /// (the metadata is then the one stored first).
     pub created: bool,
+    /// The module as this call compiled it; `None` when it was already stored (and so not
+    /// compiled again).
+    pub module: Option<Module>,
 }
 
 /// Why a registry call failed.
@@ -190,14 +196,14 @@ impl ModuleRegistry {
                 return Ok(Checked::AlreadyStored(info));
             }
             match engine.load(&bytes) {
-                Ok(module) => Ok(Checked::Valid { exports: exports_summary(&engine, &module), digest, bytes }),
+                Ok(module) => Ok(Checked::Valid { exports: exports_summary(&engine, &module), digest, bytes, module }),
                 Err(source) => Err(RegistryError::Refused { digest: digest.to_string(), source }),
             }
         })
         .await?;
-        let (digest, bytes, exports) = match checked {
-            Checked::AlreadyStored(info) => return Ok(Stored { info, created: false }),
-            Checked::Valid { digest, bytes, exports } => (digest, bytes, exports),
+        let (digest, bytes, exports, module) = match checked {
+            Checked::AlreadyStored(info) => return Ok(Stored { info, created: false, module: None }),
+            Checked::Valid { digest, bytes, exports, module } => (digest, bytes, exports, module),
         };
 
         let _writing = self.inner.writes.lock().await;
@@ -206,7 +212,7 @@ impl ModuleRegistry {
             let hex = digest.hex();
             // Stored by a concurrent call while this one was compiling.
             if let Some(info) = read_info(&dir, hex)? {
-                return Ok(Stored { info, created: false });
+                return Ok(Stored { info, created: false, module: Some(module) });
             }
             let info = ModuleInfo { digest: digest.to_string(), size: bytes.len() as u64, uploaded_at: now(), exports };
             let metadata = serde_json::to_vec_pretty(&info).expect("metadata serialises");
@@ -216,7 +222,7 @@ impl ModuleRegistry {
                 .map_err(|e| storage(name, "cannot write the metadata", e))?;
             sync_dir(&dir).map_err(|e| storage(name, "cannot sync the registry folder", e))?;
             tracing::info!(module = name, size = info.size, "module stored in the registry");
-            Ok(Stored { info, created: true })
+            Ok(Stored { info, created: true, module: Some(module) })
         })
         .await
     }
@@ -312,7 +318,7 @@ impl ModuleRegistry {
 /// What the compiling step of [`ModuleRegistry::put`] found.
 enum Checked {
     AlreadyStored(ModuleInfo),
-    Valid { digest: ModuleDigest, bytes: Bytes, exports: String },
+    Valid { digest: ModuleDigest, bytes: Bytes, exports: String, module: Module },
 }
 
 /// Runs `work` on the blocking pool; a panic in it becomes [`RegistryError::Task`].
@@ -337,7 +343,7 @@ fn json_name(hex: &str) -> String {
     format!("{hex}.json")
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -414,7 +420,7 @@ static TMP_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old file or the whole new
 /// one: a temporary file in the same folder, synced, then renamed over the target.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     let sequence = TMP_SEQUENCE.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!("{name}.{}-{sequence}{TMP_SUFFIX}", std::process::id()));
     let result = (|| {
@@ -430,7 +436,7 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Makes the renames in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
