@@ -1,11 +1,12 @@
 //! `sluice dev`: everything on the embedded defaults, for a first look. It starts a Kafka
 //! mock cluster inside the process (on loopback, so other clients can connect too), creates
-//! the demo topics, runs a function as a pipeline on the in-memory cache, feeds it a
-//! synthetic stream, and prints live results: counters, throughput and the latest outputs.
+//! the demo topics, deploys a function as the pipeline `demo` on the in-memory cache, feeds
+//! it a synthetic stream, serves the admin API (so `sluice deploy`, `reload` and `rollback`
+//! work against it, creating missing topics on the fly) and prints live results: counters,
+//! throughput and the latest outputs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,12 +16,10 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cache::{Cache, MemoryCache, Namespace};
-use crate::engine::{Engine, EngineConfig};
 use crate::kafka::KafkaConfig;
-use crate::pipeline::Pipeline;
+use crate::manager::{ManagerConfig, PipelineManager};
 use crate::pipeline::spec::{PipelineSpec, Processing};
-use crate::serve::{load_module, shutdown_signal};
+use crate::serve::{AdminSettings, serve_admin, shutdown_signal};
 
 /// The demo's input topic.
 pub const INPUT_TOPIC: &str = "sentences";
@@ -38,6 +37,11 @@ pub struct DevOptions {
     pub partitions: i32,
     /// Stop after this long; run until Ctrl-C when `None`.
     pub duration: Option<Duration>,
+    /// The admin API's address.
+    pub admin_listen: std::net::SocketAddr,
+    /// Where modules and pipelines are kept; a fresh temporary folder (removed at exit) when
+    /// `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Words of the synthetic stream, the first ones far more frequent (a Zipf-like skew).
@@ -94,30 +98,49 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let brokers = cluster.bootstrap_servers();
     println!("embedded Kafka (mock cluster) at {brokers}; topics {INPUT_TOPIC} -> {OUTPUT_TOPIC}");
 
-    let engine = Engine::new(EngineConfig::default())?;
-    let module =
-        load_module(&engine, &options.module).await.context("run `make examples` to build the example functions")?;
-    println!(
-        "function {} ({}, {} KiB, compiled in {:?})",
-        options.module.display(),
-        module.digest().short(),
-        module.size() / 1024,
-        module.compile_time()
-    );
-
     let kafka = KafkaConfig::new(brokers.clone());
+    let (data_dir, temporary) = match &options.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (std::env::temp_dir().join(format!("sluice-dev-{}", std::process::id())), true),
+    };
+    let manager = PipelineManager::open(ManagerConfig {
+        create_topics: Some(options.partitions),
+        ..ManagerConfig::new(&data_dir, kafka.clone())
+    })
+    .await?;
+    let bytes = std::fs::read(&options.module).with_context(|| {
+        format!("cannot read {}: run `make examples` to build the example functions", options.module.display())
+    })?;
+    let stored = manager.store_module(bytes.into()).await?;
+    let compile_time = stored.module.as_ref().map(|m| m.compile_time());
+    println!(
+        "function {} ({}, {} KiB{})",
+        options.module.display(),
+        &stored.info.digest[..19],
+        stored.info.size / 1024,
+        compile_time.map(|t| format!(", compiled in {t:?}")).unwrap_or_default()
+    );
     let spec = PipelineSpec {
         name: "demo".into(),
         inputs: vec![INPUT_TOPIC.into()],
         outputs: BTreeMap::from([("default".to_string(), OUTPUT_TOPIC.to_string())]),
-        module: options.module.display().to_string(),
+        module: stored.info.digest.clone(),
         cache: "memory://".into(),
         namespace: None,
         config: BTreeMap::new(),
         processing: Processing::default(),
     };
-    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("demo")?);
-    let pipeline = Pipeline::start(spec, &kafka, &engine, module, cache).await?;
+    manager.apply(spec).await?;
+
+    let admin = AdminSettings { listen: options.admin_listen, ..AdminSettings::default() };
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = tokio::spawn(serve_admin(manager.clone(), admin, async move {
+        let _ = admin_stopped.await;
+    }));
+    println!(
+        "admin API on http://{} — try `sluice ls`, `sluice status demo`, `sluice reload demo <module.wasm>`, `sluice rollback demo`",
+        options.admin_listen
+    );
 
     let feeder = tokio::spawn(feed(kafka.clone(), options.rate));
     let outputs = watch_outputs(&kafka, options.partitions)?;
@@ -145,7 +168,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 }
             }
             _ = ticker.tick() => {
-                let status = pipeline.status();
+                let Ok(status) = manager.get_status("demo").await else { continue };
                 let seconds = last.2.elapsed().as_secs_f64().max(0.001);
                 let rate_in = (status.records_in - last.0) as f64 / seconds;
                 let rate_out = (status.records_out - last.1) as f64 / seconds;
@@ -162,12 +185,21 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     }
     // Stop every client before the cluster they talk to.
+    let _ = admin_stop.send(());
+    let admin_result = admin_task.await;
     feeder.abort();
     let _ = feeder.await;
     drop(outputs);
-    pipeline.stop().await;
+    manager.shutdown().await;
+    drop(manager);
     drop(cluster);
-    Ok(())
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    match admin_result {
+        Ok(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Produces synthetic sentences at `rate` records per second, forever.

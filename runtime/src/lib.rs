@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod client;
 pub mod dev;
 pub mod engine;
 pub mod kafka;

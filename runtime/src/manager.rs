@@ -444,6 +444,12 @@ impl PipelineManager {
         pipelines.get(name).map(Managed::summary).ok_or_else(|| not_found(name))
     }
 
+    /// One pipeline's counters and partitions, without asking the broker anything.
+    pub async fn get_status(&self, name: &str) -> Result<PipelineStatus, ManagerError> {
+        let pipelines = self.inner.pipelines.lock().await;
+        pipelines.get(name).map(Managed::status).ok_or_else(|| not_found(name))
+    }
+
     /// One pipeline in full, with its consumer group's offsets asked of the broker.
     pub async fn get(&self, name: &str) -> Result<PipelineReport, ManagerError> {
         let mut report = {

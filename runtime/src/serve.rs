@@ -1,30 +1,39 @@
-//! `sluice serve`: runs the pipelines declared in a config file until the process is asked to
-//! stop, then stops them cleanly (finishing or abandoning in-flight batches, committing what
-//! was processed).
+//! `sluice serve`: the runtime as a service. It opens the data directory (restoring every
+//! pipeline deployed before, running or paused), applies the pipelines declared in its config
+//! file, serves the admin API, and on Ctrl-C or SIGTERM stops every pipeline cleanly
+//! (finishing or abandoning in-flight batches, committing what was processed).
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::cache::{self, Cache, CacheBackend, MemoryCache, Namespace};
-use crate::engine::{Engine, EngineConfig, Module};
+use crate::admin::{self, AdminConfig, REQUEST_TIMEOUT, check_listen_address};
+use crate::engine::{Engine, Module};
 use crate::kafka::KafkaConfig;
-use crate::pipeline::Pipeline;
+use crate::manager::{ManagerConfig, PipelineManager};
 use crate::pipeline::spec::PipelineSpec;
+use crate::registry::pipelines::DEFAULT_KEEP_VERSIONS;
+
+/// The admin API's default address: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7070";
 
 /// A config file for `sluice serve` (TOML).
 ///
 /// ```toml
-/// data_dir = "sluice-data"          # compiled-module cache; default ./sluice-data
+/// data_dir = "sluice-data"          # modules, compiled artifacts, pipelines; default ./sluice-data
 ///
 /// [kafka]
 /// brokers = "127.0.0.1:9092"
 /// properties = { "security.protocol" = "ssl" }   # passed through to librdkafka
 ///
-/// [[pipeline]]
+/// [admin]
+/// listen = "127.0.0.1:7070"         # the default; another address needs a token
+/// # Tokens are best given by environment: SLUICE_ADMIN_TOKEN, SLUICE_READ_TOKEN.
+///
+/// [[pipeline]]                      # optional: pipelines can also be deployed over the API
 /// name = "word-count"
 /// inputs = ["sentences"]
 /// outputs = { default = "word-counts" }
@@ -35,21 +44,89 @@ use crate::pipeline::spec::PipelineSpec;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
-    /// Where compiled modules are kept between restarts.
+    /// Where modules, compiled artifacts and pipelines are kept between restarts.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// The cluster.
     pub kafka: KafkaConfig,
-    /// The pipelines to run.
+    /// The admin API.
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// Module versions kept per pipeline for rollback. Default 10.
+    #[serde(default = "default_keep_versions")]
+    pub keep_versions: usize,
+    /// Pipelines to create or update at start-up; their `module` is a file path.
     #[serde(default, rename = "pipeline")]
     pub pipelines: Vec<PipelineSpec>,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// The address the API listens on. Default [`DEFAULT_ADMIN_LISTEN`].
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The token for read-only calls (or `SLUICE_READ_TOKEN`).
+    pub read_token: Option<String>,
+    /// The token for every call (or `SLUICE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// The longest a call may take, in seconds. Default 120.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: default_listen(),
+            read_token: None,
+            admin_token: None,
+            request_timeout_secs: default_request_timeout(),
+        }
+    }
+}
+
+impl AdminSettings {
+    /// The API's config, with tokens from the environment when the file sets none.
+    pub fn config(&self) -> AdminConfig {
+        let env = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
+        AdminConfig {
+            read_token: self.read_token.clone().or_else(|| env("SLUICE_READ_TOKEN")),
+            admin_token: self.admin_token.clone().or_else(|| env("SLUICE_ADMIN_TOKEN")),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("sluice-data")
 }
 
+fn default_keep_versions() -> usize {
+    DEFAULT_KEEP_VERSIONS
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_ADMIN_LISTEN.parse().expect("a valid default address")
+}
+
+fn default_request_timeout() -> u64 {
+    REQUEST_TIMEOUT.as_secs()
+}
+
 impl ServeConfig {
+    /// A config with no pipelines for the cluster at `brokers`.
+    pub fn new(brokers: &str) -> ServeConfig {
+        ServeConfig {
+            data_dir: default_data_dir(),
+            kafka: KafkaConfig::new(brokers.to_string()),
+            admin: AdminSettings::default(),
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+            pipelines: Vec::new(),
+        }
+    }
+
     /// Reads and checks a config file. Relative module paths are taken from the file's folder.
     pub fn load(path: &Path) -> anyhow::Result<ServeConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -67,64 +144,43 @@ impl ServeConfig {
     }
 }
 
-/// Pipelines started from a config, and what they share.
-pub struct Runtime {
-    engine: Engine,
-    memory: Arc<MemoryCache>,
-    pipelines: Vec<Pipeline>,
+/// Opens the runtime of `config`: restores the stored pipelines, then creates or updates the
+/// pipelines of the config file from their module files.
+pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
+    let manager = PipelineManager::open(ManagerConfig {
+        keep_versions: config.keep_versions,
+        ..ManagerConfig::new(&config.data_dir, config.kafka.clone())
+    })
+    .await?;
+    for spec in &config.pipelines {
+        let bytes = std::fs::read(&spec.module).with_context(|| format!("cannot read module {}", spec.module))?;
+        let stored = manager.store_module(bytes.into()).await.with_context(|| format!("pipeline {}", spec.name))?;
+        let spec = PipelineSpec { module: stored.info.digest, ..spec.clone() };
+        let applied = manager.apply(spec.clone()).await?;
+        tracing::info!(pipeline = %spec.name, ?applied, "pipeline from the config file applied");
+    }
+    Ok(manager)
 }
 
-impl Runtime {
-    /// Starts every pipeline of `config`.
-    pub async fn start(config: &ServeConfig) -> anyhow::Result<Runtime> {
-        let engine = Engine::new(EngineConfig {
-            artifact_dir: Some(config.data_dir.join("artifacts")),
-            ..EngineConfig::default()
-        })?;
-        let mut runtime = Runtime { engine, memory: Arc::new(MemoryCache::new()), pipelines: Vec::new() };
-        let mut modules: HashMap<String, Module> = HashMap::new();
-        for spec in &config.pipelines {
-            let module = match modules.get(&spec.module) {
-                Some(module) => module.clone(),
-                None => {
-                    let module = load_module(&runtime.engine, Path::new(&spec.module)).await?;
-                    modules.insert(spec.module.clone(), module.clone());
-                    module
-                }
-            };
-            let cache = runtime.cache_for(spec).await?;
-            let pipeline = Pipeline::start(spec.clone(), &config.kafka, &runtime.engine, module, cache).await?;
-            runtime.pipelines.push(pipeline);
-        }
-        Ok(runtime)
-    }
-
-    /// The running pipelines.
-    pub fn pipelines(&self) -> &[Pipeline] {
-        &self.pipelines
-    }
-
-    /// Stops every pipeline.
-    pub async fn stop(self) {
-        for pipeline in self.pipelines {
-            pipeline.stop().await;
-        }
-    }
-
-    /// The pipeline's cache. Every plain `memory://` pipeline of this process shares one
-    /// in-memory backend, so pipelines that name the same namespace share keys, as they would
-    /// on Redis; `memory://?capacity_mb=N` gets a backend of its own.
-    async fn cache_for(&self, spec: &PipelineSpec) -> anyhow::Result<Cache> {
-        let backend: Arc<dyn CacheBackend> = if matches!(spec.cache.as_str(), "memory://" | "memory:///") {
-            self.memory.clone()
-        } else {
-            cache::connect(&spec.cache)
-                .await
-                .with_context(|| format!("pipeline {}: cache {}", spec.name, spec.cache))?
-        };
-        let namespace = Namespace::new(spec.namespace()).with_context(|| format!("pipeline {}", spec.name))?;
-        Ok(Cache::new(backend, namespace))
-    }
+/// Serves the admin API of `manager` on `settings.listen` until `shutdown` completes.
+/// Refuses a non-loopback address without a token before listening.
+pub async fn serve_admin(
+    manager: PipelineManager,
+    settings: AdminSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = settings.config();
+    check_listen_address(settings.listen, &config).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the admin API", settings.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        "admin API on http://{address} ({})",
+        if config.is_open() { "open: loopback only" } else { "bearer tokens required" }
+    );
+    axum::serve(listener, admin::router(manager, config)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
 }
 
 /// Reads and compiles a module file off the async executor.

@@ -6,6 +6,7 @@
 //! loopback address: [`check_listen_address`] says so before anything listens.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -20,12 +21,25 @@ use super::error::ApiError;
 /// - `admin_token` set: mutating calls need it; reads accept it too.
 /// - `read_token` set: reads accept it; it never allows a mutating call.
 /// - Only `read_token` set: reads need it, and mutating calls are refused to everyone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AdminConfig {
     /// The token for read-only calls.
     pub read_token: Option<String>,
     /// The token for every call, including uploads and deletes.
     pub admin_token: Option<String>,
+    /// The longest a call may take, from its first byte to its answer (a slow upload, a
+    /// compile, a pipeline restart). Default [`REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
+}
+
+/// The default [`AdminConfig::request_timeout`]: long enough to upload and compile a module
+/// of the maximum size on a small machine.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { read_token: None, admin_token: None, request_timeout: REQUEST_TIMEOUT }
+    }
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -34,6 +48,7 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("read_token", &self.read_token.as_ref().map(|_| "<set>"))
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -165,7 +180,11 @@ mod tests {
     use super::*;
 
     fn config(read: Option<&str>, admin: Option<&str>) -> AdminConfig {
-        AdminConfig { read_token: read.map(str::to_string), admin_token: admin.map(str::to_string) }
+        AdminConfig {
+            read_token: read.map(str::to_string),
+            admin_token: admin.map(str::to_string),
+            ..AdminConfig::default()
+        }
     }
 
     #[test]

@@ -10,7 +10,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::engine::ModuleError;
+use crate::manager::ManagerError;
 use crate::registry::RegistryError;
 
 /// Why an admin API call failed.
@@ -19,6 +22,35 @@ pub enum ApiError {
     /// A registry call failed; the status depends on why.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A pipeline operation failed; the status depends on why.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    /// A JSON body that cannot be read (syntax, wrong fields, wrong content type).
+    #[error("{message}")]
+    BadJson {
+        /// 400, 415 or 422, as the JSON extractor said.
+        status: StatusCode,
+        /// What is wrong.
+        message: String,
+    },
+    /// A JSON body over [`super::MAX_JSON_BODY_BYTES`].
+    #[error("the JSON body is over the {limit} byte limit")]
+    JsonTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A pipeline spec that cannot be read.
+    #[error("invalid pipeline spec: {0}")]
+    BadSpec(String),
+    /// A deploy body that is not the expected multipart form.
+    #[error("invalid deploy request: {0}")]
+    BadMultipart(String),
+    /// The call took longer than [`super::AdminConfig::request_timeout`].
+    #[error("the request took longer than the {limit:?} limit (request_timeout)")]
+    RequestTimeout {
+        /// The limit.
+        limit: Duration,
+    },
     /// No `Authorization: Bearer <token>` header, and the API requires one.
     #[error("this call needs a bearer token: send `Authorization: Bearer <token>`")]
     MissingToken,
@@ -71,20 +103,39 @@ struct ErrorDetail<'a> {
 const INTERNAL_MESSAGE: &str = "internal error in the Sluice runtime; the details are in its log";
 
 impl ApiError {
-    /// The HTTP status and the stable code of this error.
+    /// The HTTP status and the stable code of this error:
+    ///
+    /// | status | codes |
+    /// |---|---|
+    /// | 400 | `malformed_digest`, `bad_request`, `invalid_json`, `invalid_multipart` |
+    /// | 401 | `missing_token`, `invalid_token` |
+    /// | 403 | `forbidden` |
+    /// | 404 | `module_not_found`, `pipeline_not_found`, `no_such_endpoint` |
+    /// | 405 | `method_not_allowed` |
+    /// | 408 | `request_timeout` |
+    /// | 409 | `conflict` (a module in use, a reset of a running pipeline, nothing to roll back to) |
+    /// | 413 | `module_too_large`, `body_too_large` |
+    /// | 415 | `invalid_json` (not `application/json`) |
+    /// | 422 | `invalid_module`, `invalid_spec`, `invalid_json`, `pipeline_start_failed` |
+    /// | 500 | `internal_error` |
+    /// | 502 | `kafka_error` |
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Registry(error) => match error {
-                RegistryError::MalformedDigest { .. } => (StatusCode::BAD_REQUEST, "malformed_digest"),
-                RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, "module_not_found"),
-                RegistryError::Refused { source: ModuleError::TooLarge { .. }, .. } => {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large")
-                }
-                RegistryError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
-                RegistryError::Storage { .. } | RegistryError::Corrupt { .. } | RegistryError::Task { .. } => {
-                    (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
-                }
+            ApiError::Manager(error) => match error {
+                ManagerError::NotFound { .. } => (StatusCode::NOT_FOUND, "pipeline_not_found"),
+                ManagerError::InvalidSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+                ManagerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                ManagerError::Registry(error) => registry_status(error),
+                ManagerError::Start { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "pipeline_start_failed"),
+                ManagerError::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka_error"),
+                ManagerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
             },
+            ApiError::BadJson { status, .. } => (*status, "invalid_json"),
+            ApiError::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BadSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+            ApiError::BadMultipart(_) => (StatusCode::BAD_REQUEST, "invalid_multipart"),
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Registry(error) => registry_status(error),
             ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -92,6 +143,20 @@ impl ApiError {
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_such_endpoint"),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        }
+    }
+}
+
+fn registry_status(error: &RegistryError) -> (StatusCode, &'static str) {
+    match error {
+        RegistryError::MalformedDigest { .. } => (StatusCode::BAD_REQUEST, "malformed_digest"),
+        RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, "module_not_found"),
+        RegistryError::Refused { source: ModuleError::TooLarge { .. }, .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large")
+        }
+        RegistryError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+        RegistryError::Storage { .. } | RegistryError::Corrupt { .. } | RegistryError::Task { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
         }
     }
 }

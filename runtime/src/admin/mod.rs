@@ -1,70 +1,116 @@
-//! The admin HTTP API: upload, list, inspect and delete function modules, and health probes.
+//! The admin HTTP API: modules, pipelines, hot reload and rollback, metrics and probes.
 //!
-//! This module owns the HTTP surface only: routes, authentication ([`auth`]), and how errors
-//! become responses ([`error`]). Modules are kept by the [`ModuleRegistry`]; this module must
-//! not touch the disk or the engine itself. It builds an axum [`Router`]; the caller decides
-//! where it listens (after [`check_listen_address`]).
+//! This module owns the HTTP surface only: routes, authentication ([`auth`]), how errors
+//! become responses ([`error`]) and the Prometheus exposition ([`metrics`]). Every operation
+//! is the [`PipelineManager`]'s; this module must not touch the disk, the engine or Kafka
+//! itself. It builds an axum [`Router`]; the caller decides where it listens (after
+//! [`check_listen_address`]). The OpenAPI document, served at `/v1/openapi.json`, lists every
+//! call with its bodies and errors.
 //!
 //! | call | role | answer |
 //! |---|---|---|
 //! | `POST /v1/modules` (raw module bytes) | admin | `201` stored, `200` already stored: a [`ModuleInfo`] |
 //! | `GET /v1/modules` | read | `200` `{"modules": [ModuleInfo, ...]}` sorted by digest |
-//! | `GET /v1/modules/{digest}` | read | `200` a [`ModuleInfo`] |
-//! | `DELETE /v1/modules/{digest}` | admin | `204` |
-//! | `GET /healthz` | none | `200` while the process serves |
-//! | `GET /readyz` | none | `200` `{"status": "ready"}` when the registry is usable, else `503` |
+//! | `GET /v1/modules/{digest}` | read | `200` a [`ModuleInfo`] with `used_by` |
+//! | `DELETE /v1/modules/{digest}` | admin | `204`; `409` while a pipeline uses or keeps it |
+//! | `GET /v1/pipelines` | read | `200` `{"pipelines": [PipelineSummary, ...]}` |
+//! | `PUT /v1/pipelines/{name}` (JSON spec) | admin | `201` created, `200` reloaded, updated or unchanged |
+//! | `POST /v1/deploy` (multipart: `spec`, `module`) | admin | the same, with the stored module |
+//! | `GET /v1/pipelines/{name}` | read | `200` a [`PipelineReport`] |
+//! | `DELETE /v1/pipelines/{name}` | admin | `204` |
+//! | `POST /v1/pipelines/{name}/reload` (module bytes, or `{"module": digest}`) | admin | `200` |
+//! | `POST /v1/pipelines/{name}/rollback` (`{}` or `{"revision": n}`) | admin | `200` |
+//! | `POST /v1/pipelines/{name}/pause`, `.../resume` | admin | `200` |
+//! | `POST /v1/pipelines/{name}/offsets` (`{"reset": "earliest"}`, ...) | admin | `200`; `409` unless paused |
+//! | `GET /metrics` | read | Prometheus text |
+//! | `GET /v1/openapi.json` | none | the OpenAPI document |
+//! | `GET /healthz`, `GET /readyz` | none | `200` / `503` |
 //!
-//! `{digest}` is `sha256:<hex>` or the 64 hex digits alone. An upload may be at most the
-//! engine's [`Limits::max_module_bytes`](crate::engine::Limits::max_module_bytes) (default
-//! 32 MiB); a larger body is refused with `413` before it is read whole. Errors are JSON,
-//! `{"error": {"code": "...", "message": "..."}}`, with these codes: `malformed_digest` (400),
-//! `bad_request` (400), `missing_token` / `invalid_token` (401), `forbidden` (403),
-//! `module_not_found` / `no_such_endpoint` (404), `method_not_allowed` (405),
-//! `module_too_large` (413), `invalid_module` (422), `internal_error` (500).
+//! Limits: a module body may be at most the engine's
+//! [`Limits::max_module_bytes`](crate::engine::Limits::max_module_bytes) (default 32 MiB), a
+//! JSON body at most [`MAX_JSON_BODY_BYTES`]; a call may take at most
+//! [`AdminConfig::request_timeout`]. Errors are JSON, `{"error": {"code": "...", "message":
+//! "..."}}`; [`ApiError::status_and_code`] lists the codes.
 
 pub mod auth;
 pub mod error;
+pub mod metrics;
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Serialize;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 
-pub use auth::{AdminConfig, check_listen_address};
+pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
 
-use crate::registry::{ModuleInfo, ModuleRegistry};
+use crate::manager::{Applied, PipelineManager, PipelineReport, PipelineSummary};
+use crate::pipeline::spec::{PipelineSpec, StartPosition};
+use crate::registry::ModuleInfo;
 use auth::{CanAdminister, CanRead};
+
+/// The most bytes of a JSON request body (a pipeline spec with its settings).
+pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct AdminState {
-    registry: ModuleRegistry,
-    config: Arc<AdminConfig>,
+    manager: PipelineManager,
+    config: std::sync::Arc<AdminConfig>,
     upload_limit: usize,
 }
 
-/// The admin API over `registry`, guarded by the tokens of `config`. Uploads are capped at the
-/// registry engine's `max_module_bytes`.
-pub fn router(registry: ModuleRegistry, config: AdminConfig) -> Router {
-    let upload_limit = registry.engine().limits().max_module_bytes;
-    let state = AdminState { registry, config: Arc::new(config), upload_limit };
+/// The admin API over `manager`, guarded by the tokens of `config`.
+pub fn router(manager: PipelineManager, config: AdminConfig) -> Router {
+    let upload_limit = manager.engine().limits().max_module_bytes;
+    let timeout = config.request_timeout;
+    let state = AdminState { manager, config: std::sync::Arc::new(config), upload_limit };
+    let module_body = DefaultBodyLimit::max(upload_limit);
+    // A deploy carries a module and a spec.
+    let deploy_body = DefaultBodyLimit::max(upload_limit + MAX_JSON_BODY_BYTES);
     Router::new()
-        .route("/v1/modules", get(list_modules).post(upload_module))
+        .route("/v1/modules", get(list_modules).post(upload_module).layer(module_body))
         .route("/v1/modules/{digest}", get(module_info).delete(delete_module))
+        .route("/v1/pipelines", get(list_pipelines))
+        .route("/v1/pipelines/{name}", get(get_pipeline).put(put_pipeline).delete(delete_pipeline))
+        .route("/v1/pipelines/{name}/reload", post(reload_pipeline).layer(module_body))
+        .route("/v1/pipelines/{name}/rollback", post(rollback_pipeline))
+        .route("/v1/pipelines/{name}/pause", post(pause_pipeline))
+        .route("/v1/pipelines/{name}/resume", post(resume_pipeline))
+        .route("/v1/pipelines/{name}/offsets", post(reset_offsets))
+        .route("/v1/deploy", post(deploy).layer(deploy_body))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(upload_limit))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .layer(middleware::from_fn(move |request: Request, next: Next| time_limit(timeout, request, next)))
         .with_state(state)
+}
+
+/// Answers `408` when a call (reading its body included) takes longer than `limit`.
+async fn time_limit(limit: Duration, request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, %path, "admin API call timed out after {limit:?}");
+            ApiError::RequestTimeout { limit }.into_response()
+        }
+    }
 }
 
 /// The body of `GET /v1/modules`.
@@ -73,10 +119,82 @@ struct ModuleList {
     modules: Vec<ModuleInfo>,
 }
 
+/// A module's metadata and the pipelines that use it.
+#[derive(Debug, Serialize)]
+struct ModuleDetail {
+    #[serde(flatten)]
+    info: ModuleInfo,
+    used_by: Vec<String>,
+}
+
+/// The body of `GET /v1/pipelines`.
+#[derive(Debug, Serialize)]
+struct PipelineList {
+    pipelines: Vec<PipelineSummary>,
+}
+
+/// The answer to a create, update or deploy.
+#[derive(Debug, Serialize)]
+struct ApplyResult {
+    result: Applied,
+    pipeline: PipelineSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module: Option<ModuleInfo>,
+}
+
+/// The body of a reload given by digest.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadRequest {
+    module: String,
+}
+
+/// The body of a rollback.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    revision: Option<u64>,
+}
+
+/// The body of an offset reset.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetRequest {
+    reset: StartPosition,
+}
+
+/// One committed offset of a reset.
+#[derive(Debug, Serialize)]
+struct CommittedOffset {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
 /// The body of the probes.
 #[derive(Debug, Serialize)]
 struct Status {
     status: &'static str,
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge { limit }
+        } else {
+            ApiError::BadBody(rejection.body_text())
+        }
+    })
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::JsonTooLarge { limit: MAX_JSON_BODY_BYTES })
+        }
+        Err(rejection) => Err(ApiError::BadJson { status: rejection.status(), message: rejection.body_text() }),
+    }
 }
 
 async fn upload_module(
@@ -84,31 +202,25 @@ async fn upload_module(
     State(state): State<AdminState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let bytes = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge { limit: state.upload_limit }
-        } else {
-            ApiError::BadBody(rejection.body_text())
-        }
-    })?;
-    let stored = state.registry.put(bytes).await?;
+    let bytes = body_bytes(body, state.upload_limit)?;
+    let stored = state.manager.store_module(bytes).await?;
     let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/modules/{}", stored.info.digest);
     Ok((status, [(header::LOCATION, location)], Json(stored.info)).into_response())
 }
 
 async fn list_modules(_: CanRead, State(state): State<AdminState>) -> Result<Json<ModuleList>, ApiError> {
-    Ok(Json(ModuleList { modules: state.registry.list().await? }))
+    Ok(Json(ModuleList { modules: state.manager.registry().list().await? }))
 }
 
 async fn module_info(
     _: CanRead,
     State(state): State<AdminState>,
     Path(digest): Path<String>,
-) -> Result<Json<ModuleInfo>, ApiError> {
-    match state.registry.info(&digest).await? {
-        Some(info) => Ok(Json(info)),
-        None => Err(not_found(&digest)),
+) -> Result<Json<ModuleDetail>, ApiError> {
+    match state.manager.registry().info(&digest).await? {
+        Some(info) => Ok(Json(ModuleDetail { used_by: state.manager.module_users(&info.digest).await?, info })),
+        None => Err(module_not_found(&digest)),
     }
 }
 
@@ -117,8 +229,195 @@ async fn delete_module(
     State(state): State<AdminState>,
     Path(digest): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.registry.delete(&digest).await?;
+    state.manager.delete_module(&digest).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_pipelines(_: CanRead, State(state): State<AdminState>) -> Json<PipelineList> {
+    Json(PipelineList { pipelines: state.manager.list().await })
+}
+
+async fn get_pipeline(
+    _: CanRead,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<PipelineReport>, ApiError> {
+    Ok(Json(state.manager.get(&name).await?))
+}
+
+/// Reads a spec from JSON, taking the pipeline's name from the path when the body has none.
+fn spec_for(name: &str, mut value: serde_json::Value) -> Result<PipelineSpec, ApiError> {
+    let object = value.as_object_mut().ok_or_else(|| ApiError::BadSpec("the spec must be a JSON object".into()))?;
+    match object.get("name") {
+        None => {
+            object.insert("name".into(), name.into());
+        }
+        Some(given) if given.as_str() == Some(name) => {}
+        Some(given) => {
+            return Err(ApiError::BadSpec(format!("the spec names pipeline {given}, but the path names {name:?}")));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::BadSpec(format!("pipeline {name:?}: {e}")))
+}
+
+async fn applied(
+    state: &AdminState,
+    name: &str,
+    result: Applied,
+    module: Option<ModuleInfo>,
+) -> Result<Response, ApiError> {
+    let pipeline = state.manager.summary(name).await?;
+    let status = if result == Applied::Created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ApplyResult { result, pipeline, module })).into_response())
+}
+
+async fn put_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let spec = spec_for(&name, json_body(body)?)?;
+    let result = state.manager.apply(spec).await?;
+    applied(&state, &name, result, None).await
+}
+
+async fn deploy(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut multipart = multipart.map_err(|e| ApiError::BadMultipart(e.body_text()))?;
+    let (mut spec, mut module) = (None, None);
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::BodyTooLarge { limit: state.upload_limit });
+            }
+            Err(e) => return Err(ApiError::BadMultipart(e.body_text())),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge { limit: state.upload_limit }
+            } else {
+                ApiError::BadMultipart(e.body_text())
+            }
+        })?;
+        match name.as_str() {
+            "spec" => spec = Some(bytes),
+            "module" => module = Some(bytes),
+            other => {
+                return Err(ApiError::BadMultipart(format!("unknown part {other:?}: expected `spec` and `module`")));
+            }
+        }
+    }
+    let spec =
+        spec.ok_or_else(|| ApiError::BadMultipart("the `spec` part (the pipeline spec as JSON) is missing".into()))?;
+    let module = module.ok_or_else(|| ApiError::BadMultipart("the `module` part (the component) is missing".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&spec).map_err(|e| ApiError::BadSpec(format!("the `spec` part is not JSON: {e}")))?;
+    let name = value.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+    if name.is_empty() {
+        return Err(ApiError::BadSpec("the spec has no `name`".into()));
+    }
+    let mut value = value;
+    if let Some(object) = value.as_object_mut() {
+        // The module is the uploaded one; the spec need not name it.
+        object.entry("module").or_insert_with(|| "uploaded".into());
+    }
+    let spec = spec_for(&name, value)?;
+    let (result, info) = state.manager.deploy(spec, module).await?;
+    applied(&state, &name, result, Some(info)).await
+}
+
+async fn delete_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.manager.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn reload_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PipelineSummary>, ApiError> {
+    let bytes = body_bytes(body, state.upload_limit)?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let digest = if is_json {
+        let request: ReloadRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadJson { status: StatusCode::BAD_REQUEST, message: e.to_string() })?;
+        request.module
+    } else {
+        // Refuse an unknown pipeline before storing its module.
+        state.manager.summary(&name).await?;
+        state.manager.store_module(bytes).await?.info.digest
+    };
+    Ok(Json(state.manager.reload(&name, &digest).await?))
+}
+
+async fn rollback_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PipelineSummary>, ApiError> {
+    let bytes = body_bytes(body, MAX_JSON_BODY_BYTES)?;
+    let request: RollbackRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadJson { status: StatusCode::BAD_REQUEST, message: e.to_string() })?
+    };
+    Ok(Json(state.manager.rollback(&name, request.revision).await?))
+}
+
+async fn pause_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<PipelineSummary>, ApiError> {
+    Ok(Json(state.manager.pause(&name).await?))
+}
+
+async fn resume_pipeline(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<PipelineSummary>, ApiError> {
+    Ok(Json(state.manager.resume(&name).await?))
+}
+
+async fn reset_offsets(
+    _: CanAdminister,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Result<Json<ResetRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request = json_body(body)?;
+    let committed = state.manager.reset_offsets(&name, request.reset).await?;
+    let offsets: Vec<CommittedOffset> =
+        committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
+    Ok(Json(serde_json::json!({ "offsets": offsets })))
+}
+
+async fn metrics(_: CanRead, State(state): State<AdminState>) -> Response {
+    let text = metrics::render(&state.manager).await;
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn healthz() -> Json<Status> {
@@ -126,7 +425,7 @@ async fn healthz() -> Json<Status> {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    match state.registry.check().await {
+    match state.manager.registry().check().await {
         Ok(()) => Json(Status { status: "ready" }).into_response(),
         Err(e) => {
             tracing::warn!("admin API not ready: {e}");
@@ -143,7 +442,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }
 }
 
-fn not_found(digest: &str) -> ApiError {
+fn module_not_found(digest: &str) -> ApiError {
     // `info` parsed the digest already; name it in its canonical form.
     let digest = crate::registry::parse_digest(digest).map(|hex| format!("sha256:{hex}")).unwrap_or_default();
     ApiError::Registry(crate::registry::RegistryError::NotFound { digest })
