@@ -63,11 +63,12 @@ try: examples build
 	$(CARGO) run --release -q -p sluice -- run --module $(WASM_DIR)/word_count.wasm \
 		--input guest-examples/word-count/sample.jsonl
 
-## bench: engine and cache benchmarks, each beside a native baseline measured in the same run.
+## bench: engine, cache, Kafka and hot-reload benchmarks, each beside a baseline measured in the same run.
 bench: setup examples
 	$(CARGO) bench -p sluice-tests --bench engine
 	$(CARGO) bench -p sluice-tests --bench cache_incr
 	$(CARGO) bench -p sluice-tests --bench kafka
+	$(CARGO) bench -p sluice-tests --bench reload
 
 fmt:
 	$(CARGO) fmt --all

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -17,7 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::KafkaConfig;
-use crate::manager::{ManagerConfig, PipelineManager};
+use crate::manager::{ManagerConfig, PipelineManager, TopicCreator};
 use crate::pipeline::spec::{PipelineSpec, Processing};
 use crate::serve::{AdminSettings, serve_admin, shutdown_signal};
 
@@ -89,13 +90,73 @@ impl Sentences {
     }
 }
 
+/// The embedded cluster, on a thread of its own (librdkafka's mock cluster handle cannot
+/// move between threads), creating topics on request until dropped.
+type TopicRequest = (String, std::sync::mpsc::Sender<anyhow::Result<()>>);
+
+struct EmbeddedCluster {
+    brokers: String,
+    /// Topics to create, each with where to answer; `None` stops the thread.
+    requests: std::sync::mpsc::Sender<Option<TopicRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedCluster {
+    fn start(partitions: i32) -> anyhow::Result<EmbeddedCluster> {
+        let (requests, incoming) = std::sync::mpsc::channel::<Option<TopicRequest>>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("sluice-dev-kafka".into()).spawn(move || {
+            let cluster = match MockCluster::new(1) {
+                Ok(cluster) => cluster,
+                Err(e) => {
+                    let _ = ready.send(Err(anyhow::anyhow!("cannot start the embedded Kafka mock cluster: {e}")));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(cluster.bootstrap_servers()));
+            for (topic, reply) in incoming.iter().map_while(|request| request) {
+                let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(anyhow::Error::from));
+            }
+        })?;
+        let brokers = started.recv().context("the embedded Kafka thread ended")??;
+        Ok(EmbeddedCluster { brokers, requests, thread: Some(thread) })
+    }
+
+    fn creator(&self) -> TopicCreator {
+        let requests = std::sync::Mutex::new(self.requests.clone());
+        Arc::new(move |topic: &str| {
+            let (reply, answer) = std::sync::mpsc::channel();
+            requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Some((topic.to_string(), reply)))
+                .map_err(|_| anyhow::anyhow!("the embedded Kafka cluster is stopped"))?;
+            answer.recv().map_err(|_| anyhow::anyhow!("the embedded Kafka cluster is stopped"))?
+        })
+    }
+
+    fn create_topic(&self, topic: &str) -> anyhow::Result<()> {
+        (self.creator())(topic)
+    }
+}
+
+impl Drop for EmbeddedCluster {
+    fn drop(&mut self) {
+        // The thread drops the cluster as it ends.
+        let _ = self.requests.send(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Runs the demo until Ctrl-C or the end of `options.duration`.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let cluster = MockCluster::new(1).context("cannot start the embedded Kafka mock cluster")?;
-    cluster.create_topic(INPUT_TOPIC, options.partitions, 1)?;
-    cluster.create_topic(OUTPUT_TOPIC, options.partitions, 1)?;
-    cluster.create_topic("demo.dlq", 1, 1)?;
-    let brokers = cluster.bootstrap_servers();
+    let cluster = EmbeddedCluster::start(options.partitions)?;
+    for topic in [INPUT_TOPIC, OUTPUT_TOPIC, "demo.dlq"] {
+        cluster.create_topic(topic)?;
+    }
+    let brokers = cluster.brokers.clone();
     println!("embedded Kafka (mock cluster) at {brokers}; topics {INPUT_TOPIC} -> {OUTPUT_TOPIC}");
 
     let kafka = KafkaConfig::new(brokers.clone());
@@ -104,7 +165,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         None => (std::env::temp_dir().join(format!("sluice-dev-{}", std::process::id())), true),
     };
     let manager = PipelineManager::open(ManagerConfig {
-        create_topics: Some(options.partitions),
+        create_topics: Some(cluster.creator()),
         ..ManagerConfig::new(&data_dir, kafka.clone())
     })
     .await?;

@@ -639,7 +639,7 @@ fn with_progress<T>(module: &Path, upload: impl FnOnce(&mut dyn FnMut(u64, u64))
         if !terminal {
             return;
         }
-        let percent = if total == 0 { 100 } else { sent * 100 / total };
+        let percent = (sent * 100).checked_div(total).unwrap_or(100);
         if percent != last_percent {
             last_percent = percent;
             let step = if percent == 100 { "uploaded; compiling..." } else { "uploading" };

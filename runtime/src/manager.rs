@@ -37,7 +37,7 @@ use crate::source::kafka::{self as source, PartitionOffsets};
 pub const RESTART_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How to open a [`PipelineManager`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManagerConfig {
     /// Where modules, compiled artifacts and pipeline records are kept.
     pub data_dir: PathBuf,
@@ -48,10 +48,14 @@ pub struct ManagerConfig {
     /// Module versions kept per pipeline for rollback, the current one included.
     /// Default [`DEFAULT_KEEP_VERSIONS`].
     pub keep_versions: usize,
-    /// Create a pipeline's missing topics (with this many partitions) instead of refusing
-    /// it: for `sluice dev`'s empty embedded cluster.
-    pub create_topics: Option<i32>,
+    /// Creates a pipeline's missing topics instead of refusing it: for `sluice dev`'s
+    /// embedded cluster.
+    pub create_topics: Option<TopicCreator>,
 }
+
+/// Creates one topic on the cluster (for `sluice dev`, whose embedded cluster creates topics
+/// through its own handle).
+pub type TopicCreator = Arc<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
 
 impl ManagerConfig {
     /// A config with the defaults for `data_dir` and `kafka`.
@@ -185,7 +189,7 @@ struct Inner {
     store: PipelineStore,
     kafka: KafkaConfig,
     keep_versions: usize,
-    create_topics: Option<i32>,
+    create_topics: Option<TopicCreator>,
     /// The in-memory cache shared by every plain `memory://` pipeline.
     memory: Arc<MemoryCache>,
     /// Modules loaded so far, by digest: a rollback to a version loaded before is instant.
@@ -642,10 +646,16 @@ impl PipelineManager {
 
     /// Creates missing topics when configured to, else checks they exist.
     async fn check_topics(&self, spec: &PipelineSpec) -> Result<(), ManagerError> {
-        let (spec, kafka, create) = (spec.clone(), self.inner.kafka.clone(), self.inner.create_topics);
+        let (spec, kafka, create) = (spec.clone(), self.inner.kafka.clone(), self.inner.create_topics.clone());
         let name = spec.name.clone();
         tokio::task::spawn_blocking(move || match create {
-            Some(partitions) => source::create_missing_topics(&spec, &kafka, partitions),
+            Some(create) => {
+                for topic in source::missing_topics(&spec, &kafka)? {
+                    create(&topic)?;
+                    tracing::info!(pipeline = %spec.name, %topic, "created a missing topic");
+                }
+                Ok(())
+            }
             None => source::check_topics_exist(&spec, &kafka),
         })
         .await

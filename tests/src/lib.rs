@@ -4,4 +4,5 @@
 pub mod fixtures;
 pub mod guests;
 pub mod kafka;
+pub mod process;
 pub mod servers;

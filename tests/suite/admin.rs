@@ -1,19 +1,26 @@
 //! The admin API and the module registry behind it, called through the router without a socket:
 //! uploads are checked before they are stored, errors are JSON with stable codes, tokens guard
-//! every call by role, and the registry on disk survives restarts and interrupted writes.
+//! every call by role, calls on pipelines refuse what they cannot do before touching Kafka, a
+//! call has a time limit, and the registry on disk survives restarts and interrupted writes.
+//! The OpenAPI document lists every route of the router.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use serde_json::Value;
-use sluice::admin::{self, AdminConfig};
-use sluice::engine::{Engine, Limits, ModuleDigest};
-use sluice::registry::{MODULES_DIR, ModuleRegistry};
-use sluice_tests::fixtures::{engine, engine_with};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use sluice::admin::{self, AdminConfig, MAX_JSON_BODY_BYTES};
+use sluice::engine::{Limits, ModuleDigest};
+use sluice::kafka::KafkaConfig;
+use sluice::manager::{ManagerConfig, PipelineManager};
+use sluice::registry::{MODULES_DIR, ModuleInfo, ModuleRegistry};
+use sluice_tests::fixtures::engine;
 use sluice_tests::guests;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::ServiceExt as _;
 
 /// A token made up for this test run, never a fixed secret.
@@ -22,39 +29,81 @@ fn token(role: &str) -> String {
     format!("{role}-{:x}-{nanos:x}", std::process::id())
 }
 
-/// An admin API on a fresh registry in a temporary data directory.
+/// A broker address nothing listens on: the calls tested here fail before a pipeline would
+/// contact Kafka.
+const NO_BROKER: &str = "127.0.0.1:1";
+
+/// An admin API on a fresh pipeline manager in a temporary data directory.
 struct Api {
     router: Router,
+    manager: PipelineManager,
     data_dir: tempfile::TempDir,
 }
 
 impl Api {
-    fn new(config: AdminConfig) -> Api {
-        Api::with_engine(engine(), config)
+    async fn new(config: AdminConfig) -> Api {
+        Api::with_limits(Limits::default(), config).await
     }
 
-    fn with_engine(engine: Engine, config: AdminConfig) -> Api {
+    async fn with_limits(limits: Limits, config: AdminConfig) -> Api {
         let data_dir = tempfile::tempdir().unwrap();
-        let registry = ModuleRegistry::open(data_dir.path(), engine).unwrap();
-        Api { router: admin::router(registry, config), data_dir }
+        let manager = PipelineManager::open(ManagerConfig {
+            limits,
+            ..ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER))
+        })
+        .await
+        .unwrap();
+        Api { router: admin::router(manager.clone(), config), manager, data_dir }
     }
 
-    fn open() -> Api {
-        Api::new(AdminConfig::default())
+    async fn open() -> Api {
+        Api::new(AdminConfig::default()).await
     }
 
-    /// Calls `method uri` with `body`, with `Authorization: Bearer <token>` when given.
-    /// Returns the status and the JSON body (`null` when empty).
-    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    /// Sends `request`; returns the status, the headers and the body.
+    async fn send(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), 4 << 20).await.unwrap();
+        (status, headers, bytes)
+    }
+
+    /// Calls `method uri` with `body` and its `content_type` when given, with
+    /// `Authorization: Bearer <token>` when given. Returns the status and the JSON body (`null`
+    /// when empty).
+    async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let response = self.router.clone().oneshot(request.body(Body::from(body)).unwrap()).await.unwrap();
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let (status, _, bytes) = self.send(request.body(Body::from(body)).unwrap()).await;
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
         (status, json)
+    }
+
+    /// Calls `method uri` with `body` and no content type.
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        self.request(method, uri, token, None, body).await
+    }
+
+    /// Calls `method uri` with `body` as `application/json`.
+    async fn call_json(&self, method: Method, uri: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(method, uri, token, Some("application/json"), body.to_string().into_bytes()).await
     }
 
     async fn upload(&self, token: Option<&str>, bytes: Vec<u8>) -> (StatusCode, Value) {
@@ -65,8 +114,37 @@ impl Api {
         self.call(Method::GET, uri, token, Vec::new()).await
     }
 
+    /// `GET uri` as text, with its content type.
+    async fn get_text(&self, uri: &str, token: Option<&str>) -> (StatusCode, String, String) {
+        let mut request = Request::builder().uri(uri);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let (status, headers, bytes) = self.send(request.body(Body::empty()).unwrap()).await;
+        let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string());
+        (status, content_type.unwrap_or_default(), String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    /// `POST /v1/deploy` with a multipart form of `parts`.
+    async fn deploy(&self, token: Option<&str>, parts: &[Part<'_>]) -> (StatusCode, Value) {
+        let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+        self.request(Method::POST, "/v1/deploy", token, Some(&content_type), multipart(parts)).await
+    }
+
     fn modules_dir(&self) -> std::path::PathBuf {
         self.data_dir.path().join(MODULES_DIR)
+    }
+
+    /// The modules in the registry, asked of the manager rather than the API.
+    async fn stored_modules(&self) -> Vec<ModuleInfo> {
+        self.manager.registry().list().await.unwrap()
+    }
+
+    /// The pipelines as `GET /v1/pipelines` lists them.
+    async fn pipelines(&self, token: Option<&str>) -> Vec<Value> {
+        let (status, list) = self.get("/v1/pipelines", token).await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list["pipelines"].as_array().unwrap_or_else(|| panic!("no pipeline list: {list}")).clone()
     }
 }
 
@@ -78,6 +156,10 @@ fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
+fn error_message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -85,9 +167,46 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The digest of a module that was never uploaded.
+fn unknown_digest() -> String {
+    ModuleDigest::of(b"never uploaded").to_string()
+}
+
+/// A valid spec of pipeline `name` running `module`.
+fn spec(name: &str, module: &str) -> Value {
+    json!({
+        "name": name,
+        "inputs": [format!("{name}.in")],
+        "outputs": {"default": format!("{name}.out")},
+        "module": module,
+    })
+}
+
+/// The boundary of the multipart forms built here.
+const BOUNDARY: &str = "sluice-test-boundary-5f3a9c";
+
+/// One part of a multipart form: its name, content type and bytes.
+type Part<'a> = (&'a str, &'a str, &'a [u8]);
+
+/// A `multipart/form-data` body of `parts`, separated by [`BOUNDARY`].
+fn multipart(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, content_type, bytes) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n").as_bytes());
+        body.extend_from_slice(format!("Content-Type: {content_type}\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+// Modules.
+
 #[tokio::test]
 async fn uploaded_component_is_described_and_listed_by_digest() {
-    let api = Api::open();
+    let api = Api::open().await;
     let bytes = passthrough();
     let digest = ModuleDigest::of(&bytes).to_string();
 
@@ -98,12 +217,15 @@ async fn uploaded_component_is_described_and_listed_by_digest() {
     assert!(info["uploaded_at"].as_u64().unwrap() > 1_600_000_000, "{info}");
     assert_eq!(info["exports"], "process", "the processor world exports one function");
 
+    // Described with the pipelines that use it: none.
+    let mut detail = info.clone();
+    detail["used_by"] = json!([]);
     let (status, described) = api.get(&format!("/v1/modules/{digest}"), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(described, info);
+    assert_eq!(described, detail);
     let hex = digest.trim_start_matches("sha256:");
     let (status, by_hex) = api.get(&format!("/v1/modules/{hex}"), None).await;
-    assert_eq!((status, by_hex), (StatusCode::OK, info.clone()));
+    assert_eq!((status, by_hex), (StatusCode::OK, detail));
 
     let (status, list) = api.get("/v1/modules", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -113,7 +235,7 @@ async fn uploaded_component_is_described_and_listed_by_digest() {
 
 #[tokio::test]
 async fn uploading_the_same_module_again_changes_nothing() {
-    let api = Api::open();
+    let api = Api::open().await;
     let (first_status, first) = api.upload(None, passthrough()).await;
     let (again_status, again) = api.upload(None, passthrough()).await;
     assert_eq!((first_status, again_status), (StatusCode::CREATED, StatusCode::OK));
@@ -124,11 +246,11 @@ async fn uploading_the_same_module_again_changes_nothing() {
 
 #[tokio::test]
 async fn random_bytes_are_refused_with_422_and_not_stored() {
-    let api = Api::open();
+    let api = Api::open().await;
     let (status, body) = api.upload(None, b"these bytes are not a component".to_vec()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(error_code(&body), "invalid_module");
-    let message = body["error"]["message"].as_str().unwrap();
+    let message = error_message(&body);
     assert!(message.contains("not WebAssembly"), "{message}");
     assert!(message.contains("sha256:"), "the message names the module digest: {message}");
     let (_, list) = api.get("/v1/modules", None).await;
@@ -138,38 +260,37 @@ async fn random_bytes_are_refused_with_422_and_not_stored() {
 
 #[tokio::test]
 async fn corrupt_component_is_refused_with_the_validators_reason() {
-    let api = Api::open();
+    let api = Api::open().await;
     let mut bytes = passthrough();
     bytes.truncate(bytes.len() / 2);
     let (status, body) = api.upload(None, bytes).await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("is not a valid component"), "{body}");
+    assert!(error_message(&body).contains("is not a valid component"), "{body}");
 }
 
 #[tokio::test]
 async fn upload_over_the_module_size_limit_is_refused_with_413() {
-    let api =
-        Api::with_engine(engine_with(Limits { max_module_bytes: 1024, ..Limits::default() }), AdminConfig::default());
+    let api = Api::with_limits(Limits { max_module_bytes: 1024, ..Limits::default() }, AdminConfig::default()).await;
     let (status, body) = api.upload(None, passthrough()).await;
     assert_eq!((status, error_code(&body)), (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"));
-    assert!(body["error"]["message"].as_str().unwrap().contains("1024 byte limit"), "{body}");
+    assert!(error_message(&body).contains("1024 byte limit"), "{body}");
     assert_eq!(files_in(&api.modules_dir()), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn unknown_digest_is_404() {
-    let api = Api::open();
-    let digest = ModuleDigest::of(b"never uploaded").to_string();
+    let api = Api::open().await;
+    let digest = unknown_digest();
     let (status, body) = api.get(&format!("/v1/modules/{digest}"), None).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
-    assert!(body["error"]["message"].as_str().unwrap().contains(&digest), "{body}");
+    assert!(error_message(&body).contains(&digest), "{body}");
     let (status, body) = api.call(Method::DELETE, &format!("/v1/modules/{digest}"), None, Vec::new()).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "module_not_found"));
 }
 
 #[tokio::test]
 async fn malformed_digest_is_400() {
-    let api = Api::open();
+    let api = Api::open().await;
     for digest in ["abc", "sha256:xyz", "md5:0123"] {
         let (status, body) = api.get(&format!("/v1/modules/{digest}"), None).await;
         assert_eq!((status, error_code(&body)), (StatusCode::BAD_REQUEST, "malformed_digest"), "{digest}");
@@ -178,41 +299,49 @@ async fn malformed_digest_is_400() {
 
 #[tokio::test]
 async fn deleted_module_is_gone_from_the_registry_and_the_disk() {
-    let api = Api::open();
+    let api = Api::open().await;
     let (_, info) = api.upload(None, passthrough()).await;
     let uri = format!("/v1/modules/{}", info["digest"].as_str().unwrap());
+    let (status, detail) = api.get(&uri, None).await;
+    assert_eq!((status, &detail["used_by"]), (StatusCode::OK, &json!([])), "no pipeline uses the module");
     let (status, body) = api.call(Method::DELETE, &uri, None, Vec::new()).await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
     assert_eq!(api.get(&uri, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.stored_modules().await, Vec::new());
     assert_eq!(files_in(&api.modules_dir()), Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn unknown_endpoint_and_wrong_method_answer_json_errors() {
-    let api = Api::open();
-    let (status, body) = api.get("/v1/pipelines", None).await;
+    let api = Api::open().await;
+    let (status, body) = api.get("/v1/nothing-here", None).await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "no_such_endpoint"));
     let (status, body) = api.call(Method::PUT, "/v1/modules", None, Vec::new()).await;
     assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+    let (status, body) = api.call(Method::POST, "/v1/pipelines", None, Vec::new()).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+}
+
+// Tokens.
+
+/// An API with both tokens, and the tokens.
+async fn guarded() -> (Api, String, String) {
+    let (read, admin) = (token("read"), token("admin"));
+    let config =
+        AdminConfig { read_token: Some(read.clone()), admin_token: Some(admin.clone()), ..AdminConfig::default() };
+    (Api::new(config).await, read, admin)
 }
 
 #[tokio::test]
 async fn probes_answer_without_a_token() {
-    let api = Api::new(AdminConfig { read_token: Some(token("read")), admin_token: Some(token("admin")) });
-    assert_eq!(api.get("/healthz", None).await, (StatusCode::OK, serde_json::json!({"status": "ok"})));
-    assert_eq!(api.get("/readyz", None).await, (StatusCode::OK, serde_json::json!({"status": "ready"})));
-}
-
-/// An API with both tokens, and the tokens.
-fn guarded() -> (Api, String, String) {
-    let (read, admin) = (token("read"), token("admin"));
-    let api = Api::new(AdminConfig { read_token: Some(read.clone()), admin_token: Some(admin.clone()) });
-    (api, read, admin)
+    let (api, _, _) = guarded().await;
+    assert_eq!(api.get("/healthz", None).await, (StatusCode::OK, json!({"status": "ok"})));
+    assert_eq!(api.get("/readyz", None).await, (StatusCode::OK, json!({"status": "ready"})));
 }
 
 #[tokio::test]
 async fn call_without_a_token_is_401_when_tokens_are_configured() {
-    let (api, _, _) = guarded();
+    let (api, _, _) = guarded().await;
     let (status, body) = api.get("/v1/modules", None).await;
     assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "missing_token"));
     let (status, body) = api.upload(None, passthrough()).await;
@@ -221,7 +350,7 @@ async fn call_without_a_token_is_401_when_tokens_are_configured() {
 
 #[tokio::test]
 async fn call_with_a_wrong_token_is_401() {
-    let (api, read, admin) = guarded();
+    let (api, read, admin) = guarded().await;
     for wrong in [format!("{read}x"), admin[..admin.len() - 1].to_string(), token("guess")] {
         let (status, body) = api.get("/v1/modules", Some(&wrong)).await;
         assert_eq!((status, error_code(&body)), (StatusCode::UNAUTHORIZED, "invalid_token"));
@@ -232,7 +361,7 @@ async fn call_with_a_wrong_token_is_401() {
 
 #[tokio::test]
 async fn read_token_may_read_but_not_change_anything() {
-    let (api, read, admin) = guarded();
+    let (api, read, admin) = guarded().await;
     let (status, info) = api.upload(Some(&admin), passthrough()).await;
     assert_eq!(status, StatusCode::CREATED);
     let uri = format!("/v1/modules/{}", info["digest"].as_str().unwrap());
@@ -249,14 +378,610 @@ async fn read_token_may_read_but_not_change_anything() {
 
 #[tokio::test]
 async fn admin_token_may_upload_read_and_delete() {
-    let (api, _, admin) = guarded();
+    let (api, _, admin) = guarded().await;
     let (status, info) = api.upload(Some(&admin), passthrough()).await;
     assert_eq!(status, StatusCode::CREATED, "{info}");
     assert_eq!(api.upload(Some(&admin), passthrough()).await.0, StatusCode::OK);
     let uri = format!("/v1/modules/{}", info["digest"].as_str().unwrap());
-    assert_eq!(api.get(&uri, Some(&admin)).await, (StatusCode::OK, info));
+    let (status, described) = api.get(&uri, Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(described["digest"], info["digest"], "{described}");
     assert_eq!(api.call(Method::DELETE, &uri, Some(&admin), Vec::new()).await.0, StatusCode::NO_CONTENT);
 }
+
+/// Every call that changes a pipeline, each with a body it would accept: method, path,
+/// content type and body. The pipeline `p` does not exist.
+fn pipeline_changes() -> Vec<(Method, String, Option<String>, Vec<u8>)> {
+    let json = |value: Value| (Some("application/json".to_string()), value.to_string().into_bytes());
+    let digest = unknown_digest();
+    let form = multipart(&[
+        ("spec", "application/json", spec("p", &digest).to_string().as_bytes()),
+        ("module", "application/wasm", &passthrough()),
+    ]);
+    let (spec_type, spec_body) = json(spec("p", &digest));
+    let (reload_type, reload_body) = json(json!({"module": digest}));
+    let (rollback_type, rollback_body) = json(json!({}));
+    let (offsets_type, offsets_body) = json(json!({"reset": "earliest"}));
+    vec![
+        (Method::PUT, "/v1/pipelines/p".into(), spec_type, spec_body),
+        (Method::DELETE, "/v1/pipelines/p".into(), None, Vec::new()),
+        (Method::POST, "/v1/pipelines/p/pause".into(), None, Vec::new()),
+        (Method::POST, "/v1/pipelines/p/resume".into(), None, Vec::new()),
+        (Method::POST, "/v1/pipelines/p/reload".into(), reload_type, reload_body),
+        (Method::POST, "/v1/pipelines/p/reload".into(), Some("application/wasm".into()), passthrough()),
+        (Method::POST, "/v1/pipelines/p/rollback".into(), rollback_type, rollback_body),
+        (Method::POST, "/v1/pipelines/p/offsets".into(), offsets_type, offsets_body),
+        (Method::POST, "/v1/deploy".into(), Some(format!("multipart/form-data; boundary={BOUNDARY}")), form),
+    ]
+}
+
+#[tokio::test]
+async fn pipeline_calls_without_a_token_or_with_a_wrong_one_are_401() {
+    let (api, read, admin) = guarded().await;
+    let reads = [(Method::GET, "/v1/pipelines".to_string()), (Method::GET, "/v1/pipelines/p".to_string())];
+    let changes = pipeline_changes();
+    let calls = reads.into_iter().map(|(m, u)| (m, u, None, Vec::new())).chain(changes);
+    for (method, uri, content_type, body) in calls {
+        let call = format!("{method} {uri}");
+        let (status, error) = api.request(method.clone(), &uri, None, content_type.as_deref(), body.clone()).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNAUTHORIZED, "missing_token"), "{call}");
+        for wrong in [format!("{read}x"), format!("{admin}x"), token("guess")] {
+            let (status, error) =
+                api.request(method.clone(), &uri, Some(&wrong), content_type.as_deref(), body.clone()).await;
+            assert_eq!((status, error_code(&error)), (StatusCode::UNAUTHORIZED, "invalid_token"), "{call}");
+        }
+    }
+    assert_eq!(api.stored_modules().await, Vec::new(), "no call stored a module");
+}
+
+#[tokio::test]
+async fn read_token_may_read_pipelines_and_metrics_but_not_change_pipelines() {
+    let (api, read, admin) = guarded().await;
+    assert_eq!(api.get("/v1/pipelines", Some(&read)).await, (StatusCode::OK, json!({"pipelines": []})));
+    let (status, _, text) = api.get_text("/metrics", Some(&read)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("sluice_engine_instances"), "{text}");
+    // Past the token check, to the manager: the pipeline does not exist.
+    let (status, error) = api.get("/v1/pipelines/p", Some(&read)).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "pipeline_not_found"));
+
+    for (method, uri, content_type, body) in pipeline_changes() {
+        let call = format!("{method} {uri}");
+        let (status, error) = api.request(method, &uri, Some(&read), content_type.as_deref(), body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::FORBIDDEN, "forbidden"), "{call}: {error}");
+        assert!(error_message(&error).contains("admin token"), "{call}: {error}");
+    }
+    assert_eq!(api.pipelines(Some(&admin)).await, Vec::<Value>::new(), "no pipeline was created");
+    assert_eq!(api.stored_modules().await, Vec::new(), "no module was stored");
+}
+
+#[tokio::test]
+async fn probes_and_the_openapi_document_need_no_token() {
+    let (api, _, _) = guarded().await;
+    assert_eq!(api.get("/healthz", None).await.0, StatusCode::OK);
+    assert_eq!(api.get("/readyz", None).await.0, StatusCode::OK);
+    let (status, content_type, text) = api.get_text("/v1/openapi.json", None).await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "application/json"));
+    let document: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    // Everything else needs one.
+    assert_eq!(api.get_text("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+// Pipelines: calls refused before anything reaches Kafka.
+
+#[tokio::test]
+async fn a_fresh_runtime_lists_no_pipelines() {
+    let api = Api::open().await;
+    assert_eq!(api.get("/v1/pipelines", None).await, (StatusCode::OK, json!({"pipelines": []})));
+}
+
+#[tokio::test]
+async fn every_call_on_an_unknown_pipeline_is_404_naming_it() {
+    let api = Api::open().await;
+    let name = "no-such-pipeline";
+    let digest = unknown_digest();
+    let calls: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/v1/pipelines/{name}"), None),
+        (Method::DELETE, format!("/v1/pipelines/{name}"), None),
+        (Method::POST, format!("/v1/pipelines/{name}/pause"), None),
+        (Method::POST, format!("/v1/pipelines/{name}/resume"), None),
+        (Method::POST, format!("/v1/pipelines/{name}/rollback"), None),
+        (Method::POST, format!("/v1/pipelines/{name}/rollback"), Some(json!({}))),
+        (Method::POST, format!("/v1/pipelines/{name}/rollback"), Some(json!({"revision": 1}))),
+        (Method::POST, format!("/v1/pipelines/{name}/reload"), Some(json!({"module": digest}))),
+        (Method::POST, format!("/v1/pipelines/{name}/offsets"), Some(json!({"reset": "latest"}))),
+        (
+            Method::POST,
+            format!("/v1/pipelines/{name}/offsets"),
+            Some(json!({"reset": {"timestamp": 1_700_000_000_000_i64}})),
+        ),
+        (Method::POST, format!("/v1/pipelines/{name}/offsets"), Some(json!({"reset": {"offsets": {"t": {"0": 5}}}}))),
+    ];
+    for (method, uri, body) in calls {
+        let call = format!("{method} {uri} {body:?}");
+        let (status, error) = match &body {
+            Some(body) => api.call_json(method, &uri, None, body).await,
+            None => api.call(method, &uri, None, Vec::new()).await,
+        };
+        assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "pipeline_not_found"), "{call}: {error}");
+        assert!(error_message(&error).contains(name), "{call}: the message names the pipeline: {error}");
+    }
+}
+
+#[tokio::test]
+async fn reload_of_an_unknown_pipeline_with_module_bytes_is_404_and_stores_nothing() {
+    let api = Api::open().await;
+    for bytes in [b"these bytes are not a component".to_vec(), passthrough()] {
+        let (status, error) =
+            api.request(Method::POST, "/v1/pipelines/ghost/reload", None, Some("application/wasm"), bytes).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "pipeline_not_found"), "{error}");
+        assert!(error_message(&error).contains("ghost"), "{error}");
+    }
+    assert_eq!(api.stored_modules().await, Vec::new());
+    assert_eq!(files_in(&api.modules_dir()), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn pipeline_bodies_that_cannot_be_read_are_invalid_json() {
+    let api = Api::open().await;
+    let (status, error) = api
+        .request(Method::POST, "/v1/pipelines/p/rollback", None, Some("application/json"), b"{\"revision\":".to_vec())
+        .await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_json"), "{error}");
+    let (status, error) = api.call_json(Method::POST, "/v1/pipelines/p/rollback", None, &json!({"to": 1})).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_json"), "{error}");
+    assert!(error_message(&error).contains("to"), "{error}");
+    let (status, error) = api.call_json(Method::POST, "/v1/pipelines/p/reload", None, &json!({})).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_json"), "{error}");
+    assert!(error_message(&error).contains("module"), "{error}");
+    let (status, error) =
+        api.call_json(Method::POST, "/v1/pipelines/p/offsets", None, &json!({"reset": "sideways"})).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_json"), "{error}");
+    let body = json!({"reset": "earliest"}).to_string().into_bytes();
+    let (status, error) = api.call(Method::POST, "/v1/pipelines/p/offsets", None, body).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_json"), "{error}");
+}
+
+#[tokio::test]
+async fn malformed_spec_json_is_400() {
+    let api = Api::open().await;
+    let (status, error) = api
+        .request(Method::PUT, "/v1/pipelines/x", None, Some("application/json"), b"{\"name\": \"x\",".to_vec())
+        .await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_json"), "{error}");
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn spec_without_a_json_content_type_is_415() {
+    let api = Api::open().await;
+    let body = spec("x", &unknown_digest()).to_string().into_bytes();
+    let (status, error) = api.call(Method::PUT, "/v1/pipelines/x", None, body.clone()).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_json"), "{error}");
+    let (status, error) = api.request(Method::PUT, "/v1/pipelines/x", None, Some("text/plain"), body).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_json"), "{error}");
+}
+
+#[tokio::test]
+async fn spec_with_an_unknown_or_a_missing_field_is_422_naming_it() {
+    let api = Api::open().await;
+    let mut unknown = spec("x", &unknown_digest());
+    unknown["batch_size"] = json!(10);
+    let mut unknown_setting = spec("x", &unknown_digest());
+    unknown_setting["processing"] = json!({"batch_size": 10, "lingering": 5});
+    let mut missing = spec("x", &unknown_digest());
+    missing.as_object_mut().unwrap().remove("inputs");
+    let mut missing_module = spec("x", &unknown_digest());
+    missing_module.as_object_mut().unwrap().remove("module");
+    for (body, field) in
+        [(unknown, "batch_size"), (unknown_setting, "lingering"), (missing, "inputs"), (missing_module, "module")]
+    {
+        let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{body}: {error}");
+        assert!(error_message(&error).contains(&format!("`{field}`")), "names {field}: {error}");
+    }
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn spec_naming_another_pipeline_than_the_path_is_422() {
+    let api = Api::open().await;
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("y", &unknown_digest())).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{error}");
+    let message = error_message(&error);
+    assert!(message.contains("\"x\"") && message.contains("\"y\""), "names both: {message}");
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn spec_that_cannot_run_is_422_and_creates_nothing() {
+    let api = Api::open().await;
+    let mut no_default = spec("x", &unknown_digest());
+    no_default["outputs"] = json!({"alerts": "x.alerts"});
+    let mut loops = spec("x", &unknown_digest());
+    loops["outputs"] = json!({"default": "x.in"});
+    let mut empty_batch = spec("x", &unknown_digest());
+    empty_batch["processing"] = json!({"batch_size": 0});
+    let cases = [
+        ("/v1/pipelines/x", no_default, "`default`"),
+        ("/v1/pipelines/x", loops, "loop forever"),
+        ("/v1/pipelines/x", empty_batch, "batch_size"),
+    ];
+    for (uri, body, reason) in cases {
+        let (status, error) = api.call_json(Method::PUT, uri, None, &body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{body}: {error}");
+        assert!(error_message(&error).contains(reason), "{reason}: {error}");
+    }
+    // A name that is not allowed, from the path (the body names none).
+    for name in ["bad!name", &"n".repeat(65)] {
+        let mut body = spec(name, &unknown_digest());
+        body.as_object_mut().unwrap().remove("name");
+        let (status, error) = api.call_json(Method::PUT, &format!("/v1/pipelines/{name}"), None, &body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{name}: {error}");
+        assert!(error_message(&error).contains("the name must be"), "{error}");
+    }
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn spec_running_a_module_not_in_the_registry_is_404() {
+    let api = Api::open().await;
+    let digest = unknown_digest();
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", &digest)).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "module_not_found"), "{error}");
+    assert!(error_message(&error).contains(&digest), "names the module: {error}");
+    // Given by its hex alone.
+    let hex = digest.trim_start_matches("sha256:");
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", hex)).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "module_not_found"), "{error}");
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn spec_with_a_malformed_module_digest_is_400() {
+    let api = Api::open().await;
+    for module in ["f.wasm", "sha256:xyz", "md5:0123"] {
+        let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", module)).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "malformed_digest"), "{module}: {error}");
+    }
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn json_body_over_the_limit_is_413() {
+    let api = Api::open().await;
+    let padding = "p".repeat(MAX_JSON_BODY_BYTES);
+    let mut spec = spec("x", &unknown_digest());
+    spec["config"] = json!({"padding": padding});
+    let calls = [
+        (Method::PUT, "/v1/pipelines/x", spec),
+        (Method::POST, "/v1/pipelines/x/rollback", json!({"revision": 1, "padding": padding})),
+        (Method::POST, "/v1/pipelines/x/offsets", json!({"reset": "earliest", "padding": padding})),
+    ];
+    for (method, uri, body) in calls {
+        let call = format!("{method} {uri}");
+        let (status, error) = api.call_json(method, uri, None, &body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"), "{call}: {error}");
+        let message = error_message(&error);
+        assert!(message.contains(&MAX_JSON_BODY_BYTES.to_string()), "{call}: names the limit: {message}");
+        assert!(!message.contains("module"), "{call}: a JSON body is not a module: {message}");
+    }
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+// Deploy.
+
+#[tokio::test]
+async fn deploy_that_is_not_a_multipart_form_is_400() {
+    let api = Api::open().await;
+    let body = spec("x", &unknown_digest());
+    let (status, error) = api.call_json(Method::POST, "/v1/deploy", None, &body).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{error}");
+    let (status, error) = api.call(Method::POST, "/v1/deploy", None, passthrough()).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{error}");
+    assert_eq!(api.stored_modules().await, Vec::new());
+}
+
+#[tokio::test]
+async fn deploy_without_its_module_or_spec_part_is_400_naming_it() {
+    let api = Api::open().await;
+    let spec = spec("x", &unknown_digest()).to_string();
+    let module = passthrough();
+    let (status, error) = api.deploy(None, &[("spec", "application/json", spec.as_bytes())]).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{error}");
+    assert!(error_message(&error).contains("`module`"), "{error}");
+    let (status, error) = api.deploy(None, &[("module", "application/wasm", &module)]).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{error}");
+    assert!(error_message(&error).contains("`spec`"), "{error}");
+    let parts = [
+        ("spec", "application/json", spec.as_bytes()),
+        ("module", "application/wasm", &module),
+        ("extra", "text/plain", b"?"),
+    ];
+    let (status, error) = api.deploy(None, &parts).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "invalid_multipart"), "{error}");
+    assert!(error_message(&error).contains("extra"), "{error}");
+    assert_eq!(api.stored_modules().await, Vec::new());
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn deploy_of_an_invalid_module_is_422_and_stores_nothing() {
+    let api = Api::open().await;
+    let mut spec = spec("x", "ignored");
+    spec.as_object_mut().unwrap().remove("module");
+    let spec = spec.to_string();
+    let parts = [
+        ("spec", "application/json", spec.as_bytes()),
+        ("module", "application/wasm", b"these bytes are not a component".as_slice()),
+    ];
+    let (status, error) = api.deploy(None, &parts).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"), "{error}");
+    assert_eq!(api.get("/v1/modules", None).await, (StatusCode::OK, json!({"modules": []})));
+    assert_eq!(files_in(&api.modules_dir()), Vec::<String>::new());
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+#[tokio::test]
+async fn deploy_of_an_invalid_spec_is_422_and_stores_nothing() {
+    let api = Api::open().await;
+    let module = passthrough();
+    let mut no_default = spec("x", "ignored");
+    no_default["outputs"] = json!({"alerts": "x.alerts"});
+    let no_default = no_default.to_string();
+    let mut unknown_field = spec("x", "ignored");
+    unknown_field["colour"] = json!("blue");
+    let unknown_field = unknown_field.to_string();
+    let unnamed = json!({"inputs": ["in"], "outputs": {"default": "out"}}).to_string();
+    for (spec, reason) in [
+        (no_default.as_str(), "`default`"),
+        (unknown_field.as_str(), "`colour`"),
+        (unnamed.as_str(), "`name`"),
+        ("{", "not JSON"),
+    ] {
+        let parts = [("spec", "application/json", spec.as_bytes()), ("module", "application/wasm", &module)];
+        let (status, error) = api.deploy(None, &parts).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{spec}: {error}");
+        assert!(error_message(&error).contains(reason), "{reason}: {error}");
+    }
+    assert_eq!(api.stored_modules().await, Vec::new(), "the module of a refused deploy is not stored");
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
+}
+
+// Time limit.
+
+/// Reads one HTTP/1.1 response with a `Content-Length`: its status and JSON body.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, Value) {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header_end = loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(received[..header_end].to_vec()).unwrap();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("status line: {head}"));
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no content length: {head}"));
+    while received.len() < header_end + length {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed within the body");
+        received.extend_from_slice(&chunk[..n]);
+    }
+    (status, serde_json::from_slice(&received[header_end..header_end + length]).unwrap())
+}
+
+#[tokio::test]
+async fn a_call_whose_body_never_ends_is_answered_408() {
+    let config = AdminConfig { request_timeout: Duration::from_millis(200), ..AdminConfig::default() };
+    let api = Api::new(config).await;
+    // Through a socket: the client announces 1000 bytes, sends 4 and keeps the connection open.
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = api.router.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = "POST /v1/modules HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/wasm\r\n\
+                Content-Length: 1000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"\0asm").await.unwrap();
+    // A bound for a broken server only; the answer is due after the 200 ms limit.
+    let (status, error) =
+        tokio::time::timeout(Duration::from_secs(60), read_response(&mut stream)).await.expect("an answer");
+    assert_eq!((status, error_code(&error)), (408, "request_timeout"), "{error}");
+    assert!(error_message(&error).contains("200ms"), "names the limit: {error}");
+    server.abort();
+    assert_eq!(api.stored_modules().await, Vec::new());
+}
+
+// Metrics.
+
+#[tokio::test]
+async fn metrics_describe_the_engine_and_count_compiled_modules() {
+    let api = Api::open().await;
+    let (status, content_type, text) = api.get_text("/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(text.contains("sluice_engine_instances"), "{text}");
+    assert!(text.contains("# TYPE sluice_engine_compile_seconds_total counter"), "{text}");
+    assert!(text.lines().any(|l| l == "sluice_engine_modules_compiled_total 0"), "{text}");
+    assert!(!text.contains("sluice_pipeline_"), "no pipeline, no pipeline metrics: {text}");
+
+    assert_eq!(api.upload(None, passthrough()).await.0, StatusCode::CREATED);
+    let (_, _, text) = api.get_text("/metrics", None).await;
+    assert!(text.lines().any(|l| l == "sluice_engine_modules_compiled_total 1"), "{text}");
+}
+
+// The OpenAPI document.
+
+/// The methods axum's routing offers, as they are named in the router source and in OpenAPI.
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The argument of the call of function `name` in `code` (not of one whose name ends with it).
+fn argument_of<'a>(code: &'a str, name: &str) -> Option<&'a str> {
+    let call = format!("{name}(");
+    let (at, _) = code
+        .match_indices(&call)
+        .find(|(at, _)| !code[..*at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'))?;
+    let argument = &code[at + call.len()..];
+    Some(argument[..argument.find(')')?].trim())
+}
+
+/// The role the handler `name` in `source` asks for, by its extractor: `admin`, `read` or `none`.
+fn role_of_handler(source: &str, name: &str) -> &'static str {
+    let start = source.find(&format!("async fn {name}(")).unwrap_or_else(|| panic!("the handler {name}"));
+    let signature = &source[start..];
+    let signature = &signature[..signature.find('{').expect("the handler's body")];
+    match (signature.contains("CanAdminister"), signature.contains("CanRead")) {
+        (true, _) => "admin",
+        (false, true) => "read",
+        (false, false) => "none",
+    }
+}
+
+/// The routes of `admin::router`, read from its source: by path, the role each method needs.
+fn router_routes() -> BTreeMap<String, BTreeMap<String, String>> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/src/admin/mod.rs");
+    let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let start = source.find("pub fn router(").expect("the router function");
+    let router = &source[start..];
+    let router = &router[..router.find("\n}\n").expect("the end of the router function")];
+    let mut routes = BTreeMap::new();
+    for (at, call) in router.match_indices(".route(") {
+        // The arguments of `.route(...)`, up to its closing parenthesis.
+        let arguments = &router[at + call.len()..];
+        let mut depth = 1;
+        let end = arguments
+            .char_indices()
+            .find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(i)
+            })
+            .expect("a closed .route(");
+        let arguments = arguments[..end].trim_start();
+        let path = arguments
+            .strip_prefix('"')
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("a route path literal: {arguments}"));
+        let handlers = &arguments[path.len() + 2..];
+        let methods: BTreeMap<String, String> = METHODS
+            .iter()
+            .filter_map(|method| {
+                let handler = argument_of(handlers, method)?;
+                Some((method.to_string(), role_of_handler(&source, handler).to_string()))
+            })
+            .collect();
+        assert!(!methods.is_empty(), "no method found for {path}: {handlers}");
+        assert!(routes.insert(path.to_string(), methods).is_none(), "{path} routed twice");
+    }
+    routes
+}
+
+/// The stable error codes of `ApiError::status_and_code`, read from its source: the string
+/// literals of the functions that map errors to statuses.
+fn error_codes() -> BTreeSet<String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/src/admin/error.rs");
+    let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let start = source.find("pub fn status_and_code(").expect("status_and_code");
+    let end = source.find("impl IntoResponse for ApiError").expect("the response conversion");
+    source[start..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The parameter `parameter`, following a `$ref` into `components`.
+fn resolve<'a>(document: &'a Value, parameter: &'a Value) -> &'a Value {
+    match parameter["$ref"].as_str() {
+        Some(reference) => {
+            let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("a local reference: {reference}"));
+            document.pointer(pointer).unwrap_or_else(|| panic!("{reference} resolves"))
+        }
+        None => parameter,
+    }
+}
+
+#[test]
+fn openapi_document_lists_every_route_with_its_methods() {
+    let document: Value = serde_json::from_str(admin::OPENAPI).expect("the OpenAPI document is JSON");
+    assert_eq!(document["openapi"], "3.1.0");
+    assert!(document["info"]["title"].is_string() && document["info"]["version"].is_string());
+    assert!(document["components"]["securitySchemes"]["bearerAuth"].is_object(), "declares bearer tokens");
+    let paths = document["paths"].as_object().expect("paths");
+
+    let routes = router_routes();
+    assert!(routes.len() >= 14, "the router has more routes than found: {routes:?}");
+    for (path, methods) in &routes {
+        let item = paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"));
+        let documented: BTreeSet<&String> =
+            item.as_object().unwrap().keys().filter(|k| METHODS.contains(&k.as_str())).collect();
+        assert_eq!(documented, methods.keys().collect(), "the methods of {path}");
+        // Every `{parameter}` of the path is a path parameter of each operation.
+        let names: Vec<&str> = path.split('{').skip(1).map(|p| p.split('}').next().unwrap()).collect();
+        for (method, role) in methods {
+            let call = format!("{method} {path}");
+            let operation = &item[method];
+            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{call}: responses");
+            let declared: Vec<&Value> = [&item["parameters"], &operation["parameters"]]
+                .into_iter()
+                .filter_map(Value::as_array)
+                .flatten()
+                .map(|p| resolve(&document, p))
+                .filter(|p| p["in"] == "path")
+                .collect();
+            for name in &names {
+                assert!(
+                    declared.iter().any(|p| p["name"] == *name && p["required"] == true),
+                    "{call}: the path parameter {name} is not declared"
+                );
+            }
+            // The role the handler asks for, in the description and in `x-sluice-role`; a call
+            // that needs no token overrides the document's bearer security.
+            assert_eq!(operation["x-sluice-role"], role.as_str(), "{call}: the role");
+            let description = operation["description"].as_str().unwrap_or_default();
+            match role.as_str() {
+                "none" => {
+                    assert_eq!(operation["security"], json!([]), "{call}: no token needed");
+                    assert!(description.contains("No token needed"), "{call}: {description}");
+                }
+                role => {
+                    assert_ne!(operation["security"], json!([]), "{call}: needs a token");
+                    assert!(description.contains(&format!("Role: {role}")), "{call}: {description}");
+                    assert!(operation["responses"]["401"].is_object(), "{call}: documents 401");
+                }
+            }
+            if role == "admin" {
+                assert!(operation["responses"]["403"].is_object(), "{call}: documents 403");
+            }
+        }
+    }
+    let documented: BTreeSet<&String> = paths.keys().collect();
+    assert_eq!(documented, routes.keys().collect(), "the document lists only routes of the router");
+
+    // Every error code the API answers with is in the document's list.
+    let codes = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("the Error schema lists its codes");
+    let listed: BTreeSet<String> = codes.iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    let answered = error_codes();
+    assert!(answered.len() >= 15, "more codes than found: {answered:?}");
+    assert_eq!(listed, answered, "the error codes of the document and of ApiError::status_and_code");
+}
+
+// The registry on disk.
 
 #[tokio::test]
 async fn registry_survives_reopening_on_the_same_data_dir() {

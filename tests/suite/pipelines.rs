@@ -247,7 +247,7 @@ impl Runtime {
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--status-every", "1"])
+            .args(["--status-every", "1", "--admin-listen", "127.0.0.1:0"])
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

@@ -164,7 +164,9 @@ fn registry_status(error: &RegistryError) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let message = if status.is_server_error() {
+        // Internal failures keep their details in the log; a Kafka error (502) is the
+        // cluster's answer and is shown.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(code, "admin API call failed: {self}");
             INTERNAL_MESSAGE.to_string()
         } else {

@@ -372,7 +372,11 @@ async fn rollback_pipeline(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PipelineSummary>, ApiError> {
-    let bytes = body_bytes(body, MAX_JSON_BODY_BYTES)?;
+    // Over the JSON limit, not a module limit.
+    let bytes = body_bytes(body, MAX_JSON_BODY_BYTES).map_err(|e| match e {
+        ApiError::BodyTooLarge { limit } => ApiError::JsonTooLarge { limit },
+        e => e,
+    })?;
     let request: RollbackRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {

@@ -388,32 +388,19 @@ pub fn reset_offsets(
     Ok(committed)
 }
 
-/// Creates the pipeline's topics that do not exist yet, with `partitions` partitions each
-/// (for `sluice dev`, whose embedded cluster starts empty).
-pub fn create_missing_topics(spec: &PipelineSpec, kafka: &KafkaConfig, partitions: i32) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
+/// The topics the pipeline reads or writes (its dead-letter topic included) that the cluster
+/// does not have.
+pub fn missing_topics(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<Vec<String>> {
     let consumer: BaseConsumer = kafka.client_config().set("allow.auto.create.topics", "false").create()?;
-    let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT)?;
+    let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT).with_context(|| {
+        format!("pipeline {}: cannot read the cluster's metadata from {}", spec.name, kafka.brokers)
+    })?;
     let existing: std::collections::HashSet<&str> =
         metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     let mut needed: Vec<String> = spec.inputs.iter().chain(spec.outputs.values()).cloned().collect();
     needed.push(spec.dead_letter_topic());
     needed.retain(|t| !existing.contains(t.as_str()));
+    needed.sort();
     needed.dedup();
-    if needed.is_empty() {
-        return Ok(());
-    }
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    let topics: Vec<NewTopic> =
-        needed.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let results = runtime.block_on(admin.create_topics(&topics, &AdminOptions::new()))?;
-    for result in results {
-        if let Err((topic, code)) = result {
-            anyhow::bail!("pipeline {}: cannot create topic {topic}: {code}", spec.name);
-        }
-    }
-    tracing::info!(pipeline = %spec.name, topics = ?needed, "created missing topics");
-    Ok(())
+    Ok(needed)
 }

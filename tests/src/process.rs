@@ -1,0 +1,97 @@
+//! `sluice serve` as a process of its own, as an operator runs it: started on a data
+//! directory, its admin API on a free loopback port, stopped with SIGTERM or killed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice::client::AdminClient;
+
+use crate::guests;
+
+/// How long a starting runtime may take to serve its admin API.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `sluice serve` process.
+pub struct ServeProcess {
+    child: Child,
+    log: PathBuf,
+    url: String,
+}
+
+/// The `sluice` binary built by `make build`.
+pub fn sluice_binary() -> PathBuf {
+    let binary = guests::workspace_root().join("target/release/sluice");
+    assert!(binary.exists(), "{} is missing: run `cargo build --release -p sluice`", binary.display());
+    binary
+}
+
+impl ServeProcess {
+    /// Starts `sluice serve` for the cluster at `brokers` on `data_dir`, with the extra
+    /// `args`, logging to `<data_dir>.log`; waits until its admin API answers.
+    pub fn start(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
+        let log = data_dir.with_extension("log");
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+        let child = Command::new(sluice_binary())
+            .args(["serve", "--brokers", brokers, "--admin-listen", "127.0.0.1:0", "--status-every", "0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("SLUICE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn sluice serve");
+        let mut process = ServeProcess { child, log, url: String::new() };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = process.log();
+            if let Some(at) = text[start.min(text.len())..].find("admin API on http://") {
+                let rest = &text[start + at + "admin API on ".len()..];
+                process.url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                break;
+            }
+            if let Ok(Some(status)) = process.child.try_wait() {
+                panic!("sluice serve exited with {status} before serving its API:\n{}", process.log());
+            }
+            assert!(Instant::now() < deadline, "sluice serve did not serve its API in time:\n{}", process.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    /// The admin API's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A client of its admin API, with `token`.
+    pub fn client(&self, token: Option<&str>) -> AdminClient {
+        AdminClient::new(&self.url, token.map(str::to_string))
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process at once.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything it logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}

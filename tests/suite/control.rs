@@ -1,0 +1,424 @@
+//! Operating pipelines through the admin API of a `sluice serve` process, on a real
+//! Kafka-protocol broker (tansu): deploy over HTTP, hot reload and rollback under continuous
+//! load with no record lost or processed twice, an invalid module refused on reload, offsets
+//! reset while paused, a restart that restores every pipeline in its state, and the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sluice::client::{AdminClient, ApiFailure};
+use sluice_tests::guests;
+use sluice_tests::kafka::{ConsumedRecord, TansuBroker, consume_all, produce, unique_suffix};
+use sluice_tests::process::{ServeProcess, sluice_binary};
+
+/// How long a test waits for outputs or a state before it fails.
+const WAIT: Duration = Duration::from_secs(90);
+/// Partitions of every input topic here.
+const PARTITIONS: i32 = 4;
+
+/// Runs a blocking admin API call off the test's async threads.
+async fn api<T: Send + 'static>(url: &str, call: impl FnOnce(AdminClient) -> T + Send + 'static) -> T {
+    let client = AdminClient::new(url, None);
+    tokio::task::spawn_blocking(move || call(client)).await.expect("admin call task")
+}
+
+/// A pipeline's input and output topics, created on the broker.
+struct Topics {
+    input: String,
+    output: String,
+}
+
+fn topics(broker: &TansuBroker) -> Topics {
+    let id = unique_suffix();
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}") };
+    broker.create_topic(&topics.input, PARTITIONS);
+    broker.create_topic(&topics.output, PARTITIONS);
+    broker.create_topic(&format!("{}.dlq", pipeline_name(&topics)), 1);
+    topics
+}
+
+/// The pipeline of `topics` is named after its input.
+fn pipeline_name(topics: &Topics) -> String {
+    format!("p-{}", topics.input)
+}
+
+fn spec(topics: &Topics) -> Value {
+    json!({
+        "name": pipeline_name(topics),
+        "inputs": [topics.input],
+        "outputs": { "default": topics.output },
+        "processing": { "linger_ms": 5, "batch_size": 50 }
+    })
+}
+
+/// Records `id-n` for `n` in `range`, record `n` on partition `n % PARTITIONS`, keyed `n`.
+async fn produce_ids(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
+    let values: Vec<(i32, String, String)> =
+        range.map(|n| ((n % PARTITIONS as usize) as i32, n.to_string(), format!("id-{n}"))).collect();
+    let records: Vec<_> = values.iter().map(|(p, k, v)| (*p, Some(k.as_bytes()), v.as_bytes(), &[][..])).collect();
+    produce(bootstrap, topic, &records).await;
+}
+
+/// One output of the tagged guests: which version made it, from which input.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Tagged {
+    partition: i32,
+    offset: i64,
+    tag: String,
+    id: usize,
+}
+
+fn tagged(record: &ConsumedRecord) -> Tagged {
+    let value = record.value_text();
+    let (tag, id) = value.split_once(':').unwrap_or_else(|| panic!("untagged output {value:?}"));
+    let id: usize = id.strip_prefix("id-").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{value:?}"));
+    let offset = std::str::from_utf8(record.header("sluice.test.offset").expect("offset header")).unwrap();
+    Tagged { partition: (id % PARTITIONS as usize) as i32, offset: offset.parse().unwrap(), tag: tag.into(), id }
+}
+
+/// Waits until `check` holds for the pipeline's report, returning it.
+async fn wait_for_report(url: &str, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let path = format!("/v1/pipelines/{name}");
+        let report = api(url, move |c| c.get(&path)).await.expect("pipeline report");
+        if check(&report) {
+            return report;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; last report: {report:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `true` when every partition's worker runs `digest`.
+fn all_partitions_run(report: &Value, digest: &str) -> bool {
+    let partitions = report["status"]["partitions"].as_array().cloned().unwrap_or_default();
+    partitions.len() == PARTITIONS as usize && partitions.iter().all(|p| p["module"] == digest)
+}
+
+fn data_dir(parent: &Path, name: &str) -> std::path::PathBuf {
+    parent.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
+    let topics = topics(&broker);
+    let spec = spec(&topics);
+    let module = guests::component("tagged-v1");
+    let answer = api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    assert_eq!(answer["result"], "created");
+    assert_eq!(answer["pipeline"]["state"], "running");
+    assert_eq!(answer["pipeline"]["revision"], 1);
+    assert_eq!(answer["module"]["digest"], answer["pipeline"]["module"]);
+
+    produce_ids(&broker.bootstrap(), &topics.input, 0..200).await;
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 200, WAIT).await;
+    let ids: BTreeSet<usize> = outputs.iter().map(|r| tagged(r).id).collect();
+    assert_eq!(ids, (0..200).collect(), "every input comes out once");
+    assert!(outputs.iter().all(|r| tagged(r).tag == "v1"));
+
+    let name = pipeline_name(&topics);
+    let report = wait_for_report(serve.url(), &name, "offsets committed", |r| {
+        r["offsets"]
+            .as_array()
+            .is_some_and(|o| o.iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum::<i64>() == 200)
+    })
+    .await;
+    for partition in report["offsets"].as_array().unwrap() {
+        assert_eq!(partition["lag"], 0, "{partition}");
+        assert_eq!(partition["high_watermark"], 50, "{partition}");
+    }
+    let metrics = api(serve.url(), |c| c.get_text("/metrics")).await.unwrap();
+    assert!(metrics.contains(&format!("sluice_pipeline_records_in_total{{pipeline=\"{name}\"}} 200")), "{metrics}");
+}
+
+/// Produces ids from `next` on, a batch every few milliseconds, until told to stop.
+fn keep_producing(
+    bootstrap: String,
+    topic: String,
+    next: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let from = next.load(Ordering::Relaxed);
+            produce_ids(&bootstrap, &topic, from..from + 40).await;
+            next.store(from + 40, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_nothing() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
+    let topics = topics(&broker);
+    let name = pipeline_name(&topics);
+    let spec = spec(&topics);
+    let v1 = guests::component("tagged-v1");
+    let deployed = api(serve.url(), move |c| c.deploy(&spec, &v1, &mut |_, _| {})).await.expect("deploy v1");
+    let v1_digest = deployed["module"]["digest"].as_str().unwrap().to_string();
+
+    let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let producer = keep_producing(broker.bootstrap(), topics.input.clone(), next.clone(), stop.clone());
+    wait_for_report(serve.url(), &name, "v1 on every partition", |r| all_partitions_run(r, &v1_digest)).await;
+
+    // Reload v2 while records flow.
+    let v2 = guests::component("tagged-v2");
+    let path = format!("/v1/pipelines/{name}/reload");
+    let reloaded = api(serve.url(), move |c| c.post_module(&path, &v2, &mut |_, _| {})).await.expect("reload v2");
+    let v2_digest = reloaded["module"].as_str().unwrap().to_string();
+    assert_ne!(v2_digest, v1_digest);
+    assert_eq!(reloaded["revision"], 2);
+    assert_eq!(reloaded["state"], "running");
+    let after_reload =
+        wait_for_report(serve.url(), &name, "v2 on every partition", |r| all_partitions_run(r, &v2_digest)).await;
+
+    // Roll back to v1 while records flow.
+    let path = format!("/v1/pipelines/{name}/rollback");
+    let rolled = api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("rollback");
+    assert_eq!(rolled["module"], v1_digest.as_str());
+    assert_eq!(rolled["revision"], 3);
+    let after_rollback =
+        wait_for_report(serve.url(), &name, "v1 again on every partition", |r| all_partitions_run(r, &v1_digest)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    let produced = next.load(Ordering::Relaxed);
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, produced, WAIT).await;
+    let mut outputs: Vec<Tagged> = outputs.iter().map(tagged).collect();
+    outputs.sort();
+
+    // Every input has exactly one output.
+    let ids: Vec<usize> = {
+        let mut ids: Vec<usize> = outputs.iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids, (0..produced).collect::<Vec<_>>(), "each of the {produced} inputs comes out exactly once");
+
+    // Each partition runs v1, then v2 from one offset, then v1 again from one offset, and the
+    // offsets are the ones the runtime reported.
+    for partition in 0..PARTITIONS {
+        let runs: Vec<(String, i64)> =
+            outputs.iter().filter(|t| t.partition == partition).fold(Vec::new(), |mut runs: Vec<(String, i64)>, t| {
+                if runs.last().is_none_or(|(tag, _)| *tag != t.tag) {
+                    runs.push((t.tag.clone(), t.offset));
+                }
+                runs
+            });
+        let tags: Vec<&str> = runs.iter().map(|(tag, _)| tag.as_str()).collect();
+        assert_eq!(tags, ["v1", "v2", "v1"], "partition {partition} switches exactly twice: {runs:?}");
+        let switch = |report: &Value| {
+            report["status"]["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["partition"] == partition)
+                .and_then(|p| p["last_switch"]["offset"].as_i64())
+                .unwrap()
+        };
+        assert_eq!(runs[1].1, switch(&after_reload), "partition {partition}: v2 starts where the runtime says");
+        assert_eq!(runs[2].1, switch(&after_rollback), "partition {partition}: v1 resumes where the runtime says");
+    }
+
+    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
+    let causes: Vec<&str> =
+        report["revisions"].as_array().unwrap().iter().map(|r| r["cause"].as_str().unwrap()).collect();
+    assert_eq!(causes, ["deploy", "reload", "rollback"]);
+    assert_eq!(report["status"]["failed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_module_on_reload_is_refused_and_the_running_version_keeps_going() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
+    let topics = topics(&broker);
+    let name = pipeline_name(&topics);
+    let spec = spec(&topics);
+    let v1 = guests::component("tagged-v1");
+    api(serve.url(), move |c| c.deploy(&spec, &v1, &mut |_, _| {})).await.expect("deploy v1");
+    produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
+
+    let bad = dir.path().join("core.wasm");
+    std::fs::write(&bad, wat::parse_str("(module)").unwrap()).unwrap();
+    let path = format!("/v1/pipelines/{name}/reload");
+    let error = api(serve.url(), move |c| c.post_module(&path, &bad, &mut |_, _| {})).await.unwrap_err();
+    let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
+    assert_eq!((failure.status, failure.code.as_str()), (422, "invalid_module"));
+    assert!(failure.message.contains("core WebAssembly module, not a component"), "{}", failure.message);
+
+    let summary = api(serve.url(), move |c| c.get("/v1/pipelines")).await.unwrap();
+    assert_eq!(summary["pipelines"][0]["revision"], 1);
+    assert_eq!(summary["pipelines"][0]["state"], "running");
+    produce_ids(&broker.bootstrap(), &topics.input, 40..80).await;
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 80, WAIT).await;
+    assert_eq!(outputs.len(), 80);
+    assert!(outputs.iter().all(|r| tagged(r).tag == "v1"), "v1 still processes every record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_offsets() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir(dir.path(), "data");
+    let mut serve = ServeProcess::start(&broker.bootstrap(), &data, &[]);
+    let (running, paused) = (topics(&broker), topics(&broker));
+    for (topics, guest) in [(&running, "tagged-v1"), (&paused, "tagged-v1")] {
+        let (spec, module) = (spec(topics), guests::component(guest));
+        api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    }
+    let v2 = guests::component("tagged-v2");
+    let path = format!("/v1/pipelines/{}/reload", pipeline_name(&running));
+    api(serve.url(), move |c| c.post_module(&path, &v2, &mut |_, _| {})).await.expect("reload");
+    let path = format!("/v1/pipelines/{}/pause", pipeline_name(&paused));
+    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("pause");
+    produce_ids(&broker.bootstrap(), &running.input, 0..100).await;
+    assert_eq!(consume_all(&broker.bootstrap(), &running.output, 100, WAIT).await.len(), 100);
+
+    serve.terminate();
+    // While the runtime is down.
+    produce_ids(&broker.bootstrap(), &running.input, 100..200).await;
+    produce_ids(&broker.bootstrap(), &paused.input, 0..50).await;
+    let serve = ServeProcess::start(&broker.bootstrap(), &data, &[]);
+
+    let list = api(serve.url(), |c| c.get("/v1/pipelines")).await.unwrap();
+    let states: BTreeMap<String, (String, u64)> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["name"].as_str().unwrap().into(), (p["state"].as_str().unwrap().into(), p["revision"].as_u64().unwrap()))
+        })
+        .collect();
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            (pipeline_name(&running), ("running".to_string(), 2)),
+            (pipeline_name(&paused), ("paused".to_string(), 1)),
+        ])
+    );
+    // The running pipeline resumes after what it committed, with v2; nothing is missing.
+    let outputs = consume_all(&broker.bootstrap(), &running.output, 200, WAIT).await;
+    let ids: BTreeSet<usize> = outputs.iter().map(|r| tagged(r).id).collect();
+    assert_eq!(ids, (0..200).collect(), "no record lost across the restart");
+    assert!(outputs.iter().filter(|r| tagged(r).id >= 100).all(|r| tagged(r).tag == "v2"));
+    // The paused one processed nothing until resumed.
+    assert!(consume_all(&broker.bootstrap(), &paused.output, 1, Duration::from_secs(3)).await.is_empty());
+    let path = format!("/v1/pipelines/{}/resume", pipeline_name(&paused));
+    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("resume");
+    assert_eq!(consume_all(&broker.bootstrap(), &paused.output, 50, WAIT).await.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_reset_only_while_paused_and_the_pipeline_resumes_from_them() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
+    let topics = topics(&broker);
+    let name = pipeline_name(&topics);
+    let (spec, module) = (spec(&topics), guests::component("tagged-v1"));
+    api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
+    assert_eq!(consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await.len(), 40);
+
+    let path = format!("/v1/pipelines/{name}/offsets");
+    let reset = json!({ "reset": "earliest" });
+    let error = api(serve.url(), move |c| c.post_json(&path, &reset)).await.unwrap_err();
+    let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
+    assert_eq!((failure.status, failure.code.as_str()), (409, "conflict"), "{failure}");
+    assert!(failure.message.contains("pause it"), "{failure}");
+
+    let path = format!("/v1/pipelines/{name}/pause");
+    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("pause");
+    let path = format!("/v1/pipelines/{name}/offsets");
+    let reset = api(serve.url(), move |c| c.post_json(&path, &json!({ "reset": "earliest" }))).await.expect("reset");
+    let offsets: Vec<i64> =
+        reset["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_i64().unwrap()).collect();
+    assert_eq!(offsets, vec![0; PARTITIONS as usize]);
+    let path = format!("/v1/pipelines/{name}/resume");
+    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("resume");
+    // Every record is processed a second time, from the start.
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 80, WAIT).await;
+    let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+    for output in &outputs {
+        *counts.entry(tagged(output).id).or_default() += 1;
+    }
+    assert!(counts.values().all(|&n| n == 2) && counts.len() == 40, "{counts:?}");
+}
+
+/// Runs the `sluice` CLI against the API at `url`; returns stdout, or panics with stderr.
+fn cli(url: &str, args: &[&str]) -> String {
+    let output =
+        Command::new(sluice_binary()).args(args).env("SLUICE_URL", url).env("RUST_BACKTRACE", "0").output().unwrap();
+    assert!(output.status.success(), "sluice {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deploys_lists_reloads_rolls_back_pauses_resumes_and_removes_a_pipeline() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
+    let topics = topics(&broker);
+    let name = pipeline_name(&topics);
+    let url = serve.url().to_string();
+    let (v1, v2) = (guests::component("tagged-v1"), guests::component("tagged-v2"));
+    let (v1, v2) = (v1.to_str().unwrap(), v2.to_str().unwrap());
+
+    let deployed: Value = serde_json::from_str(&cli(
+        &url,
+        &["deploy", v1, "--name", &name, "--input", &topics.input, "--output", &topics.output, "--json"],
+    ))
+    .unwrap();
+    assert_eq!(deployed["result"], "created");
+    let table = cli(&url, &["ls"]);
+    assert!(table.starts_with("NAME") && table.contains(&name) && table.contains("running"), "{table}");
+
+    let reloaded: Value = serde_json::from_str(&cli(&url, &["reload", &name, v2, "--json"])).unwrap();
+    assert_eq!(reloaded["revision"], 2);
+    let rolled: Value = serde_json::from_str(&cli(&url, &["rollback", &name, "--json"])).unwrap();
+    assert_eq!((rolled["revision"].as_u64(), &rolled["module"]), (Some(3), &deployed["pipeline"]["module"]));
+    let rolled: Value = serde_json::from_str(&cli(&url, &["rollback", &name, "--revision", "2", "--json"])).unwrap();
+    assert_eq!(rolled["module"], reloaded["module"]);
+
+    assert!(cli(&url, &["pause", &name]).contains("paused"));
+    let status = cli(&url, &["status", &name]);
+    assert!(status.contains("state      paused") && status.contains("rollback"), "{status}");
+    assert!(cli(&url, &["resume", &name]).contains("running"));
+    produce_ids(&broker.bootstrap(), &topics.input, 0..20).await;
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 20, WAIT).await;
+    assert!(outputs.iter().all(|r| tagged(r).tag == "v2"), "revision 4 runs v2");
+
+    cli(&url, &["rm", &name]);
+    let listed: Value = serde_json::from_str(&cli(&url, &["ls", "--json"])).unwrap();
+    assert_eq!(listed["pipelines"], json!([]));
+    let modules: Value = serde_json::from_str(&cli(&url, &["modules", "--json"])).unwrap();
+    assert_eq!(modules["modules"].as_array().unwrap().len(), 2, "modules stay until deleted");
+}
+
+#[test]
+fn serve_refuses_an_open_admin_api_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(sluice_binary())
+        .args(["serve", "--brokers", "127.0.0.1:1", "--admin-listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("SLUICE_ADMIN_TOKEN")
+        .env_remove("SLUICE_READ_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("refusing to serve the admin API on 0.0.0.0:0 without a token"), "{stderr}");
+}
