@@ -95,10 +95,18 @@ async fn wait_for_report(url: &str, name: &str, what: &str, check: impl Fn(&Valu
     }
 }
 
-/// `true` when every partition's worker runs `digest`.
+/// `true` when every partition's worker runs `digest` and has processed a batch with it.
 fn all_partitions_run(report: &Value, digest: &str) -> bool {
     let partitions = report["status"]["partitions"].as_array().cloned().unwrap_or_default();
-    partitions.len() == PARTITIONS as usize && partitions.iter().all(|p| p["module"] == digest)
+    partitions.len() == PARTITIONS as usize
+        && partitions.iter().all(|p| {
+            let processed_after_switch = match (p["next_offset"].as_i64(), p["last_switch"]["offset"].as_i64()) {
+                (Some(next), Some(switched_at)) => next > switched_at,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            p["module"] == digest && processed_after_switch
+        })
 }
 
 fn data_dir(parent: &Path, name: &str) -> std::path::PathBuf {
