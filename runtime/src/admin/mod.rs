@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
 
-use crate::manager::{Applied, PipelineManager, PipelineReport, PipelineSummary};
+use crate::manager::{Applied, ManagerError, PipelineManager, PipelineReport, PipelineSummary};
 use crate::pipeline::spec::{PipelineSpec, StartPosition};
 use crate::registry::ModuleInfo;
 use auth::{CanAdminister, CanRead};
@@ -109,6 +109,19 @@ async fn time_limit(limit: Duration, request: Request, next: Next) -> Response {
         Err(_) => {
             tracing::warn!(%method, %path, "admin API call timed out after {limit:?}");
             ApiError::RequestTimeout { limit }.into_response()
+        }
+    }
+}
+
+/// Runs a change on its own task, so that it completes (and the runtime stays consistent)
+/// even when the call is cut short by the request time limit or the client going away.
+async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ManagerError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::spawn(change).await {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            Err(ApiError::Registry(crate::registry::RegistryError::Task { digest: "*".into(), reason: e.to_string() }))
         }
     }
 }
@@ -203,7 +216,8 @@ async fn upload_module(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let bytes = body_bytes(body, state.upload_limit)?;
-    let stored = state.manager.store_module(bytes).await?;
+    let manager = state.manager.clone();
+    let stored = detached(async move { manager.store_module(bytes).await }).await?;
     let status = if stored.created { StatusCode::CREATED } else { StatusCode::OK };
     let location = format!("/v1/modules/{}", stored.info.digest);
     Ok((status, [(header::LOCATION, location)], Json(stored.info)).into_response())
@@ -229,7 +243,8 @@ async fn delete_module(
     State(state): State<AdminState>,
     Path(digest): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.manager.delete_module(&digest).await?;
+    let manager = state.manager.clone();
+    detached(async move { manager.delete_module(&digest).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -278,7 +293,8 @@ async fn put_pipeline(
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let spec = spec_for(&name, json_body(body)?)?;
-    let result = state.manager.apply(spec).await?;
+    let manager = state.manager.clone();
+    let result = detached(async move { manager.apply(spec).await }).await?;
     applied(&state, &name, result, None).await
 }
 
@@ -329,7 +345,8 @@ async fn deploy(
         object.entry("module").or_insert_with(|| "uploaded".into());
     }
     let spec = spec_for(&name, value)?;
-    let (result, info) = state.manager.deploy(spec, module).await?;
+    let manager = state.manager.clone();
+    let (result, info) = detached(async move { manager.deploy(spec, module).await }).await?;
     applied(&state, &name, result, Some(info)).await
 }
 
@@ -338,7 +355,8 @@ async fn delete_pipeline(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.manager.delete(&name).await?;
+    let manager = state.manager.clone();
+    detached(async move { manager.delete(&name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -361,9 +379,11 @@ async fn reload_pipeline(
     } else {
         // Refuse an unknown pipeline before storing its module.
         state.manager.summary(&name).await?;
-        state.manager.store_module(bytes).await?.info.digest
+        let manager = state.manager.clone();
+        detached(async move { manager.store_module(bytes).await }).await?.info.digest
     };
-    Ok(Json(state.manager.reload(&name, &digest).await?))
+    let manager = state.manager.clone();
+    Ok(Json(detached(async move { manager.reload(&name, &digest).await }).await?))
 }
 
 async fn rollback_pipeline(
@@ -383,7 +403,8 @@ async fn rollback_pipeline(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadJson { status: StatusCode::BAD_REQUEST, message: e.to_string() })?
     };
-    Ok(Json(state.manager.rollback(&name, request.revision).await?))
+    let manager = state.manager.clone();
+    Ok(Json(detached(async move { manager.rollback(&name, request.revision).await }).await?))
 }
 
 async fn pause_pipeline(
@@ -391,7 +412,8 @@ async fn pause_pipeline(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<PipelineSummary>, ApiError> {
-    Ok(Json(state.manager.pause(&name).await?))
+    let manager = state.manager.clone();
+    Ok(Json(detached(async move { manager.pause(&name).await }).await?))
 }
 
 async fn resume_pipeline(
@@ -399,7 +421,8 @@ async fn resume_pipeline(
     State(state): State<AdminState>,
     Path(name): Path<String>,
 ) -> Result<Json<PipelineSummary>, ApiError> {
-    Ok(Json(state.manager.resume(&name).await?))
+    let manager = state.manager.clone();
+    Ok(Json(detached(async move { manager.resume(&name).await }).await?))
 }
 
 async fn reset_offsets(
@@ -409,7 +432,8 @@ async fn reset_offsets(
     body: Result<Json<ResetRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let request = json_body(body)?;
-    let committed = state.manager.reset_offsets(&name, request.reset).await?;
+    let manager = state.manager.clone();
+    let committed = detached(async move { manager.reset_offsets(&name, request.reset).await }).await?;
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
     Ok(Json(serde_json::json!({ "offsets": offsets })))
