@@ -25,12 +25,12 @@ use sluice_tests::kafka::{TansuBroker, client_config, unique_suffix};
 
 const PARTITIONS: i32 = 4;
 /// Records per second fed to the input while reloads happen.
-const RATE: u64 = 4_000;
+const RATE: u64 = 1_000;
 
 /// Feeds the input at [`RATE`] until `stop`.
 fn feed(bootstrap: String, topic: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let producer: FutureProducer = client_config(&bootstrap).set("linger.ms", "2").create().unwrap();
+        let producer: FutureProducer = client_config(&bootstrap).set("linger.ms", "20").create().unwrap();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut n: u64 = 0;
         while !stop.load(Ordering::Relaxed) {
