@@ -442,8 +442,7 @@ fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     let module = component(&args.module)?;
     let answer = with_progress(&module, |progress| args.client.client().deploy(&spec, &module, progress))?;
     if args.client.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return print_json(&answer);
     }
     let result = answer["result"].as_str().unwrap_or("deployed");
     println!(
@@ -477,15 +476,10 @@ fn offsets(args: OffsetsArgs) -> anyhow::Result<()> {
     let answer =
         args.client.client().post_json(&format!("/v1/pipelines/{}/offsets", args.name), &json!({ "reset": reset }))?;
     if args.client.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return print_json(&answer);
     }
-    let rows: Vec<Vec<String>> = answer["offsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| vec![text(&o["topic"]), text(&o["partition"]), text(&o["offset"])])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        items(&answer["offsets"]).map(|o| vec![text(&o["topic"]), text(&o["partition"]), text(&o["offset"])]).collect();
     print_table(&["TOPIC", "PARTITION", "COMMITTED"], &rows);
     Ok(())
 }
@@ -493,13 +487,9 @@ fn offsets(args: OffsetsArgs) -> anyhow::Result<()> {
 fn ls(args: &ClientArgs) -> anyhow::Result<()> {
     let answer = args.client().get("/v1/pipelines")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return print_json(&answer);
     }
-    let rows: Vec<Vec<String>> = answer["pipelines"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(&answer["pipelines"])
         .map(|p| {
             vec![
                 text(&p["name"]),
@@ -521,8 +511,7 @@ fn ls(args: &ClientArgs) -> anyhow::Result<()> {
 fn status(args: &NameArgs) -> anyhow::Result<()> {
     let p = args.client.client().get(&format!("/v1/pipelines/{}", args.name))?;
     if args.client.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
+        return print_json(&p);
     }
     let s = &p["status"];
     println!("pipeline   {}", text(&p["name"]));
@@ -559,10 +548,7 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
         text(&s["cache"]["stats"]["unavailable"])
     );
     println!("\nversions");
-    let versions: Vec<Vec<String>> = p["revisions"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let versions: Vec<Vec<String>> = items(&p["revisions"])
         .map(|r| {
             vec![
                 text(&r["revision"]),
@@ -575,12 +561,8 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
     print_table(&["REV", "MODULE", "CAUSE", "DEPLOYED (UNIX S)"], &versions);
     println!("\npartitions");
     let mut rows: Vec<Vec<String>> = Vec::new();
-    for o in p["offsets"].as_array().into_iter().flatten() {
-        let worker = s["partitions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|w| w["topic"] == o["topic"] && w["partition"] == o["partition"]);
+    for o in items(&p["offsets"]) {
+        let worker = items(&s["partitions"]).find(|w| w["topic"] == o["topic"] && w["partition"] == o["partition"]);
         rows.push(vec![
             text(&o["topic"]),
             text(&o["partition"]),
@@ -601,13 +583,9 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
 fn modules(args: &ClientArgs) -> anyhow::Result<()> {
     let answer = args.client().get("/v1/modules")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+        return print_json(&answer);
     }
-    let rows: Vec<Vec<String>> = answer["modules"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(&answer["modules"])
         .map(|m| vec![text(&m["digest"]), text(&m["size"]), text(&m["uploaded_at"])])
         .collect();
     print_table(&["DIGEST", "BYTES", "UPLOADED (UNIX S)"], &rows);
@@ -616,7 +594,7 @@ fn modules(args: &ClientArgs) -> anyhow::Result<()> {
 
 fn print_summary(args: &ClientArgs, what: &str, answer: &Value) -> anyhow::Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(answer)?);
+        print_json(answer)?;
     } else {
         println!(
             "pipeline {} {what}: {}, module {} (revision {})",
@@ -652,6 +630,16 @@ fn with_progress<T>(module: &Path, upload: impl FnOnce(&mut dyn FnMut(u64, u64))
         eprintln!();
     }
     result
+}
+
+fn print_json(answer: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(answer)?);
+    Ok(())
+}
+
+/// The elements of a JSON array, none when `value` is not one.
+fn items(value: &Value) -> impl Iterator<Item = &Value> {
+    value.as_array().into_iter().flatten()
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {

@@ -29,7 +29,7 @@ use crate::pipeline::{Pipeline, PipelineCacheStatus, PipelineStats, PipelineStat
 use crate::registry::pipelines::{
     DEFAULT_KEEP_VERSIONS, DesiredState, PipelineRecord, PipelineStore, Revision, StoreError,
 };
-use crate::registry::{ModuleInfo, ModuleRegistry, RegistryError, Stored, parse_digest};
+use crate::registry::{ModuleInfo, ModuleRegistry, RegistryError, Stored, canonical_digest};
 use crate::source::kafka::{self as source, PartitionOffsets};
 
 /// How often pipelines that should run but could not start (the broker was down at start-up,
@@ -498,15 +498,15 @@ impl PipelineManager {
 
     /// Deletes the module `digest` from the registry, unless a pipeline runs or keeps it.
     pub async fn delete_module(&self, digest: &str) -> Result<(), ManagerError> {
-        let users = self.module_users(digest).await?;
+        let digest = canonical_digest(digest)?;
+        let users = self.module_users(&digest).await?;
         if !users.is_empty() {
             return Err(ManagerError::Conflict(format!(
-                "module {} is used by pipelines {users:?} (as the current or a kept version); delete or update them first",
-                canonical_digest(digest)?
+                "module {digest} is used by pipelines {users:?} (as the current or a kept version); delete or update them first"
             )));
         }
-        self.inner.registry.delete(digest).await?;
-        self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&canonical_digest(digest)?);
+        self.inner.registry.delete(&digest).await?;
+        self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
         Ok(())
     }
 
@@ -552,15 +552,16 @@ impl PipelineManager {
             record.push_revision(&spec.module, cause, self.inner.keep_versions);
         }
         record.spec = spec;
+        if settings_cache_changed(&old, &record.spec) {
+            // The next start connects to the new cache.
+            managed.cache = None;
+        }
         if settings_changed && managed.running.is_some() {
             // Check the new settings where possible before stopping the running pipeline.
             self.check_topics(&record.spec).await?;
             let previous = managed.running.take().expect("checked above");
             previous.stop().await;
             let old_record = std::mem::replace(&mut managed.record, record.clone());
-            if settings_cache_changed(&old, &record.spec) {
-                managed.cache = None;
-            }
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running.
                 managed.record = old_record;
@@ -576,9 +577,6 @@ impl PipelineManager {
         if let Err(e) = self.save(&record).await {
             tracing::error!(pipeline = %record.spec.name, "the change is applied but not saved: {e}");
             return Err(e);
-        }
-        if settings_changed && managed.running.is_none() && settings_cache_changed(&old, &record.spec) {
-            managed.cache = None;
         }
         managed.record = record;
         Ok(if settings_changed { Applied::Updated } else { Applied::Reloaded })
@@ -684,11 +682,6 @@ impl PipelineManager {
 /// Whether the cache a pipeline uses changes between two specs.
 fn settings_cache_changed(old: &PipelineSpec, new: &PipelineSpec) -> bool {
     old.cache != new.cache || old.namespace() != new.namespace()
-}
-
-/// `sha256:<hex>` for a digest given either way.
-fn canonical_digest(digest: &str) -> Result<String, RegistryError> {
-    parse_digest(digest).map(|hex| format!("sha256:{hex}"))
 }
 
 fn not_found(name: &str) -> ManagerError {

@@ -11,7 +11,6 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::admin::{self, AdminConfig, REQUEST_TIMEOUT, check_listen_address};
-use crate::engine::{Engine, Module};
 use crate::kafka::KafkaConfig;
 use crate::manager::{ManagerConfig, PipelineManager};
 use crate::pipeline::spec::PipelineSpec;
@@ -181,15 +180,6 @@ pub async fn serve_admin(
     );
     axum::serve(listener, admin::router(manager, config)).with_graceful_shutdown(shutdown).await?;
     Ok(())
-}
-
-/// Reads and compiles a module file off the async executor.
-pub async fn load_module(engine: &Engine, path: &Path) -> anyhow::Result<Module> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))?;
-    let engine = engine.clone();
-    let module =
-        tokio::task::spawn_blocking(move || engine.load(&bytes)).await.context("module loading task failed")?;
-    module.with_context(|| format!("cannot load module {}", path.display()))
 }
 
 /// Waits for Ctrl-C or SIGTERM.

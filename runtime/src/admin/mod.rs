@@ -472,6 +472,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 fn module_not_found(digest: &str) -> ApiError {
     // `info` parsed the digest already; name it in its canonical form.
-    let digest = crate::registry::parse_digest(digest).map(|hex| format!("sha256:{hex}")).unwrap_or_default();
+    let digest = crate::registry::canonical_digest(digest).unwrap_or_default();
     ApiError::Registry(crate::registry::RegistryError::NotFound { digest })
 }

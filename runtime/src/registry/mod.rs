@@ -130,6 +130,12 @@ fn refused_message(digest: &str, error: &ModuleError) -> String {
     if message.contains(digest) { message } else { format!("module {digest} refused: {message}") }
 }
 
+/// A digest given as `sha256:<hex>` or `<hex>`, in its canonical form `sha256:<hex>`
+/// (lowercase).
+pub fn canonical_digest(text: &str) -> Result<String, RegistryError> {
+    parse_digest(text).map(|hex| format!("{DIGEST_PREFIX}{hex}"))
+}
+
 /// The hex part of a digest given as `sha256:<hex>` or `<hex>`, lowercased.
 pub fn parse_digest(text: &str) -> Result<String, RegistryError> {
     let hex = text.strip_prefix(DIGEST_PREFIX).unwrap_or(text);

@@ -156,23 +156,8 @@ pub(crate) fn prepare_start(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow:
     if matches!(spec.processing.start, StartPosition::Earliest | StartPosition::Latest) {
         return Ok(());
     }
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", spec.group_id())
-        .set("enable.auto.commit", "false")
-        .create()
-        .with_context(|| format!("pipeline {}: cannot create a consumer to set start offsets", spec.name))?;
-    let mut all = TopicPartitionList::new();
-    for topic in &spec.inputs {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
-            .with_context(|| format!("pipeline {}: cannot read metadata of topic {topic}", spec.name))?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                all.add_partition(topic, p.id());
-            }
-        }
-    }
+    let consumer = group_client(spec, kafka)?;
+    let all = input_partitions(&consumer, spec)?;
     let committed = consumer.committed_offsets(all.clone(), REQUEST_TIMEOUT)?;
     if committed.elements().iter().any(|e| matches!(e.offset(), Offset::Offset(_))) {
         return Ok(());
@@ -209,17 +194,7 @@ pub(crate) fn prepare_start(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow:
 /// Checks that every topic the pipeline reads or writes exists, so a typo is an error at
 /// start rather than a pipeline that waits forever.
 pub(crate) fn check_topics_exist(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka.client_config().set("allow.auto.create.topics", "false").create()?;
-    let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT).with_context(|| {
-        format!("pipeline {}: cannot read the cluster's metadata from {}", spec.name, kafka.brokers)
-    })?;
-    let existing: std::collections::HashSet<&str> =
-        metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
-    let mut needed: Vec<String> = spec.inputs.iter().chain(spec.outputs.values()).cloned().collect();
-    if spec.processing.on_failure == crate::pipeline::spec::FailurePolicy::DeadLetter {
-        needed.push(spec.dead_letter_topic());
-    }
-    let missing: Vec<String> = needed.into_iter().filter(|t| !existing.contains(t.as_str())).collect();
+    let missing = missing_topics(spec, kafka)?;
     if !missing.is_empty() {
         anyhow::bail!(
             "pipeline {}: topics {missing:?} do not exist on {}; create them first",
@@ -275,14 +250,14 @@ pub struct PartitionOffsets {
 }
 
 /// A consumer in the pipeline's group that never joins it: it reads and commits the group's
-/// offsets while the pipeline is stopped, or beside it.
+/// offsets while the pipeline is stopped (or not started yet), or beside it.
 fn group_client(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
     kafka
         .client_config()
         .set("group.id", spec.group_id())
         .set("enable.auto.commit", "false")
         .create()
-        .with_context(|| format!("pipeline {}: cannot create a Kafka client for its offsets", spec.name))
+        .with_context(|| format!("pipeline {}: cannot create a Kafka client for its group's offsets", spec.name))
 }
 
 /// Every partition of the pipeline's inputs.
@@ -388,8 +363,8 @@ pub fn reset_offsets(
     Ok(committed)
 }
 
-/// The topics the pipeline reads or writes (its dead-letter topic included) that the cluster
-/// does not have.
+/// The topics the pipeline reads or writes (its dead-letter topic under the `dead-letter`
+/// policy included) that the cluster does not have, sorted.
 pub fn missing_topics(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Result<Vec<String>> {
     let consumer: BaseConsumer = kafka.client_config().set("allow.auto.create.topics", "false").create()?;
     let metadata = consumer.fetch_metadata(None, REQUEST_TIMEOUT).with_context(|| {
@@ -398,7 +373,9 @@ pub fn missing_topics(spec: &PipelineSpec, kafka: &KafkaConfig) -> anyhow::Resul
     let existing: std::collections::HashSet<&str> =
         metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     let mut needed: Vec<String> = spec.inputs.iter().chain(spec.outputs.values()).cloned().collect();
-    needed.push(spec.dead_letter_topic());
+    if spec.processing.on_failure == crate::pipeline::spec::FailurePolicy::DeadLetter {
+        needed.push(spec.dead_letter_topic());
+    }
     needed.retain(|t| !existing.contains(t.as_str()));
     needed.sort();
     needed.dedup();
