@@ -1,6 +1,7 @@
 //! `sluice serve` as a process of its own, as an operator runs it: started on a data
 //! directory, its admin API on a free loopback port, stopped with SIGTERM or killed.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,13 +31,20 @@ impl ServeProcess {
     /// Starts `sluice serve` for the cluster at `brokers` on `data_dir`, with the extra
     /// `args`, logging to `<data_dir>.log`; waits until its admin API answers.
     pub fn start(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
-        let log = data_dir.with_extension("log");
+        let mut all: Vec<&OsStr> =
+            vec!["--brokers".as_ref(), brokers.as_ref(), "--data-dir".as_ref(), data_dir.as_ref()];
+        all.extend(["--status-every", "0"].map(OsStr::new));
+        all.extend(args.iter().map(OsStr::new));
+        ServeProcess::spawn(&all, data_dir.with_extension("log"))
+    }
+
+    /// Starts `sluice serve <args>` with its admin API on a free loopback port, logging to
+    /// `log` (appended to); waits until the API answers.
+    pub fn spawn(args: &[&OsStr], log: PathBuf) -> ServeProcess {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
         let child = Command::new(sluice_binary())
-            .args(["serve", "--brokers", brokers, "--admin-listen", "127.0.0.1:0", "--status-every", "0"])
-            .arg("--data-dir")
-            .arg(data_dir)
+            .args(["serve", "--admin-listen", "127.0.0.1:0"])
             .args(args)
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")

@@ -4,7 +4,7 @@
 //! reset while paused, a restart that restores every pipeline in its state, and the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -109,19 +109,47 @@ fn all_partitions_run(report: &Value, digest: &str) -> bool {
         })
 }
 
-fn data_dir(parent: &Path, name: &str) -> std::path::PathBuf {
-    parent.join(name)
+/// One test's setting: a broker, a `sluice serve` process on a fresh data directory, and the
+/// topics of one pipeline.
+struct World {
+    broker: TansuBroker,
+    dir: tempfile::TempDir,
+    serve: ServeProcess,
+    topics: Topics,
+}
+
+impl World {
+    fn start() -> World {
+        let broker = TansuBroker::start();
+        let dir = tempfile::tempdir().unwrap();
+        let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &[]);
+        let topics = topics(&broker);
+        World { broker, dir, serve, topics }
+    }
+}
+
+/// Deploys `guest` as the pipeline of `topics` in one call (`POST /v1/deploy`).
+async fn deploy(url: &str, topics: &Topics, guest: &str) -> Value {
+    let (spec, module) = (spec(topics), guests::component(guest));
+    api(url, move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy")
+}
+
+/// Reloads the pipeline `name` with the component file `module`.
+async fn reload(url: &str, name: &str, module: PathBuf) -> anyhow::Result<Value> {
+    let path = format!("/v1/pipelines/{name}/reload");
+    api(url, move |c| c.post_module(&path, &module, &mut |_, _| {})).await
+}
+
+/// `POST /v1/pipelines/{name}/{action}` with `body`: pause, resume, rollback, offsets.
+async fn act(url: &str, name: &str, action: &str, body: Value) -> anyhow::Result<Value> {
+    let path = format!("/v1/pipelines/{name}/{action}");
+    api(url, move |c| c.post_json(&path, &body)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() {
-    let broker = TansuBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
-    let topics = topics(&broker);
-    let spec = spec(&topics);
-    let module = guests::component("tagged-v1");
-    let answer = api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    let World { broker, dir: _dir, serve, topics } = World::start();
+    let answer = deploy(serve.url(), &topics, "tagged-v1").await;
     assert_eq!(answer["result"], "created");
     assert_eq!(answer["pipeline"]["state"], "running");
     assert_eq!(answer["pipeline"]["revision"], 1);
@@ -167,14 +195,9 @@ fn keep_producing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_nothing() {
-    let broker = TansuBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
-    let topics = topics(&broker);
+    let World { broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
-    let spec = spec(&topics);
-    let v1 = guests::component("tagged-v1");
-    let deployed = api(serve.url(), move |c| c.deploy(&spec, &v1, &mut |_, _| {})).await.expect("deploy v1");
+    let deployed = deploy(serve.url(), &topics, "tagged-v1").await;
     let v1_digest = deployed["module"]["digest"].as_str().unwrap().to_string();
 
     let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
@@ -182,9 +205,7 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
     wait_for_report(serve.url(), &name, "v1 on every partition", |r| all_partitions_run(r, &v1_digest)).await;
 
     // Reload v2 while records flow.
-    let v2 = guests::component("tagged-v2");
-    let path = format!("/v1/pipelines/{name}/reload");
-    let reloaded = api(serve.url(), move |c| c.post_module(&path, &v2, &mut |_, _| {})).await.expect("reload v2");
+    let reloaded = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload v2");
     let v2_digest = reloaded["module"].as_str().unwrap().to_string();
     assert_ne!(v2_digest, v1_digest);
     assert_eq!(reloaded["revision"], 2);
@@ -193,8 +214,7 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
         wait_for_report(serve.url(), &name, "v2 on every partition", |r| all_partitions_run(r, &v2_digest)).await;
 
     // Roll back to v1 while records flow.
-    let path = format!("/v1/pipelines/{name}/rollback");
-    let rolled = api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("rollback");
+    let rolled = act(serve.url(), &name, "rollback", json!({})).await.expect("rollback");
     assert_eq!(rolled["module"], v1_digest.as_str());
     assert_eq!(rolled["revision"], 3);
     let after_rollback =
@@ -249,20 +269,14 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_module_on_reload_is_refused_and_the_running_version_keeps_going() {
-    let broker = TansuBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
-    let topics = topics(&broker);
+    let World { broker, dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
-    let spec = spec(&topics);
-    let v1 = guests::component("tagged-v1");
-    api(serve.url(), move |c| c.deploy(&spec, &v1, &mut |_, _| {})).await.expect("deploy v1");
+    deploy(serve.url(), &topics, "tagged-v1").await;
     produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
 
     let bad = dir.path().join("core.wasm");
     std::fs::write(&bad, wat::parse_str("(module)").unwrap()).unwrap();
-    let path = format!("/v1/pipelines/{name}/reload");
-    let error = api(serve.url(), move |c| c.post_module(&path, &bad, &mut |_, _| {})).await.unwrap_err();
+    let error = reload(serve.url(), &name, bad).await.unwrap_err();
     let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
     assert_eq!((failure.status, failure.code.as_str()), (422, "invalid_module"));
     assert!(failure.message.contains("core WebAssembly module, not a component"), "{}", failure.message);
@@ -280,18 +294,14 @@ async fn an_invalid_module_on_reload_is_refused_and_the_running_version_keeps_go
 async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_offsets() {
     let broker = TansuBroker::start();
     let dir = tempfile::tempdir().unwrap();
-    let data = data_dir(dir.path(), "data");
+    let data = dir.path().join("data");
     let mut serve = ServeProcess::start(&broker.bootstrap(), &data, &[]);
     let (running, paused) = (topics(&broker), topics(&broker));
-    for (topics, guest) in [(&running, "tagged-v1"), (&paused, "tagged-v1")] {
-        let (spec, module) = (spec(topics), guests::component(guest));
-        api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    for topics in [&running, &paused] {
+        deploy(serve.url(), topics, "tagged-v1").await;
     }
-    let v2 = guests::component("tagged-v2");
-    let path = format!("/v1/pipelines/{}/reload", pipeline_name(&running));
-    api(serve.url(), move |c| c.post_module(&path, &v2, &mut |_, _| {})).await.expect("reload");
-    let path = format!("/v1/pipelines/{}/pause", pipeline_name(&paused));
-    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("pause");
+    reload(serve.url(), &pipeline_name(&running), guests::component("tagged-v2")).await.expect("reload");
+    act(serve.url(), &pipeline_name(&paused), "pause", json!({})).await.expect("pause");
     produce_ids(&broker.bootstrap(), &running.input, 0..100).await;
     assert_eq!(consume_all(&broker.bootstrap(), &running.output, 100, WAIT).await.len(), 100);
 
@@ -324,39 +334,29 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
     assert!(outputs.iter().filter(|r| tagged(r).id >= 100).all(|r| tagged(r).tag == "v2"));
     // The paused one processed nothing until resumed.
     assert!(consume_all(&broker.bootstrap(), &paused.output, 1, Duration::from_secs(3)).await.is_empty());
-    let path = format!("/v1/pipelines/{}/resume", pipeline_name(&paused));
-    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("resume");
+    act(serve.url(), &pipeline_name(&paused), "resume", json!({})).await.expect("resume");
     assert_eq!(consume_all(&broker.bootstrap(), &paused.output, 50, WAIT).await.len(), 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_reset_only_while_paused_and_the_pipeline_resumes_from_them() {
-    let broker = TansuBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
-    let topics = topics(&broker);
+    let World { broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
-    let (spec, module) = (spec(&topics), guests::component("tagged-v1"));
-    api(serve.url(), move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy");
+    deploy(serve.url(), &topics, "tagged-v1").await;
     produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
     assert_eq!(consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await.len(), 40);
 
-    let path = format!("/v1/pipelines/{name}/offsets");
-    let reset = json!({ "reset": "earliest" });
-    let error = api(serve.url(), move |c| c.post_json(&path, &reset)).await.unwrap_err();
+    let error = act(serve.url(), &name, "offsets", json!({ "reset": "earliest" })).await.unwrap_err();
     let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
     assert_eq!((failure.status, failure.code.as_str()), (409, "conflict"), "{failure}");
     assert!(failure.message.contains("pause it"), "{failure}");
 
-    let path = format!("/v1/pipelines/{name}/pause");
-    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("pause");
-    let path = format!("/v1/pipelines/{name}/offsets");
-    let reset = api(serve.url(), move |c| c.post_json(&path, &json!({ "reset": "earliest" }))).await.expect("reset");
+    act(serve.url(), &name, "pause", json!({})).await.expect("pause");
+    let reset = act(serve.url(), &name, "offsets", json!({ "reset": "earliest" })).await.expect("reset");
     let offsets: Vec<i64> =
         reset["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_i64().unwrap()).collect();
     assert_eq!(offsets, vec![0; PARTITIONS as usize]);
-    let path = format!("/v1/pipelines/{name}/resume");
-    api(serve.url(), move |c| c.post_json(&path, &json!({}))).await.expect("resume");
+    act(serve.url(), &name, "resume", json!({})).await.expect("resume");
     // Every record is processed a second time, from the start.
     let outputs = consume_all(&broker.bootstrap(), &topics.output, 80, WAIT).await;
     let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
@@ -376,10 +376,7 @@ fn cli(url: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_deploys_lists_reloads_rolls_back_pauses_resumes_and_removes_a_pipeline() {
-    let broker = TansuBroker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(&broker.bootstrap(), &data_dir(dir.path(), "data"), &[]);
-    let topics = topics(&broker);
+    let World { broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
     let url = serve.url().to_string();
     let (v1, v2) = (guests::component("tagged-v1"), guests::component("tagged-v2"));

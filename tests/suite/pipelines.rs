@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use sluice_tests::guests;
 use sluice_tests::kafka::{
     ConsumedRecord, TansuBroker, client_config, committed_offsets, consume_all, produce, unique_suffix,
 };
+use sluice_tests::process::ServeProcess;
 
 /// How long a test waits for outputs before it fails.
 const OUTPUT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -233,50 +233,9 @@ async fn pipeline_resumes_after_the_broker_goes_away_and_comes_back() {
     pipeline.stop().await;
 }
 
-/// A `sluice serve` process, killed by its PID when dropped.
-struct Runtime {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Runtime {
-    fn start(config: &Path, log: PathBuf) -> Runtime {
-        let binary = guests::workspace_root().join("target/release/sluice");
-        assert!(binary.exists(), "{} is missing: run `cargo build --release -p sluice`", binary.display());
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--status-every", "1", "--admin-listen", "127.0.0.1:0"])
-            .env("SLUICE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn sluice serve");
-        Runtime { child, log }
-    }
-
-    fn kill_9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Asks the process to stop (SIGTERM) and waits for it.
-    fn terminate(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.kill_9();
-    }
+/// `sluice serve --config <config>`, logging its status every second to `log`.
+fn serve(config: &Path, log: PathBuf) -> ServeProcess {
+    ServeProcess::spawn(&["--config".as_ref(), config.as_ref(), "--status-every".as_ref(), "1".as_ref()], log)
 }
 
 /// Writes a `sluice serve` config for one passthrough pipeline.
@@ -309,7 +268,7 @@ processing = {{ dead_letter_topic = "{dlq}", batch_size = 100, linger_ms = 5 }}
 }
 
 /// Waits until `check` is true of the runtime's log, or panics with the log.
-async fn wait_for_log(runtime: &Runtime, what: &str, check: impl Fn(&str) -> bool) {
+async fn wait_for_log(runtime: &ServeProcess, what: &str, check: impl Fn(&str) -> bool) {
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
     while !check(&runtime.log()) {
         assert!(
@@ -331,7 +290,7 @@ async fn killing_the_runtime_mid_stream_and_restarting_it_loses_nothing() {
     let bootstrap = broker.bootstrap();
     const TOTAL: usize = 6_000;
 
-    let mut runtime = Runtime::start(&config, dir.path().join("first.log"));
+    let mut runtime = serve(&config, dir.path().join("first.log"));
     produce_ids(&bootstrap, &topics.input, 3, 0..TOTAL / 2).await;
     // Let it get part of the way, then kill it without warning.
     wait_for_log(&runtime, "records processed", |log| {
@@ -344,7 +303,7 @@ async fn killing_the_runtime_mid_stream_and_restarting_it_loses_nothing() {
     runtime.kill_9();
     produce_ids(&bootstrap, &topics.input, 3, TOTAL / 2..TOTAL).await;
 
-    let restarted = Runtime::start(&config, dir.path().join("second.log"));
+    let restarted = serve(&config, dir.path().join("second.log"));
     let seen = read_until_seen(&bootstrap, &topics.output, 3, &ids(0..TOTAL)).await;
     let lost = missing(&ids(0..TOTAL), &seen);
     assert!(
@@ -365,8 +324,8 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
     let bootstrap = broker.bootstrap();
     const TOTAL: usize = 4_000;
 
-    let mut first = Runtime::start(&config, dir.path().join("first.log"));
-    let second = Runtime::start(&config, dir.path().join("second.log"));
+    let mut first = serve(&config, dir.path().join("first.log"));
+    let second = serve(&config, dir.path().join("second.log"));
     let assigned = |log: &str| log.lines().rev().find(|l| l.contains("partitions assigned")).map(str::to_owned);
     // Both members end up with a share of the four partitions.
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
