@@ -18,6 +18,8 @@ pub struct ServeProcess {
     child: Child,
     log: PathBuf,
     url: String,
+    /// Where this process's lines begin in `log`.
+    started_at: usize,
 }
 
 /// The `sluice` binary built by `make build`, or the one `SLUICE_BINARY` names.
@@ -43,18 +45,8 @@ impl ServeProcess {
     /// Starts `sluice serve <args>` with its admin API on a free loopback port, logging to
     /// `log` (appended to); waits until the API answers.
     pub fn spawn(args: &[&OsStr], log: PathBuf) -> ServeProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
-        let child = Command::new(sluice_binary())
-            .args(["serve", "--admin-listen", "127.0.0.1:0"])
-            .args(args)
-            .env("SLUICE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("spawn sluice serve");
-        let mut process = ServeProcess { child, log, url: String::new() };
+        let mut process = ServeProcess::spawn_unready(args, log);
+        let start = process.started_at;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let text = process.log();
@@ -72,6 +64,22 @@ impl ServeProcess {
         process
     }
 
+    /// Starts `sluice serve <args>` like [`ServeProcess::spawn`] without waiting for anything.
+    pub fn spawn_unready(args: &[&OsStr], log: PathBuf) -> ServeProcess {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let started_at = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+        let child = Command::new(sluice_binary())
+            .args(["serve", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SLUICE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn sluice serve");
+        ServeProcess { child, log, url: String::new(), started_at }
+    }
+
     /// The admin API's URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -84,8 +92,18 @@ impl ServeProcess {
 
     /// Asks the process to stop (SIGTERM) and waits for it.
     pub fn terminate(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.signal_term();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Kills the process at once.

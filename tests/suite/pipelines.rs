@@ -598,3 +598,95 @@ async fn a_runtime_that_owns_no_partition_while_records_wait_shows_stalled() {
     let warnings = survivor.log().matches("pipeline stalled").count();
     assert_eq!(warnings, 1, "the stall is logged once:\n{}", survivor.log());
 }
+
+/// Waits for a `sluice serve` process to exit by itself, or panics with its log.
+async fn wait_for_exit(runtime: &mut ServeProcess, within: Duration) -> std::process::ExitStatus {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(status) = runtime.try_wait() {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the runtime did not exit; log:\n{}", runtime.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A shutdown has a documented bound (`serve::SHUTDOWN_TIMEOUT`, 30 s); the wait here is
+/// longer so a busy machine does not fail it, and still far below a hang.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_gone_stops_every_pipeline_and_ends_the_process() {
+    let mut broker = TansuBroker::start();
+    let topics = topics(&broker, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), &broker, &topics, &format!("gone-{}", unique_suffix()));
+    let mut runtime = serve(&config, dir.path().join("runtime.log"));
+    produce_ids(&broker.bootstrap(), &topics.input, 2, 0..200).await;
+    read_until_seen(&broker.bootstrap(), &topics.output, 2, &ids(0..200)).await;
+
+    broker.stop();
+    wait_for_log(&runtime, "the outage noticed", |log| log.contains("is unreachable")).await;
+    runtime.signal_term();
+    let status = wait_for_exit(&mut runtime, EXIT_WAIT).await;
+    let log = runtime.log();
+    assert!(log.contains("pipeline stopped"), "every pipeline stops:\n{log}");
+    assert!(status.success(), "a clean exit within the bound, not the deadline's forced one: {status}\n{log}");
+    assert!(!log.contains("trying again"), "nothing restarts once the shutdown began:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_stops_the_process_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: the start-up waits on the cluster's metadata.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let broker = format!("127.0.0.1:{port}");
+    let topics = Topics { input: "in".into(), output: "out".into(), dead_letters: "dlq".into() };
+    let path = dir.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"{}\"\n[kafka]\nbrokers = \"{broker}\"\n[[pipeline]]\nname = \"early\"\ninputs = [\"{}\"]\noutputs = {{ default = \"{}\" }}\nmodule = \"{}\"\n",
+            dir.path().join("data").display(),
+            topics.input,
+            topics.output,
+            guests::component("passthrough").display()
+        ),
+    )
+    .unwrap();
+    let mut runtime = ServeProcess::spawn_unready(&["--config".as_ref(), path.as_ref()], dir.path().join("early.log"));
+    wait_for_log(&runtime, "start-up under way", |log| log.contains("runtime node")).await;
+    runtime.signal_term();
+    let status = wait_for_exit(&mut runtime, EXIT_WAIT).await;
+    assert!(status.success(), "a clean stop, not death by SIGTERM: {status}\n{}", runtime.log());
+    assert!(runtime.log().contains("stopping during start-up"), "{}", runtime.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let mut broker = TansuBroker::start();
+    let topics = topics(&broker, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("outage-{}", unique_suffix());
+    let config = serve_config(dir.path(), &broker, &topics, &name);
+    let runtime = serve(&config, dir.path().join("runtime.log"));
+    produce_ids(&broker.bootstrap(), &topics.input, 2, 0..100).await;
+    read_until_seen(&broker.bootstrap(), &topics.output, 2, &ids(0..100)).await;
+
+    broker.stop();
+    wait_for_log(&runtime, "the outage", |log| log.contains("is unreachable")).await;
+    broker.restart();
+    wait_for_log(&runtime, "the recovery", |log| log.contains("reachable again")).await;
+    produce_ids(&broker.bootstrap(), &topics.input, 2, 100..200).await;
+    read_until_seen(&broker.bootstrap(), &topics.output, 2, &ids(0..200)).await;
+
+    let log = runtime.log();
+    let lines = |what: &str| log.lines().filter(|l| l.contains(what) && l.contains(&name)).count();
+    assert_eq!(
+        (lines("is unreachable"), lines("reachable again")),
+        (1, 1),
+        "one line each, naming the pipeline:\n{log}"
+    );
+    let metrics = runtime.client(None).get_text("/metrics").unwrap();
+    assert!(metrics.contains(&format!("sluice_pipeline_broker_outages_total{{pipeline=\"{name}\"}} 1")), "{metrics}");
+}
