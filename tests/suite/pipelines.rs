@@ -282,6 +282,13 @@ processing = {{ dead_letter_topic = "{dlq}", batch_size = 100, linger_ms = 5 }}
     path
 }
 
+/// The name of the pipeline a [`serve_config`] file declares.
+fn config_pipeline_name(config: &Path) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text.lines().find(|l| l.starts_with("name = ")).expect("a pipeline name");
+    line.trim_start_matches("name = ").trim_matches('"').to_string()
+}
+
 /// Waits until `check` is true of the runtime's log, or panics with the log.
 async fn wait_for_log(runtime: &ServeProcess, what: &str, check: impl Fn(&str) -> bool) {
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
@@ -359,6 +366,15 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
 
     produce_ids(&bootstrap, &topics.input, 4, 0..TOTAL / 2).await;
     let half = read_until_seen(&bootstrap, &topics.output, 4, &ids(0..TOTAL / 2)).await;
+    // Rows of partitions a runtime gave up in the rebalance are history, not its work now.
+    for node in [&first, &second] {
+        let name = config_pipeline_name(&config);
+        let report = node.client(None).get(&format!("/v1/pipelines/{name}")).unwrap();
+        let rows = report["status"]["partitions"].as_array().unwrap().clone();
+        let owned = rows.iter().filter(|r| r["owned"] == true).count() as u64;
+        assert_eq!(Some(owned), report["status"]["owned_partitions"].as_u64(), "{report:#}");
+        assert!(rows.iter().filter(|r| r["owned"] == false).all(|r| r["state"] == "stopped"), "{report:#}");
+    }
     assert!(
         missing(&ids(0..TOTAL / 2), &half).is_empty(),
         "both running: missing {:?}",
@@ -675,6 +691,16 @@ async fn a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
 
     broker.stop();
     wait_for_log(&runtime, "the outage", |log| log.contains("is unreachable")).await;
+    // While the broker does not answer, the status still shows what the runtime knows of its
+    // partitions.
+    let status = std::process::Command::new(sluice_tests::process::sluice_binary())
+        .args(["status", &name, "--url", runtime.url()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(text.contains("offsets unavailable"), "{text}");
+    assert_eq!(text.matches("(stored here)").count(), 2, "a row per partition:\n{text}");
     broker.restart();
     wait_for_log(&runtime, "the recovery", |log| log.contains("reachable again")).await;
     produce_ids(&broker.bootstrap(), &topics.input, 2, 100..200).await;

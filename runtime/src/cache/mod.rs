@@ -641,6 +641,55 @@ mod tests {
         );
     }
 
+    /// A backend that is down while its flag says so.
+    struct Flaky(std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl CacheBackend for Flaky {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, CacheError> {
+            match self.0.load(Ordering::Relaxed) {
+                true => Err(CacheError::Unavailable("flaky is down".into())),
+                false => Ok(None),
+            }
+        }
+        async fn get_many(&self, _: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+            unreachable!()
+        }
+        async fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), CacheError> {
+            unreachable!()
+        }
+        async fn set_many(&self, _: &[(String, Vec<u8>)], _: Option<u32>) -> Result<(), CacheError> {
+            unreachable!()
+        }
+        async fn incr(&self, _: &str, _: i64, _: Option<u32>) -> Result<i64, CacheError> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &str) -> Result<bool, CacheError> {
+            unreachable!()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_one_outage_however_many_calls_fail_and_ends_at_the_first_answer() {
+        let backend = Arc::new(Flaky(std::sync::atomic::AtomicBool::new(true)));
+        let cache = Cache::new(backend.clone(), Namespace::new("ns").unwrap()).owned_by("clicks");
+        for _ in 0..50 {
+            assert!(cache.get("k").await.unwrap_err().is_unavailable());
+        }
+        let during = cache.stats().snapshot();
+        assert_eq!((during.outages, during.unavailable), (1, 50));
+        assert!(during.unavailable_for_ms.is_some());
+        backend.0.store(false, Ordering::Relaxed);
+        assert_eq!(cache.get("k").await, Ok(None));
+        assert_eq!(cache.stats().snapshot().unavailable_for_ms, None);
+        backend.0.store(true, Ordering::Relaxed);
+        let _ = cache.get("k").await;
+        assert_eq!(cache.stats().snapshot().outages, 2);
+    }
+
     #[test]
     fn latency_lands_in_fixed_buckets_with_mean_and_quantile_bounds() {
         let histogram = LatencyHistogram::default();
