@@ -404,6 +404,28 @@ async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_uncha
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_pipeline_that_cannot_start_is_failed_and_retried_not_fatal() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let id = unique_suffix();
+    // The output topic does not exist yet.
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}") };
+    broker.create_topic(&topics.input, PARTITIONS);
+    broker.create_topic(&format!("{}.dlq", pipeline_name(&topics)), 1);
+    let config = declare(dir.path(), &broker, &topics, "tagged-v1");
+    let serve = serve_with_config(&config, dir.path().join("serve.log"));
+    let name = pipeline_name(&topics);
+    let report = wait_for_report(serve.url(), &name, "the failed state", |r| r["state"] == "failed").await;
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&topics.output) && error.contains("do not exist"), "{report:#}");
+
+    broker.create_topic(&topics.output, PARTITIONS);
+    wait_for_report(serve.url(), &name, "the retried start", |r| r["state"] == "running").await;
+    produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
+    assert_eq!(consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await.len(), 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_the_running_module_answers_unchanged_and_adds_no_revision() {
     let World { broker: _broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
