@@ -81,7 +81,8 @@ fuzz: examples
 		>>target/fuzz.log 2>&1; lib=$$?; \
 	SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p sluice-tests --test sluice fuzz:: -- --nocapture \
 		--test-threads=1 >>target/fuzz.log 2>&1; suite=$$?; \
-	grep -E '^fuzz |^test result|panicked|minimal failing input|replay with' target/fuzz.log; \
+	grep -oE 'fuzz [a-z_]+: [0-9]+ executions in [0-9.]+ s|test result: .*|panicked at .*|minimal failing input.*|replay with .*' \
+		target/fuzz.log; \
 	[ $$lib = 0 ] && [ $$suite = 0 ]
 
 fmt:
