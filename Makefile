@@ -14,7 +14,7 @@ APT_PACKAGES := memcached redis-server redis-tools
 TANSU_VERSION := 0.6.0
 TANSU := $(HOME)/.cargo/bin/tansu
 
-.PHONY: setup build examples test test-only run try bench lint fmt clean-artifacts
+.PHONY: setup build examples test test-only run try bench lint fmt clean-artifacts fuzz
 
 ## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target,
 ## memcached + redis-server for the cache tests, and the tansu broker for the Kafka tests.
@@ -69,6 +69,21 @@ bench: setup examples
 	$(CARGO) bench -p sluice-tests --bench cache_incr
 	$(CARGO) bench -p sluice-tests --bench kafka
 	$(CARGO) bench -p sluice-tests --bench reload
+
+## fuzz: every fuzz target (property tests of the code that takes untrusted bytes: cache URLs,
+## memcached replies, Kafka headers, pipeline specs, module uploads, runner input, records
+## through a guest), each for FUZZ_SECONDS instead of its few quick cases in `make test`, one
+## at a time. Prints the executions of each target; the full log is target/fuzz.log.
+FUZZ_SECONDS ?= 15
+fuzz: examples
+	@rm -f target/fuzz.log
+	@SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p sluice --lib fuzz -- --nocapture --test-threads=1 \
+		>>target/fuzz.log 2>&1; lib=$$?; \
+	SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p sluice-tests --test sluice fuzz:: -- --nocapture \
+		--test-threads=1 >>target/fuzz.log 2>&1; suite=$$?; \
+	grep -oE 'fuzz [a-z_]+: [0-9]+ executions in [0-9.]+ s|test result: .*|panicked at .*|minimal failing input.*|replay with .*' \
+		target/fuzz.log; \
+	[ $$lib = 0 ] && [ $$suite = 0 ]
 
 fmt:
 	$(CARGO) fmt --all

@@ -23,6 +23,8 @@ pub mod cache;
 pub mod client;
 pub mod dev;
 pub mod engine;
+#[cfg(test)]
+mod fuzzing;
 pub mod kafka;
 pub mod manager;
 pub mod pipeline;

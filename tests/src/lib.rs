@@ -2,6 +2,8 @@
 //! engines and records, and the real servers (cache, broker) the tests start on loopback.
 
 pub mod fixtures;
+#[path = "../../runtime/src/fuzzing.rs"]
+pub mod fuzzing;
 pub mod guests;
 pub mod kafka;
 pub mod process;

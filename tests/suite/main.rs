@@ -6,6 +6,7 @@ mod cache_resilience;
 mod cache_tls;
 mod control;
 mod examples;
+mod fuzz;
 mod kafka_broker;
 mod limits;
 mod modules;

@@ -716,3 +716,49 @@ async fn a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
     let metrics = runtime.client(None).get_text("/metrics").unwrap();
     assert!(metrics.contains(&format!("sluice_pipeline_broker_outages_total{{pipeline=\"{name}\"}} 1")), "{metrics}");
 }
+
+/// Headers whose one name is the raw bytes `name`, which rdkafka's safe API (a `&str`) cannot
+/// write but any other producer can.
+#[allow(unsafe_code)]
+fn headers_with_raw_name(name: &[u8], value: &[u8]) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::bindings as rdsys;
+    let headers = rdkafka::message::OwnedHeaders::new();
+    let native = headers.as_borrowed() as *const rdkafka::message::BorrowedHeaders as *mut rdsys::rd_kafka_headers_t;
+    // SAFETY: a `BorrowedHeaders` reference is the address of the librdkafka headers it views,
+    // here those of `headers`, which this function owns and nothing else uses yet; librdkafka
+    // copies the name and the value, two live slices of the lengths given.
+    let error = unsafe {
+        rdsys::rd_kafka_header_add(
+            native,
+            name.as_ptr().cast(),
+            name.len() as isize,
+            value.as_ptr().cast(),
+            value.len() as isize,
+        )
+    };
+    assert_eq!(error, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_reaches_the_function_decoded_lossily() {
+    // Found by reading rdkafka while fuzzing record conversion: its header reader unwraps the
+    // name's UTF-8, so such a record panicked the partition worker and was never processed.
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let pipeline = start(&engine, &broker, spec("raw-header", &topics, "passthrough"), "passthrough").await;
+    let producer: FutureProducer = client_config(&broker.bootstrap()).create().expect("producer");
+    let record = FutureRecord::<[u8], [u8]>::to(&topics.input)
+        .partition(0)
+        .payload(b"after".as_slice())
+        .headers(headers_with_raw_name(&[0xff, b'k'], b"v"));
+    producer.send(record, Duration::from_secs(30)).await.expect("delivered");
+
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 1, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.len(), 1, "the record was processed");
+    assert_eq!(outputs[0].value_text(), "after");
+    assert_eq!(outputs[0].headers, vec![("\u{fffd}k".to_string(), b"v".to_vec())]);
+    pipeline.stop().await;
+}

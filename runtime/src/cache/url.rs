@@ -31,8 +31,10 @@ use super::{
 /// | `pool_size`: connections per server | memcache | 8 | 1 to 1,024 |
 /// | `capacity_mb`: bound on keys plus values | memory | 256 | 1 to 1,048,576 |
 ///
-/// A user name or password in a `redis://` URL is percent-decoded (`%40` for `@`), and never
-/// appears in an error message or in the URL shown back ([`fmt::Display`]).
+/// A user name or password in a `redis://` URL is percent-decoded (`%40` for `@`), and so is
+/// `ca_file`. The user information ends at the URL's last `@`, so a password may hold `/`, `?`
+/// or `@` as they are. A password never appears in an error message or in the URL shown back
+/// ([`fmt::Display`]), which otherwise parses to the same settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUrl {
     /// `memory://`: a cache in this process, holding at most `capacity_bytes`.
@@ -67,9 +69,28 @@ impl CacheUrl {
         if rest.contains('#') {
             return Err(invalid("a fragment ('#...') is not allowed".into()));
         }
+        let unknown_scheme = |scheme: &str| {
+            invalid(format!("unknown scheme {scheme:?}; use memory://, redis://HOST:PORT or memcache://HOST:PORT"))
+        };
+        let scheme_name = scheme.to_ascii_lowercase();
+        if !matches!(scheme_name.as_str(), "memory" | "redis" | "rediss" | "memcache" | "memcached") {
+            return Err(unknown_scheme(&scheme_name));
+        }
+        // The user information of a Redis URL ends at its last '@', so that a password may
+        // hold '/', '?' and '@' unencoded. Other URLs take none, and are refused before any
+        // part of them is quoted in a message.
+        let (userinfo, rest) = match rest.rsplit_once('@') {
+            Some((userinfo, rest)) if scheme_name.starts_with("redis") => (Some(userinfo), rest),
+            Some(_) => {
+                return Err(invalid(format!(
+                    "{scheme_name}:// takes no user name or password (only redis:// and rediss:// do)"
+                )));
+            }
+            None => (None, rest),
+        };
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut settings = Settings::parse(query).map_err(&invalid)?;
-        let parsed = match scheme.to_ascii_lowercase().as_str() {
+        let parsed = match scheme_name.as_str() {
             "memory" => {
                 if !location.is_empty() && location != "/" {
                     return Err(invalid(format!("memory:// takes no host or path, found {location:?}")));
@@ -79,9 +100,14 @@ impl CacheUrl {
                 CacheUrl::Memory { capacity_bytes }
             }
             "redis" | "rediss" => {
-                let mut config = parse_redis(location).map_err(&invalid)?;
+                let mut config = parse_redis(userinfo, location).map_err(&invalid)?;
                 if scheme.eq_ignore_ascii_case("rediss") {
-                    let ca_file = settings.0.remove("ca_file").map(std::path::PathBuf::from);
+                    let ca_file = settings
+                        .0
+                        .remove("ca_file")
+                        .map(|path| percent_decode(&path).map_err(|e| invalid(format!("ca_file: {e}"))))
+                        .transpose()?
+                        .map(std::path::PathBuf::from);
                     config.tls = Some(RedisTls { ca_file });
                 }
                 if let Some(ms) = settings.take("timeout_ms", 1, MAX_TIMEOUT_MS).map_err(&invalid)? {
@@ -105,11 +131,7 @@ impl CacheUrl {
                 }
                 CacheUrl::Memcached(config)
             }
-            other => {
-                return Err(invalid(format!(
-                    "unknown scheme {other:?}; use memory://, redis://HOST:PORT or memcache://HOST:PORT"
-                )));
-            }
+            other => return Err(unknown_scheme(other)),
         };
         settings.finish(scheme).map_err(&invalid)?;
         Ok(parsed)
@@ -150,10 +172,10 @@ impl fmt::Display for CacheUrl {
                 write!(f, "memory://?capacity_mb={}", capacity_bytes / (1024 * 1024))
             }
             CacheUrl::Redis(config) => {
-                write!(f, "redis://")?;
+                write!(f, "{}://", if config.tls.is_some() { "rediss" } else { "redis" })?;
                 match (&config.username, &config.password) {
-                    (Some(user), Some(_)) => write!(f, "{user}:***@")?,
-                    (Some(user), None) => write!(f, "{user}@")?,
+                    (Some(user), Some(_)) => write!(f, "{}:***@", percent_encode(user, b""))?,
+                    (Some(user), None) => write!(f, "{}@", percent_encode(user, b""))?,
                     (None, Some(_)) => write!(f, ":***@")?,
                     (None, None) => {}
                 }
@@ -164,7 +186,11 @@ impl fmt::Display for CacheUrl {
                     config.db,
                     config.timeout.as_millis(),
                     config.connect_timeout.as_millis()
-                )
+                )?;
+                if let Some(RedisTls { ca_file: Some(path) }) = &config.tls {
+                    write!(f, "&ca_file={}", percent_encode(&path.to_string_lossy(), b"/"))?;
+                }
+                Ok(())
             }
             CacheUrl::Memcached(config) => write!(
                 f,
@@ -215,12 +241,8 @@ impl Settings {
     }
 }
 
-fn parse_redis(location: &str) -> Result<RedisConfig, String> {
-    let (authority, path) = location.split_once('/').unwrap_or((location, ""));
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((userinfo, host_port)) => (Some(userinfo), host_port),
-        None => (None, authority),
-    };
+fn parse_redis(userinfo: Option<&str>, location: &str) -> Result<RedisConfig, String> {
+    let (host_port, path) = location.split_once('/').unwrap_or((location, ""));
     let (host, port) = parse_host_port(host_port, RedisConfig::DEFAULT_PORT)?;
     let mut config = RedisConfig::new(host, port);
     if let Some(userinfo) = userinfo {
@@ -243,9 +265,6 @@ fn parse_redis(location: &str) -> Result<RedisConfig, String> {
 
 fn parse_memcached(location: &str) -> Result<MemcachedConfig, String> {
     let location = location.strip_suffix('/').unwrap_or(location);
-    if location.contains('@') {
-        return Err("memcache:// takes no user name or password (the meta protocol has no authentication)".into());
-    }
     if location.contains('/') {
         return Err("memcache:// takes no path; list servers as memcache://HOST:PORT,HOST:PORT".into());
     }
@@ -313,16 +332,38 @@ fn percent_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "percent-decodes to invalid UTF-8".to_owned())
 }
 
+/// `text` with every byte but ASCII letters, digits, `-._~` and `keep` percent-encoded.
+fn percent_encode(text: &str, keep: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Where the password of `url` is: from the first ':' after the scheme to the last '@'. Taken
+/// wide on purpose (a password may hold '/', '?' or '@'), so that messages never show one.
+fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let at = start + url[start..].rfind('@')?;
+    let colon = start + url[start..at].find(':')?;
+    Some(colon + 1..at)
+}
+
 /// `url` with the password of its user info, if any, replaced by `***`.
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+    match password_span(url) {
+        Some(span) => format!("{}***{}", &url[..span.start], &url[span.end..]),
         None => url.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -409,6 +450,51 @@ mod tests {
         for (url, expected) in cases {
             let message = error(url);
             assert!(message.contains(expected), "{url}: {message:?} does not say {expected:?}");
+        }
+    }
+
+    #[test]
+    fn a_user_name_is_shown_back_percent_encoded() {
+        // Found by fuzzing: the name was shown as it was decoded, `redis://%@a...`.
+        let url = CacheUrl::parse("redis://%25@a?").unwrap();
+        let shown = url.to_string();
+        assert!(shown.starts_with("redis://%25@a:6379/0?"), "{shown}");
+        assert_eq!(CacheUrl::parse(&shown).unwrap(), url);
+    }
+
+    #[test]
+    fn a_rediss_url_is_shown_back_as_rediss_with_its_ca_file() {
+        // Found by fuzzing: TLS and the CA file were lost, `redis://:***@[::1]:7000/0?...`.
+        let url = CacheUrl::parse("rediss://:secret@[::1]:7000?ca_file=/etc/ca%40x%26y.pem").unwrap();
+        let CacheUrl::Redis(config) = &url else { panic!() };
+        assert_eq!(config.tls, Some(RedisTls { ca_file: Some("/etc/ca@x&y.pem".into()) }));
+        let shown = url.to_string();
+        assert!(shown.starts_with("rediss://:***@[::1]:7000/0?") && shown.ends_with("&ca_file=/etc/ca%40x%26y.pem"));
+        let CacheUrl::Redis(again) = CacheUrl::parse(&shown).unwrap() else { panic!() };
+        assert_eq!(RedisConfig { password: config.password.clone(), ..again }, *config);
+    }
+
+    #[test]
+    fn a_password_may_hold_slash_question_mark_and_at_unencoded() {
+        let CacheUrl::Redis(config) = CacheUrl::parse("redis://u:pa/ss?w@rd@h:7/2?timeout_ms=9").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (config.password.as_deref(), config.host.as_str(), config.port, config.db),
+            (Some("pa/ss?w@rd"), "h", 7, 2)
+        );
+        assert_eq!(config.timeout, Duration::from_millis(9));
+        let message = error("redis://u:pa/ss?w@rd@h:x");
+        assert!(!message.contains("ss?w") && message.contains("u:***@h:x"), "{message}");
+    }
+
+    #[test]
+    fn a_url_that_takes_no_password_is_refused_without_quoting_it() {
+        // Found by fuzzing: the refusal quoted the password (`found ":AaAaa0a00AAaaaAA@"`).
+        for url in ["memory://:AaAaa0a00AAaaaAA@", "memcache://:aaA0aaaaaAaAA00A?=@", "memory://?:AaAaa0a00AAaaaAA@"] {
+            let message = error(url);
+            assert!(!message.contains("aaaa") && !message.contains("Aaa0"), "{message}");
+            assert!(message.contains("takes no user name or password"), "{message}");
         }
     }
 

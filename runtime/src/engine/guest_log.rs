@@ -175,3 +175,6 @@ impl tokio::io::AsyncWrite for GuestStream {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -13,13 +13,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::kafka::{BrokerWatch, KafkaConfig};
 use crate::pipeline::spec::{PipelineSpec, StartPosition};
-use crate::record::{Header, InputRecord};
+use crate::record::InputRecord;
+
+mod headers;
 
 /// Time allowed for metadata and offset requests to the broker.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -229,15 +231,6 @@ pub(crate) fn check_topics_exist(spec: &PipelineSpec, kafka: &KafkaConfig) -> an
 
 /// Copies a consumed message into an [`InputRecord`].
 pub(crate) fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| Header { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec).unwrap_or_default() })
-                .collect()
-        })
-        .unwrap_or_default();
     InputRecord {
         topic: message.topic().to_owned(),
         partition: message.partition(),
@@ -245,7 +238,7 @@ pub(crate) fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
         timestamp_ms: message.timestamp().to_millis(),
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
-        headers,
+        headers: headers::message_headers(message),
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -181,7 +181,8 @@ impl Connection {
     }
 }
 
-async fn read_reply(reader: &mut BufReader<OwnedReadHalf>, line: &mut Vec<u8>) -> Result<Reply, ExchangeError> {
+/// Reads one reply from `reader`, and not one byte past it. `line` is scratch space.
+async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>) -> Result<Reply, ExchangeError> {
     line.clear();
     let read = (&mut *reader).take(MAX_REPLY_LINE_BYTES as u64).read_until(b'\n', line).await?;
     if read == 0 {
@@ -249,6 +250,9 @@ fn parse_header(header: &[u8]) -> Result<(Reply, usize), ExchangeError> {
 fn number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
     std::str::from_utf8(token).ok()?.parse().ok()
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
