@@ -190,6 +190,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         namespace: None,
         config: BTreeMap::new(),
         processing: Processing::default(),
+        group: Default::default(),
     };
     manager.apply(spec).await?;
 
@@ -209,10 +210,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut latest: HashMap<String, i64> = HashMap::new();
     let mut last = (0u64, 0u64, Instant::now());
-    let stop = async {
-        match options.duration {
+    let signal = shutdown_signal()?;
+    let duration = options.duration;
+    let stop = async move {
+        match duration {
             Some(d) => tokio::time::sleep(d).await,
-            None => shutdown_signal().await,
+            None => signal.await,
         }
     };
     tokio::pin!(stop);

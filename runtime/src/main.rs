@@ -110,6 +110,10 @@ struct ServeArgs {
     /// Log each pipeline's status every this many seconds (0: never).
     #[arg(long, default_value_t = 10)]
     status_every: u64,
+    /// This runtime's node id, overriding the config file's `node_id` (default: made once and
+    /// kept in the data directory). Each running runtime needs its own.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -252,7 +256,13 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
     match cli.command {
-        Command::Serve(args) => runtime()?.block_on(serve(args)),
+        Command::Serve(args) => {
+            let runtime = runtime()?;
+            let result = runtime.block_on(serve(args));
+            // Blocking calls still waiting on an unreachable cluster do not hold the exit.
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
         Command::Dev(args) => runtime()?.block_on(sluice::dev::run(DevOptions {
             module: args.module,
             rate: args.rate,
@@ -272,7 +282,7 @@ fn main() -> anyhow::Result<()> {
             let body = json!({ "revision": args.revision });
             let body = if args.revision.is_some() { body } else { json!({}) };
             let answer = args.client.client().post_json(&format!("/v1/pipelines/{}/rollback", args.name), &body)?;
-            print_summary(&args.client, "rolled back", &answer)
+            print_change(&args.client, "rolled back", &answer)
         }
         Command::Pause(args) => {
             let answer = args.client.client().post_json(&format!("/v1/pipelines/{}/pause", args.name), &json!({}))?;
@@ -297,6 +307,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
     let mut config = match (&args.config, &args.brokers) {
         (Some(path), _) => ServeConfig::load(path)?,
         (None, Some(brokers)) => ServeConfig::new(brokers),
@@ -311,20 +323,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.admin_listen {
         config.admin.listen = listen;
     }
+    if let Some(node_id) = args.node_id {
+        config.node_id = Some(node_id);
+    }
     // Refuse an open API off loopback before anything starts.
     sluice::admin::check_listen_address(config.admin.listen, &config.admin.config()).map_err(anyhow::Error::msg)?;
-    let manager = serve::open(&config).await?;
+    let manager = tokio::select! {
+        manager = serve::open(&config) => manager?,
+        _ = &mut shutdown => {
+            serve::exit_after_shutdown_timeout();
+            tracing::info!("stopping during start-up");
+            return Ok(());
+        }
+    };
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut admin = tokio::spawn(serve::serve_admin(manager.clone(), config.admin.clone(), async move {
         let _ = admin_stopped.await;
     }));
     let mut ticker = tokio::time::interval(Duration::from_secs(args.status_every.max(1)));
     ticker.tick().await;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
-            _ = &mut shutdown => break Ok(()),
+            _ = &mut shutdown => {
+                serve::exit_after_shutdown_timeout();
+                break Ok(());
+            }
             ended = &mut admin => break match ended {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e),
@@ -463,7 +486,7 @@ fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         let module = component(Path::new(&args.module))?;
         with_progress(&module, |progress| client.post_module(&path, &module, progress))?
     };
-    print_summary(&args.client, "reloaded", &answer)
+    print_change(&args.client, "reloaded", &answer)
 }
 
 fn offsets(args: OffsetsArgs) -> anyhow::Result<()> {
@@ -500,11 +523,12 @@ fn ls(args: &ClientArgs) -> anyhow::Result<()> {
                 text(&p["records_in"]),
                 text(&p["records_out"]),
                 text(&p["failed"]),
+                text(&p["partitions"]),
                 text(&p["lag"]),
             ]
         })
         .collect();
-    print_table(&["NAME", "STATE", "REV", "MODULE", "INPUTS", "IN", "OUT", "FAILED", "LAG"], &rows);
+    print_table(&["NAME", "STATE", "REV", "MODULE", "INPUTS", "IN", "OUT", "FAILED", "OWNED", "LAG"], &rows);
     Ok(())
 }
 
@@ -539,6 +563,12 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
     if let Some(error) = s["last_error"].as_str() {
         println!("last error {error}");
     }
+    if let Some(stalled) = s["stalled"].as_str() {
+        println!("stalled    it {stalled}");
+    }
+    if let Some(ms) = s["broker_unreachable_ms"].as_u64() {
+        println!("broker     unreachable for {:.1} s", ms as f64 / 1000.0);
+    }
     println!(
         "cache      {} namespace {}  hits {}  misses {}  unavailable {}",
         text(&s["cache"]["backend"]),
@@ -553,13 +583,24 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
             vec![
                 text(&r["revision"]),
                 short(r["module"].as_str().unwrap_or("")).to_string(),
-                text(&r["cause"]),
+                if r["superseded"] == true {
+                    format!("{} (superseded: never processed a record)", text(&r["cause"]))
+                } else {
+                    text(&r["cause"])
+                },
                 text(&r["deployed_at"]),
             ]
         })
         .collect();
     print_table(&["REV", "MODULE", "CAUSE", "DEPLOYED (UNIX S)"], &versions);
     println!("\npartitions");
+    // The broker's view of every input partition, beside what this runtime knows of its
+    // workers; when the broker does not answer, the runtime's own rows still show.
+    let worker_state = |w: &Value| if w["owned"] == false { "history".to_string() } else { text(&w["state"]) };
+    let worker_module = |w: &Value| {
+        let module = w["module"].as_str().map_or("-".to_string(), |m| short(m).to_string());
+        w["revision"].as_u64().map_or(module.clone(), |r| format!("{module} (rev {r})"))
+    };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for o in items(&p["offsets"]) {
         let worker = items(&s["partitions"]).find(|w| w["topic"] == o["topic"] && w["partition"] == o["partition"]);
@@ -569,9 +610,22 @@ fn status(args: &NameArgs) -> anyhow::Result<()> {
             text(&o["committed"]),
             text(&o["high_watermark"]),
             text(&o["lag"]),
-            worker.map_or("-".into(), |w| text(&w["state"])),
-            worker.and_then(|w| w["module"].as_str()).map_or("-".into(), |m| short(m).to_string()),
+            worker.map_or("-".into(), worker_state),
+            worker.map_or("-".into(), worker_module),
         ]);
+    }
+    if p["offsets"].as_array().is_none_or(Vec::is_empty) {
+        for w in items(&s["partitions"]) {
+            rows.push(vec![
+                text(&w["topic"]),
+                text(&w["partition"]),
+                format!("{} (stored here)", text(&w["next_offset"])),
+                "-".into(),
+                text(&w["lag"]),
+                worker_state(w),
+                worker_module(w),
+            ]);
+        }
     }
     print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "WORKER", "MODULE"], &rows);
     if let Some(error) = p["offsets_error"].as_str() {
@@ -602,6 +656,19 @@ fn print_summary(args: &ClientArgs, what: &str, answer: &Value) -> anyhow::Resul
             text(&answer["state"]),
             short(answer["module"].as_str().unwrap_or("")),
             text(&answer["revision"])
+        );
+    }
+    Ok(())
+}
+
+/// Prints the answer of a reload or rollback: `unchanged` when the module named was already
+/// running, and the revision it superseded, if any.
+fn print_change(args: &ClientArgs, what: &str, answer: &Value) -> anyhow::Result<()> {
+    let what = if answer["applied"] == "unchanged" { "unchanged" } else { what };
+    print_summary(args, what, answer)?;
+    if let (false, Some(superseded)) = (args.json, answer["superseded"].as_u64()) {
+        println!(
+            "revision {superseded} never processed a record: this change replaced it before any partition took it up"
         );
     }
     Ok(())

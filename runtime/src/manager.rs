@@ -15,9 +15,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -25,7 +27,7 @@ use crate::cache::{self, Cache, CacheBackend, MemoryCache, Namespace};
 use crate::engine::{Engine, EngineConfig, Limits, Module};
 use crate::kafka::KafkaConfig;
 use crate::pipeline::spec::{PipelineSpec, SpecError, StartPosition};
-use crate::pipeline::{Pipeline, PipelineCacheStatus, PipelineStats, PipelineStatus};
+use crate::pipeline::{Pipeline, PipelineCacheStatus, PipelineStats, PipelineStatus, StartOptions};
 use crate::registry::pipelines::{
     DEFAULT_KEEP_VERSIONS, DesiredState, PipelineRecord, PipelineStore, Revision, StoreError,
 };
@@ -51,6 +53,9 @@ pub struct ManagerConfig {
     /// Creates a pipeline's missing topics instead of refusing it: for `sluice dev`'s
     /// embedded cluster.
     pub create_topics: Option<TopicCreator>,
+    /// This runtime's node id, the static member name of its pipelines in their consumer
+    /// groups. `None`: the id kept in the data directory (made on first start).
+    pub node_id: Option<String>,
 }
 
 /// Creates one topic on the cluster (for `sluice dev`, whose embedded cluster creates topics
@@ -66,6 +71,7 @@ impl ManagerConfig {
             limits: Limits::default(),
             keep_versions: DEFAULT_KEEP_VERSIONS,
             create_topics: None,
+            node_id: None,
         }
     }
 }
@@ -119,6 +125,32 @@ pub enum Applied {
     Unchanged,
 }
 
+/// What [`PipelineManager::apply_declared`] did with a pipeline of the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Declared {
+    /// The declaration was applied (new, or changed since it was last applied).
+    Applied(Applied),
+    /// The declaration is the one applied before, and the pipeline was changed since over the
+    /// API: the stored state is kept.
+    Kept,
+    /// The pipeline could not start: it is kept as failed and tried again.
+    Failed(String),
+}
+
+/// What a reload or rollback did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleChange {
+    /// `reloaded`; `unchanged` when the module named is the one running.
+    pub applied: Applied,
+    /// The revision this one replaced before any partition took it up (so it never processed
+    /// a record): reloads in quick succession are merged into the newest.
+    pub superseded: Option<u64>,
+    /// The pipeline after the change.
+    #[serde(flatten)]
+    pub pipeline: PipelineSummary,
+}
+
 /// A pipeline's state as the runtime sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -129,6 +161,9 @@ pub enum PipelineState {
     Paused,
     /// Should run but could not start; tried again every [`RESTART_INTERVAL`].
     Failed,
+    /// Running, but it has owned no partition for [`crate::pipeline::STALL_AFTER`] while its
+    /// consumer group has records waiting and commits nothing: see the status for why.
+    Stalled,
 }
 
 /// One pipeline, briefly, for listings.
@@ -152,6 +187,8 @@ pub struct PipelineSummary {
     pub failed: u64,
     /// Records behind the high watermark, summed over the partitions this runtime works on.
     pub lag: i64,
+    /// Partitions this runtime owns now.
+    pub partitions: usize,
 }
 
 /// One pipeline in full.
@@ -190,6 +227,12 @@ struct Inner {
     kafka: KafkaConfig,
     keep_versions: usize,
     create_topics: Option<TopicCreator>,
+    /// This runtime's node id (see [`ManagerConfig::node_id`]).
+    node_id: String,
+    /// Set once [`PipelineManager::shutdown`] begins: nothing starts after it.
+    shutting_down: AtomicBool,
+    /// Held for the manager's life: one runtime per data directory.
+    _data_dir_lock: std::fs::File,
     /// The in-memory cache shared by every plain `memory://` pipeline.
     memory: Arc<MemoryCache>,
     /// Modules loaded so far, by digest: a rollback to a version loaded before is instant.
@@ -216,6 +259,7 @@ impl Managed {
     fn state(&self) -> PipelineState {
         match (self.record.state, &self.running) {
             (DesiredState::Paused, _) => PipelineState::Paused,
+            (DesiredState::Running, Some(pipeline)) if pipeline.stalled().is_some() => PipelineState::Stalled,
             (DesiredState::Running, Some(_)) => PipelineState::Running,
             (DesiredState::Running, None) => PipelineState::Failed,
         }
@@ -246,6 +290,7 @@ impl Managed {
             records_out: status.records_out,
             failed: status.failed,
             lag: status.partitions.iter().filter_map(|p| p.lag).sum(),
+            partitions: status.owned_partitions,
         }
     }
 }
@@ -255,6 +300,16 @@ impl PipelineManager {
     /// that should run. A pipeline that cannot start is kept as [`PipelineState::Failed`] and
     /// tried again every [`RESTART_INTERVAL`].
     pub async fn open(config: ManagerConfig) -> anyhow::Result<PipelineManager> {
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
+        let node_id = match config.node_id {
+            Some(id) => {
+                crate::registry::node::validate_node_id(&id).map_err(anyhow::Error::msg)?;
+                id
+            }
+            None => crate::registry::node::load_or_create(&config.data_dir)
+                .with_context(|| format!("cannot read or make the node id in {}", config.data_dir.display()))?,
+        };
+        tracing::info!(node = %node_id, data_dir = %config.data_dir.display(), "runtime node");
         let engine = Engine::new(EngineConfig {
             limits: config.limits.clone(),
             artifact_dir: Some(config.data_dir.join("artifacts")),
@@ -270,6 +325,9 @@ impl PipelineManager {
                 kafka: config.kafka,
                 keep_versions: config.keep_versions.max(1),
                 create_topics: config.create_topics,
+                node_id,
+                shutting_down: AtomicBool::new(false),
+                _data_dir_lock: data_dir_lock,
                 memory: Arc::new(MemoryCache::new()),
                 modules: Mutex::default(),
                 pipelines: tokio::sync::Mutex::default(),
@@ -309,7 +367,62 @@ impl PipelineManager {
     /// Creates the pipeline `spec.name`, or updates it to `spec`. `spec.module` is the digest
     /// of a module in the registry. See [`Applied`] for what an update does.
     pub async fn apply(&self, spec: PipelineSpec) -> Result<Applied, ManagerError> {
-        self.apply_with_cause(spec, "deploy").await
+        Ok(self.apply_with_cause(spec, "deploy").await?.0)
+    }
+
+    /// Applies a pipeline declared in `sluice serve`'s config file (its `module` a digest in the
+    /// registry). The API's history wins over an unchanged file: when the declaration is the
+    /// one applied last time, the stored state is kept, whatever was reloaded, rolled back or
+    /// updated over the API since; a declaration that changed is applied. A pipeline that
+    /// cannot start is kept as failed and tried again, like a restored one.
+    pub async fn apply_declared(&self, spec: PipelineSpec) -> Result<Declared, ManagerError> {
+        spec.validate()?;
+        let declared = declaration_digest(&spec);
+        {
+            let pipelines = self.inner.pipelines.lock().await;
+            if let Some(managed) = pipelines.get(&spec.name) {
+                let record = &managed.record;
+                if record.declared.as_deref() == Some(declared.as_str()) {
+                    if record.spec != spec {
+                        let current = record.revisions.last();
+                        tracing::info!(
+                            pipeline = %spec.name,
+                            "the config file declares it as it was first applied, but it was changed since over the API \
+                             (now revision {}, module {}, by {}); keeping the stored state; edit the file to apply it again",
+                            record.revision(),
+                            record.spec.module,
+                            current.map_or("deploy", |r| r.cause.as_str())
+                        );
+                    }
+                    return Ok(Declared::Kept);
+                }
+                if record.spec != spec {
+                    tracing::info!(pipeline = %spec.name, "the config file's declaration changed since it was last applied: applying it");
+                }
+            }
+        }
+        let outcome = match self.apply_with_cause(spec.clone(), "deploy").await {
+            Ok((applied, _)) => Declared::Applied(applied),
+            Err(ManagerError::Start { reason, .. }) => {
+                let mut pipelines = self.inner.pipelines.lock().await;
+                if !pipelines.contains_key(&spec.name) {
+                    tracing::error!(pipeline = %spec.name, "pipeline not started: {reason}; trying again every {RESTART_INTERVAL:?}");
+                    let mut managed = Managed::new(PipelineRecord::new(spec.clone()));
+                    managed.failure = Some(reason.clone());
+                    pipelines.insert(spec.name.clone(), managed);
+                }
+                Declared::Failed(reason)
+            }
+            Err(e) => return Err(e),
+        };
+        let mut pipelines = self.inner.pipelines.lock().await;
+        if let Some(managed) = pipelines.get_mut(&spec.name) {
+            let mut record = managed.record.clone();
+            record.declared = Some(declared);
+            self.save(&record).await?;
+            managed.record = record;
+        }
+        Ok(outcome)
     }
 
     /// Stores `module` in the registry, then applies `spec` with it: a deploy in one call.
@@ -334,20 +447,20 @@ impl PipelineManager {
     }
 
     /// Switches the pipeline to the module `digest` (in the registry) without stopping it.
-    pub async fn reload(&self, name: &str, digest: &str) -> Result<PipelineSummary, ManagerError> {
+    pub async fn reload(&self, name: &str, digest: &str) -> Result<ModuleChange, ManagerError> {
         let spec = {
             let pipelines = self.inner.pipelines.lock().await;
             let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
             PipelineSpec { module: digest.to_string(), ..managed.record.spec.clone() }
         };
-        self.apply_with_cause(spec, "reload").await?;
-        self.summary(name).await
+        let (applied, superseded) = self.apply_with_cause(spec, "reload").await?;
+        Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
     /// Switches the pipeline back to a kept module version: the newest one before the current
     /// that runs another module, or revision `to`. The rollback is itself a new revision, so
     /// a second rollback undoes the first.
-    pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<PipelineSummary, ManagerError> {
+    pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<ModuleChange, ManagerError> {
         let spec = {
             let pipelines = self.inner.pipelines.lock().await;
             let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
@@ -368,8 +481,8 @@ impl PipelineManager {
             };
             PipelineSpec { module: target.module.clone(), ..record.spec.clone() }
         };
-        self.apply_with_cause(spec, "rollback").await?;
-        self.summary(name).await
+        let (applied, superseded) = self.apply_with_cause(spec, "rollback").await?;
+        Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
     /// Stops the pipeline, committing what it processed; it stays paused across restarts.
@@ -510,18 +623,31 @@ impl PipelineManager {
         Ok(())
     }
 
-    /// Stops every running pipeline, for a clean process exit. Their records keep saying
-    /// whether they should run, so the next start brings them back.
-    pub async fn shutdown(&self) {
-        let mut pipelines = self.inner.pipelines.lock().await;
-        for managed in pipelines.values_mut() {
-            if let Some(pipeline) = managed.running.take() {
-                pipeline.stop().await;
-            }
-        }
+    /// This runtime's node id.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
     }
 
-    async fn apply_with_cause(&self, mut spec: PipelineSpec, cause: &str) -> Result<Applied, ManagerError> {
+    /// Stops every running pipeline, all at once, for a clean process exit; nothing is
+    /// started after this begins. Their records keep saying whether they should run, so the
+    /// next start brings them back, as the same consumer group members.
+    pub async fn shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let mut pipelines = self.inner.pipelines.lock().await;
+        let stopping = pipelines.values_mut().filter_map(|m| m.running.take()).map(Pipeline::stop_for_restart);
+        futures_util::future::join_all(stopping).await;
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Applies `spec`; also returns the revision a module change superseded, if any.
+    async fn apply_with_cause(
+        &self,
+        mut spec: PipelineSpec,
+        cause: &str,
+    ) -> Result<(Applied, Option<u64>), ManagerError> {
         spec.validate()?;
         spec.module = canonical_digest(&spec.module)?;
         // Loaded (and checked) before anything changes: a bad module leaves the pipeline as is.
@@ -539,11 +665,11 @@ impl PipelineManager {
             }
             tracing::info!(pipeline = %name, "pipeline created");
             pipelines.insert(name, managed);
-            return Ok(Applied::Created);
+            return Ok((Applied::Created, None));
         };
         let old = managed.record.spec.clone();
         if old == spec {
-            return Ok(Applied::Unchanged);
+            return Ok((Applied::Unchanged, None));
         }
         let module_changed = old.module != spec.module;
         let settings_changed = PipelineSpec { module: spec.module.clone(), ..old.clone() } != spec;
@@ -556,11 +682,13 @@ impl PipelineManager {
             // The next start connects to the new cache.
             managed.cache = None;
         }
+        let mut superseded = None;
         if settings_changed && managed.running.is_some() {
             // Check the new settings where possible before stopping the running pipeline.
             self.check_topics(&record.spec).await?;
             let previous = managed.running.take().expect("checked above");
-            previous.stop().await;
+            // Started again at once, as the same group member.
+            previous.stop_for_restart().await;
             let old_record = std::mem::replace(&mut managed.record, record.clone());
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running.
@@ -572,14 +700,17 @@ impl PipelineManager {
                 return Err(e);
             }
         } else if let Some(pipeline) = &managed.running {
-            pipeline.reload(module);
+            superseded = pipeline.reload(module, record.revision());
+            if let Some(revision) = superseded {
+                record.mark_superseded(revision);
+            }
         }
         if let Err(e) = self.save(&record).await {
             tracing::error!(pipeline = %record.spec.name, "the change is applied but not saved: {e}");
             return Err(e);
         }
         managed.record = record;
-        Ok(if settings_changed { Applied::Updated } else { Applied::Reloaded })
+        Ok((if settings_changed { Applied::Updated } else { Applied::Reloaded }, superseded))
     }
 
     /// The module `digest`, loaded once and kept.
@@ -618,6 +749,9 @@ impl PipelineManager {
 
     async fn start_with(&self, managed: &mut Managed, module: Module) -> Result<(), ManagerError> {
         let spec = managed.record.spec.clone();
+        if self.shutting_down() {
+            return Err(ManagerError::Start { name: spec.name, reason: "the runtime is shutting down".into() });
+        }
         let start_error = |e: anyhow::Error| ManagerError::Start { name: spec.name.clone(), reason: format!("{e:#}") };
         if self.inner.create_topics.is_some() {
             self.check_topics(&spec).await?;
@@ -626,16 +760,15 @@ impl PipelineManager {
             Some(cache) => cache.clone(),
             None => self.cache_for(&spec).await.map_err(start_error)?,
         };
-        let pipeline = Pipeline::start_with_stats(
-            spec.clone(),
-            &self.inner.kafka,
-            &self.inner.engine,
-            module,
-            cache.clone(),
-            managed.stats.clone(),
-        )
-        .await
-        .map_err(start_error)?;
+        let options = StartOptions {
+            revision: managed.record.revision(),
+            stats: managed.stats.clone(),
+            node_id: Some(self.inner.node_id.clone()),
+        };
+        let pipeline =
+            Pipeline::start_with(spec.clone(), &self.inner.kafka, &self.inner.engine, module, cache.clone(), options)
+                .await
+                .map_err(start_error)?;
         managed.cache = Some(cache);
         managed.running = Some(pipeline);
         managed.failure = None;
@@ -670,13 +803,44 @@ impl PipelineManager {
         } else {
             cache::connect(&spec.cache).await.map_err(|e| anyhow::anyhow!("cache {}: {e}", spec.cache))?
         };
-        Ok(Cache::new(backend, Namespace::new(spec.namespace())?))
+        Ok(Cache::new(backend, Namespace::new(spec.namespace())?).owned_by(&spec.name))
     }
 
     async fn save(&self, record: &PipelineRecord) -> Result<(), ManagerError> {
         let (store, record) = (self.inner.store.clone(), record.clone());
         blocking(move || store.save(&record)).await
     }
+}
+
+/// The file in the data directory a runtime holds locked while it runs.
+pub const DATA_DIR_LOCK_FILE: &str = "lock";
+
+/// Locks the data directory for this process: two runtimes on one directory would share a
+/// node id (and so one consumer group member) and overwrite each other's records.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let path = data_dir.join(DATA_DIR_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "the data directory {} is in use by another sluice process; give each runtime its own (--data-dir)",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// The digest of a pipeline as a config file declares it (its module as a digest).
+fn declaration_digest(spec: &PipelineSpec) -> String {
+    use sha2::Digest as _;
+    let json = serde_json::to_vec(spec).unwrap_or_default();
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&json)))
 }
 
 /// Whether the cache a pipeline uses changes between two specs.
@@ -703,6 +867,9 @@ async fn restart_failed(inner: std::sync::Weak<Inner>) {
         tokio::time::sleep(RESTART_INTERVAL).await;
         let Some(inner) = inner.upgrade() else { return };
         let manager = PipelineManager { inner };
+        if manager.shutting_down() {
+            return;
+        }
         let mut pipelines = manager.inner.pipelines.lock().await;
         for managed in pipelines.values_mut() {
             if managed.record.state == DesiredState::Running && managed.running.is_none() {

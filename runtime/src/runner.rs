@@ -213,7 +213,10 @@ fn report_record(out: &mut impl Write, json: bool, record: &InputRecord, result:
             writeln!(out, "offset {}: {} output{}", record.offset, outputs.len(), plural(outputs.len()))?;
             for output in outputs {
                 let target = output.target.as_deref().map(|t| format!(" [{t}]")).unwrap_or_default();
-                writeln!(out, "  ->{target} key={} value={}", show(&output.key), show(&output.value))?;
+                let headers: String =
+                    output.headers.iter().map(|h| format!(" {}={}", h.key, show(&Some(h.value.clone())))).collect();
+                let headers = if headers.is_empty() { String::new() } else { format!(" headers:{headers}") };
+                writeln!(out, "  ->{target} key={} value={}{headers}", show(&output.key), show(&output.value))?;
             }
             Ok(())
         }
@@ -368,5 +371,33 @@ impl CacheBackend for RecordingCache {
         let result = self.inner.delete(key).await;
         self.note(format!("delete {} -> {}", strip_namespace(key), outcome(&result)));
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_report_shows_each_outputs_headers() {
+        let record = InputRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset: 7,
+            timestamp_ms: None,
+            key: None,
+            value: Some(b"v".to_vec()),
+            headers: Vec::new(),
+        };
+        let output = OutputRecord {
+            target: None,
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![Header { key: "trace".into(), value: b"abc".to_vec() }],
+        };
+        let mut out = Vec::new();
+        report_record(&mut out, false, &record, &Ok(vec![output])).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("key=\"k\" value=\"v\" headers: trace=\"abc\""), "{text}");
     }
 }

@@ -12,17 +12,25 @@ use serde::Deserialize;
 
 use crate::admin::{self, AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 use crate::kafka::KafkaConfig;
-use crate::manager::{ManagerConfig, PipelineManager};
+use crate::manager::{Declared, ManagerConfig, PipelineManager};
 use crate::pipeline::spec::PipelineSpec;
 use crate::registry::pipelines::DEFAULT_KEEP_VERSIONS;
 
 /// The admin API's default address: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7070";
 
+/// The longest a shutdown may take, from the signal to the process exit. Pipelines stop
+/// within [`crate::pipeline::STOP_ACK_GRACE`] + [`crate::pipeline::STOP_COMMIT_TIMEOUT`] +
+/// [`crate::pipeline::STOP_FLUSH_TIMEOUT`] (15 s) even with the cluster gone; past this
+/// deadline the process exits anyway (status 1), and what was not committed is processed
+/// again after the restart.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A config file for `sluice serve` (TOML).
 ///
 /// ```toml
 /// data_dir = "sluice-data"          # modules, compiled artifacts, pipelines; default ./sluice-data
+/// # node_id = "node-a"              # default: made once and kept in <data_dir>/node-id
 ///
 /// [kafka]
 /// brokers = "127.0.0.1:9092"
@@ -54,9 +62,15 @@ pub struct ServeConfig {
     /// Module versions kept per pipeline for rollback. Default 10.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: usize,
-    /// Pipelines to create or update at start-up; their `module` is a file path.
+    /// Pipelines to create or update at start-up; their `module` is a file path. A
+    /// declaration is applied when it is new or changed since it was last applied; otherwise
+    /// the stored state (which may have been changed over the API) wins.
     #[serde(default, rename = "pipeline")]
     pub pipelines: Vec<PipelineSpec>,
+    /// This runtime's node id: its pipelines' static member name in their consumer groups.
+    /// Default: made once and kept in `<data_dir>/node-id`.
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// The `[admin]` table.
@@ -123,6 +137,7 @@ impl ServeConfig {
             admin: AdminSettings::default(),
             keep_versions: DEFAULT_KEEP_VERSIONS,
             pipelines: Vec::new(),
+            node_id: None,
         }
     }
 
@@ -148,6 +163,7 @@ impl ServeConfig {
 pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
     let manager = PipelineManager::open(ManagerConfig {
         keep_versions: config.keep_versions,
+        node_id: config.node_id.clone(),
         ..ManagerConfig::new(&config.data_dir, config.kafka.clone())
     })
     .await?;
@@ -155,8 +171,13 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
         let bytes = std::fs::read(&spec.module).with_context(|| format!("cannot read module {}", spec.module))?;
         let stored = manager.store_module(bytes.into()).await.with_context(|| format!("pipeline {}", spec.name))?;
         let spec = PipelineSpec { module: stored.info.digest, ..spec.clone() };
-        let applied = manager.apply(spec.clone()).await?;
-        tracing::info!(pipeline = %spec.name, ?applied, "pipeline from the config file applied");
+        match manager.apply_declared(spec.clone()).await? {
+            Declared::Applied(applied) => {
+                tracing::info!(pipeline = %spec.name, ?applied, "pipeline from the config file applied")
+            }
+            Declared::Kept => {}
+            Declared::Failed(_) => {}
+        }
     }
     Ok(manager)
 }
@@ -182,18 +203,36 @@ pub async fn serve_admin(
     Ok(())
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Takes over Ctrl-C and SIGTERM now, and returns a future that completes at the first of
+/// them. Call it first thing, so a signal during start-up is a clean stop rather than the
+/// default sudden death.
+pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle Ctrl-C")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// Ends the process [`SHUTDOWN_TIMEOUT`] from now if it has not ended by then: the bound on
+/// a shutdown, whatever a client library waits for.
+pub fn exit_after_shutdown_timeout() {
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_TIMEOUT);
+        tracing::error!(
+            "the shutdown did not finish within {SHUTDOWN_TIMEOUT:?}; exiting now (records not committed will be processed again after a restart)"
+        );
+        std::process::exit(1);
+    });
 }

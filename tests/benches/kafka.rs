@@ -163,6 +163,7 @@ async fn main() {
         namespace: None,
         config: BTreeMap::new(),
         processing: Processing { dead_letter_topic: Some(dlq.into()), ..Processing::default() },
+        group: Default::default(),
     };
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("bench").unwrap());
     let started = Instant::now();

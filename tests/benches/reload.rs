@@ -165,6 +165,7 @@ async fn main() {
             namespace: None,
             config: BTreeMap::new(),
             processing: Processing { linger_ms: 5, ..Processing::default() },
+            group: Default::default(),
         };
         manager.apply(spec).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));

@@ -338,6 +338,106 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
     assert_eq!(consume_all(&broker.bootstrap(), &paused.output, 50, WAIT).await.len(), 50);
 }
 
+/// Writes a `sluice serve` config file declaring the pipeline of `topics` with `guest`.
+fn declare(dir: &std::path::Path, broker: &TansuBroker, topics: &Topics, guest: &str) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    let text = format!(
+        r#"data_dir = "{data}"
+
+[kafka]
+brokers = "{brokers}"
+
+[[pipeline]]
+name = "{name}"
+inputs = ["{input}"]
+outputs = {{ default = "{output}" }}
+module = "{module}"
+processing = {{ linger_ms = 5, batch_size = 50 }}
+"#,
+        data = dir.join("data").display(),
+        brokers = broker.bootstrap(),
+        name = pipeline_name(topics),
+        input = topics.input,
+        output = topics.output,
+        module = guests::component(guest).display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn serve_with_config(config: &std::path::Path, log: PathBuf) -> ServeProcess {
+    ServeProcess::spawn(&["--config".as_ref(), config.as_ref(), "--status-every".as_ref(), "0".as_ref()], log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_unchanged() {
+    let broker = TansuBroker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = topics(&broker);
+    let name = pipeline_name(&topics);
+    let config = declare(dir.path(), &broker, &topics, "tagged-v1");
+    let mut serve = serve_with_config(&config, dir.path().join("first.log"));
+    let v2 = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload");
+    assert_eq!((v2["applied"].as_str(), v2["revision"].as_u64()), (Some("reloaded"), Some(2)), "{v2}");
+    serve.terminate();
+
+    // The file still says v1, as when it was applied: the API's v2 stays.
+    let mut serve = serve_with_config(&config, dir.path().join("second.log"));
+    let list = api(serve.url(), |c| c.get("/v1/pipelines")).await.unwrap();
+    let row = &list["pipelines"][0];
+    assert_eq!((row["revision"].as_u64(), row["module"].clone()), (Some(2), v2["module"].clone()), "{list}");
+    assert!(
+        serve.log().contains("keeping the stored state"),
+        "the start-up log says the file and the stored state differ:\n{}",
+        serve.log()
+    );
+    produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await;
+    assert!(outputs.iter().all(|r| tagged(r).tag == "v2"), "v2 processes after the restart");
+    serve.terminate();
+
+    // A changed file is applied, as a new revision.
+    let config = declare(dir.path(), &broker, &topics, "passthrough");
+    let serve = serve_with_config(&config, dir.path().join("third.log"));
+    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
+    assert_eq!(report["revision"], 3, "the changed declaration is a new revision: {report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_the_running_module_answers_unchanged_and_adds_no_revision() {
+    let World { broker: _broker, dir: _dir, serve, topics } = World::start();
+    let name = pipeline_name(&topics);
+    deploy(serve.url(), &topics, "tagged-v1").await;
+    let again = reload(serve.url(), &name, guests::component("tagged-v1")).await.expect("reload");
+    assert_eq!((again["applied"].as_str(), again["revision"].as_u64()), (Some("unchanged"), Some(1)), "{again}");
+    let out = cli(serve.url(), &["reload", &name, guests::component("tagged-v1").to_str().unwrap()]);
+    assert!(out.contains(&format!("pipeline {name} unchanged")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_faster_than_batches_mark_the_skipped_revision_superseded() {
+    let World { broker: _broker, dir: _dir, serve, topics } = World::start();
+    let name = pipeline_name(&topics);
+    deploy(serve.url(), &topics, "tagged-v1").await;
+    wait_for_report(serve.url(), &name, "every partition assigned", |r| r["status"]["owned_partitions"] == PARTITIONS)
+        .await;
+    // No record flows, so no partition takes a revision up between these two reloads.
+    let first = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload to v2");
+    assert_eq!(first["revision"], 2);
+    let second = reload(serve.url(), &name, guests::component("passthrough")).await.expect("reload again");
+    assert_eq!((second["revision"].as_u64(), second["superseded"].as_u64()), (Some(3), Some(2)), "{second}");
+    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
+    let superseded: Vec<u64> = report["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["superseded"] == true)
+        .map(|r| r["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(superseded, vec![2], "{report:#}");
+    assert!(!serve.log().contains("partition switched"), "no switch is claimed:\n{}", serve.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsets_reset_only_while_paused_and_the_pipeline_resumes_from_them() {
     let World { broker, dir: _dir, serve, topics } = World::start();

@@ -55,6 +55,7 @@ fn spec(name: &str, topics: &Topics, guest: &str) -> PipelineSpec {
             linger_ms: 5,
             ..Processing::default()
         },
+        group: Default::default(),
     }
 }
 
@@ -238,6 +239,20 @@ fn serve(config: &Path, log: PathBuf) -> ServeProcess {
     ServeProcess::spawn(&["--config".as_ref(), config.as_ref(), "--status-every".as_ref(), "1".as_ref()], log)
 }
 
+/// Like [`serve`], on a data directory of its own: a second runtime (a second node) beside
+/// the first.
+fn serve_node(config: &Path, data_dir: &Path, log: PathBuf) -> ServeProcess {
+    let args: [&std::ffi::OsStr; 6] = [
+        "--config".as_ref(),
+        config.as_ref(),
+        "--status-every".as_ref(),
+        "1".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_ref(),
+    ];
+    ServeProcess::spawn(&args, log)
+}
+
 /// Writes a `sluice serve` config for one passthrough pipeline.
 fn serve_config(dir: &Path, broker: &TansuBroker, topics: &Topics, name: &str) -> PathBuf {
     let path = dir.join("sluice.toml");
@@ -325,7 +340,7 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
     const TOTAL: usize = 4_000;
 
     let mut first = serve(&config, dir.path().join("first.log"));
-    let second = serve(&config, dir.path().join("second.log"));
+    let second = serve_node(&config, &dir.path().join("second-node"), dir.path().join("second.log"));
     let assigned = |log: &str| log.lines().rev().find(|l| l.contains("partitions assigned")).map(str::to_owned);
     // Both members end up with a share of the four partitions.
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
@@ -514,4 +529,72 @@ async fn a_memcached_outage_holds_records_until_it_is_back_and_loses_none() {
     let mut memcached = sluice_tests::servers::MemcachedServer::start();
     let url = memcached.url();
     cache_outage_loses_nothing(&url, |down| if down { memcached.stop() } else { memcached.restart() }).await;
+}
+
+/// Partitions each runtime says it owns, from `GET /v1/pipelines`.
+fn owned(nodes: &[ServeProcess]) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|node| {
+            node.client(None)
+                .get("/v1/pipelines")
+                .ok()
+                .and_then(|l| l["pipelines"][0]["partitions"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A runtime that owns no partition while its consumer group's records wait and nobody commits
+/// them says so: `stalled` in `ls`, the reason in its status, `sluice_pipeline_stalled 1` in
+/// `/metrics`, and one warning in its log.
+///
+/// The stall is made with two runtimes on a one-partition topic, killing the one that owns the
+/// partition. Kafka would give the partition to the survivor after the session timeout; tansu
+/// 0.6.0 does not (its group coordinator keeps the dead static member's assignment: the
+/// survivor's rejoin returns only its own, empty, assignment), which is exactly the stall an
+/// operator must be able to see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_owns_no_partition_while_records_wait_shows_stalled() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("stall-{}", unique_suffix());
+    let config = serve_config(dir.path(), &broker, &topics, &name);
+    let bootstrap = broker.bootstrap();
+
+    let mut nodes = vec![
+        serve_node(&config, &dir.path().join("node-a"), dir.path().join("a.log")),
+        serve_node(&config, &dir.path().join("node-b"), dir.path().join("b.log")),
+    ];
+    // Wait until both have joined and one of them owns the partition.
+    wait_for_log(&nodes[1], "the second node's first assignment", |log| log.contains("partitions assigned")).await;
+    produce_ids(&bootstrap, &topics.input, 1, 0..100).await;
+    read_until_seen(&bootstrap, &topics.output, 1, &ids(0..100)).await;
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let owner = loop {
+        let owned = owned(&nodes);
+        if owned.iter().sum::<u64>() == 1 {
+            break owned.iter().position(|&n| n == 1).unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no single owner of the partition: {owned:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    nodes[owner].kill_9();
+    let survivor = &nodes[1 - owner];
+    produce_ids(&bootstrap, &topics.input, 1, 100..200).await;
+
+    wait_for_log(survivor, "a stall warning", |log| log.contains("pipeline stalled")).await;
+    let client = survivor.client(None);
+    let list = client.get("/v1/pipelines").unwrap();
+    let row = &list["pipelines"][0];
+    assert_eq!(row["state"], "stalled", "{list}");
+    assert_eq!(row["partitions"], 0, "{list}");
+    let report = client.get(&format!("/v1/pipelines/{name}")).unwrap();
+    let reason = report["status"]["stalled"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("owns no partitions") && reason.contains("records waiting"), "{report}");
+    let metrics = client.get_text("/metrics").unwrap();
+    assert!(metrics.contains(&format!("sluice_pipeline_stalled{{pipeline=\"{name}\"}} 1")), "{metrics}");
+    let warnings = survivor.log().matches("pipeline stalled").count();
+    assert_eq!(warnings, 1, "the stall is logged once:\n{}", survivor.log());
 }

@@ -7,13 +7,17 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `sluice_pipeline_up` (1 running, 0 paused or failed) | gauge | pipeline, state |
+//! | `sluice_pipeline_up` (1 running, 0 paused, failed or stalled) | gauge | pipeline, state |
+//! | `sluice_pipeline_stalled` (1 when it owns no partition while its group's records wait) | gauge | pipeline |
+//! | `sluice_pipeline_partitions_owned` | gauge | pipeline |
+//! | `sluice_pipeline_broker_outages_total` | counter | pipeline |
+//! | `sluice_pipeline_broker_unreachable` (1 during an outage) | gauge | pipeline |
 //! | `sluice_pipeline_revision` | gauge | pipeline |
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
 //! | `sluice_pipeline_batch_duration_seconds` | histogram | pipeline |
 //! | `sluice_pipeline_lag_records` | gauge | pipeline, topic, partition |
-//! | `sluice_cache_hits_total`, `_misses_total`, `_writes_total`, `_unavailable_total`, `_errors_total` | counter | pipeline, backend |
+//! | `sluice_cache_hits_total`, `_misses_total`, `_writes_total`, `_unavailable_total`, `_errors_total`, `_outages_total` | counter | pipeline, backend |
 //! | `sluice_cache_call_duration_seconds` | histogram | pipeline, backend |
 //! | `sluice_engine_instances`, `sluice_engine_memory_bytes` | gauge | |
 //! | `sluice_engine_modules_compiled_total`, `_modules_from_artifacts_total` | counter | |
@@ -118,10 +122,32 @@ pub async fn render(manager: &PipelineManager) -> String {
             PipelineState::Running => "running",
             PipelineState::Paused => "paused",
             PipelineState::Failed => "failed",
+            PipelineState::Stalled => "stalled",
         };
         let up = f64::from(u8::from(summary.state == PipelineState::Running));
         f.gauge("sluice_pipeline_up", "1 when the pipeline runs.", &[p[0], ("state", state)], up);
         f.gauge("sluice_pipeline_revision", "The pipeline's module revision.", &p, summary.revision as f64);
+        let stalled = f64::from(u8::from(status.stalled.is_some()));
+        f.gauge(
+            "sluice_pipeline_stalled",
+            "1 when the pipeline owns no partition while its records wait.",
+            &p,
+            stalled,
+        );
+        f.gauge(
+            "sluice_pipeline_partitions_owned",
+            "Partitions this runtime owns.",
+            &p,
+            status.owned_partitions as f64,
+        );
+        f.counter(
+            "sluice_pipeline_broker_outages_total",
+            "Times the cluster became unreachable.",
+            &p,
+            status.broker_outages,
+        );
+        let unreachable = f64::from(u8::from(status.broker_unreachable_ms.is_some()));
+        f.gauge("sluice_pipeline_broker_unreachable", "1 while the cluster is unreachable.", &p, unreachable);
         f.counter("sluice_pipeline_records_in_total", "Records consumed.", &p, status.records_in);
         f.counter("sluice_pipeline_records_out_total", "Outputs produced and acknowledged.", &p, status.records_out);
         f.counter("sluice_pipeline_batches_total", "Batches processed.", &p, status.batches);
@@ -153,6 +179,7 @@ pub async fn render(manager: &PipelineManager) -> String {
         f.counter("sluice_cache_writes_total", "Cache write calls.", &labels, c.writes);
         f.counter("sluice_cache_unavailable_total", "Cache calls failed as unavailable.", &labels, c.unavailable);
         f.counter("sluice_cache_errors_total", "Cache calls failed otherwise.", &labels, c.errors);
+        f.counter("sluice_cache_outages_total", "Times the cache became unavailable.", &labels, c.outages);
         f.histogram("sluice_cache_call_duration_seconds", "Cache backend call latency.", &labels, &c.latency);
     }
     let e = manager.engine().stats().snapshot();

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
 
-use crate::manager::{Applied, ManagerError, PipelineManager, PipelineReport, PipelineSummary};
+use crate::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use crate::pipeline::spec::{PipelineSpec, StartPosition};
 use crate::registry::ModuleInfo;
 use auth::{CanAdminister, CanRead};
@@ -366,7 +366,7 @@ async fn reload_pipeline(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PipelineSummary>, ApiError> {
+) -> Result<Json<ModuleChange>, ApiError> {
     let bytes = body_bytes(body, state.upload_limit)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -391,7 +391,7 @@ async fn rollback_pipeline(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<PipelineSummary>, ApiError> {
+) -> Result<Json<ModuleChange>, ApiError> {
     // Over the JSON limit, not a module limit.
     let bytes = body_bytes(body, MAX_JSON_BODY_BYTES).map_err(|e| match e {
         ApiError::BodyTooLarge { limit } => ApiError::JsonTooLarge { limit },

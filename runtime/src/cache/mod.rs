@@ -188,6 +188,11 @@ pub struct CacheStats {
     pub errors: AtomicU64,
     /// How long the backend took, for every call that reached it (failed ones included).
     pub latency: LatencyHistogram,
+    /// Times the backend became unavailable (a call failed `unavailable` after one that
+    /// reached it, or as the first call).
+    pub outages: AtomicU64,
+    /// Since when the backend has been unavailable, during an outage.
+    outage_since: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A plain copy of [`CacheStats`] at one moment.
@@ -209,6 +214,10 @@ pub struct CacheStatsSnapshot {
     pub errors: u64,
     /// Backend call latency.
     pub latency: LatencySnapshot,
+    /// Times the backend became unavailable.
+    pub outages: u64,
+    /// How long the backend has been unavailable, during an outage, in milliseconds.
+    pub unavailable_for_ms: Option<u64>,
 }
 
 impl CacheStats {
@@ -223,6 +232,12 @@ impl CacheStats {
             connection_errors: self.connection_errors.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             latency: self.latency.snapshot(),
+            outages: self.outages.load(Ordering::Relaxed),
+            unavailable_for_ms: self
+                .outage_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .map(|since| since.elapsed().as_millis() as u64),
         }
     }
 
@@ -329,6 +344,8 @@ pub struct Cache {
     backend: Arc<dyn CacheBackend>,
     namespace: Namespace,
     stats: Arc<CacheStats>,
+    /// Who uses this handle (a pipeline's name), for log lines.
+    owner: Arc<str>,
 }
 
 impl fmt::Debug for Cache {
@@ -340,7 +357,14 @@ impl fmt::Debug for Cache {
 impl Cache {
     /// A handle on `backend` whose keys live under `namespace`.
     pub fn new(backend: Arc<dyn CacheBackend>, namespace: Namespace) -> Self {
-        Cache { backend, namespace, stats: Arc::default() }
+        let owner = Arc::from(namespace.to_string());
+        Cache { backend, namespace, stats: Arc::default(), owner }
+    }
+
+    /// This handle, naming `owner` (a pipeline) in its log lines.
+    pub fn owned_by(mut self, owner: &str) -> Self {
+        self.owner = Arc::from(owner);
+        self
     }
 
     /// The backend's kind (`memory`, `redis`, `memcached`).
@@ -465,7 +489,33 @@ impl Cache {
         let started = Instant::now();
         let result = call.await;
         self.stats.latency.record(started.elapsed());
+        self.watch_outage(&result);
         result
+    }
+
+    /// Logs one line when the backend becomes unavailable and one when it answers again, with
+    /// the pipeline's name, however many calls fail in between.
+    fn watch_outage<T>(&self, result: &Result<T, CacheError>) {
+        let unavailable = result.as_ref().err().filter(|e| e.is_unavailable());
+        let mut since = self.stats.outage_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (unavailable, *since) {
+            (Some(error), None) => {
+                *since = Some(Instant::now());
+                self.stats.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    pipeline = %self.owner, cache = self.backend.kind(),
+                    "the cache is unavailable ({error}); its calls fail as retryable and records wait until it is back"
+                );
+            }
+            (None, Some(started)) => {
+                *since = None;
+                tracing::info!(
+                    pipeline = %self.owner, cache = self.backend.kind(),
+                    "the cache answers again after {:.1?}", started.elapsed()
+                );
+            }
+            _ => {}
+        }
     }
 
     fn count_write<T>(&self, result: &Result<T, CacheError>) {

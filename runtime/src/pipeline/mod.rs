@@ -30,36 +30,97 @@ use tokio::task::JoinHandle;
 
 use crate::cache::{Cache, CacheStatsSnapshot, LatencyHistogram, LatencySnapshot};
 use crate::engine::{Engine, FunctionContext, FunctionInstance, Module};
-use crate::kafka::KafkaConfig;
+use crate::kafka::{BrokerWatch, KafkaConfig};
 use crate::sink::kafka::KafkaSink;
 use crate::source::kafka::{self as source, AssignmentEvent, KafkaConsumer};
 use spec::{FailurePolicy, PipelineSpec};
 use worker::PartitionWorker;
 
+/// How long a stopping worker waits for the acknowledgements of the batch it is delivering
+/// before it gives the batch up, uncommitted (it is processed again by the next owner).
+pub const STOP_ACK_GRACE: Duration = Duration::from_secs(5);
+/// How long a stopping pipeline waits for its final commit of what was acknowledged.
+pub const STOP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pipeline that stops and leaves its group serves the consumer so the group hears
+/// it leave.
+const STOP_LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stopping pipeline waits for the producer to send what it queued.
-const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A running pipeline that has owned no partition for this long, while its consumer group has
+/// records waiting and commits nothing, is stalled.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+/// How often a pipeline checks whether it is stalled.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a new assignment of a partition waits for the worker that had it before to stop.
 const PREVIOUS_WORKER_WAIT: Duration = Duration::from_secs(60);
 
 /// A running pipeline.
 pub struct Pipeline {
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
+    shutdown: watch::Sender<Stop>,
     task: JoinHandle<()>,
+}
+
+/// Whether, and how, a pipeline is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    No,
+    /// Stop and leave the consumer group, so other members take the partitions over now.
+    Leave,
+    /// Stop for a restart of this runtime: a static member stays in its group, so the
+    /// restarted runtime takes its partitions back as the same member, without a rebalance.
+    Restart,
 }
 
 /// What a pipeline's workers share.
 pub(crate) struct Shared {
     pub(crate) spec: PipelineSpec,
     engine: Engine,
-    /// The module workers run; replaced by [`Pipeline::reload`], picked up between batches.
-    pub(crate) module: watch::Sender<Module>,
+    /// The module workers run, with its revision; replaced by [`Pipeline::reload`], picked
+    /// up between batches.
+    pub(crate) module: watch::Sender<Version>,
+    /// The revisions some partition worker has taken up (to process a batch with).
+    taken_up: Mutex<std::collections::BTreeSet<u64>>,
     cache: Cache,
     pub(crate) consumer: Arc<KafkaConsumer>,
     pub(crate) sink: KafkaSink,
     pub(crate) stats: Arc<PipelineStats>,
     /// Wakes workers blocked under the `block` policy.
     pub(crate) unblock: Notify,
+    /// The pipeline's connection to the cluster.
+    watch: Arc<BrokerWatch>,
+    kafka: KafkaConfig,
+    /// The partitions this runtime owns now, and whether that makes the pipeline stalled.
+    ownership: Mutex<Ownership>,
+}
+
+/// A module as one revision of a pipeline.
+#[derive(Clone)]
+pub(crate) struct Version {
+    pub(crate) revision: u64,
+    pub(crate) module: Module,
+}
+
+/// What a pipeline needs besides its spec, module, cache and cluster.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The module's revision in the pipeline's history (0 when there is none).
+    pub revision: u64,
+    /// The counters to count into, so they carry on across a pause and resume or an update.
+    pub stats: Arc<PipelineStats>,
+    /// The node id: the pipeline joins its consumer group as the static member of this name
+    /// (unless its spec's `group.static_membership` is off). `None`: a dynamic member.
+    pub node_id: Option<String>,
+}
+
+/// The partitions a pipeline owns, as its rebalances leave them.
+#[derive(Debug, Default)]
+struct Ownership {
+    owned: usize,
+    /// Since when it has owned none.
+    none_since: Option<Instant>,
+    /// Why it is stalled, when it is.
+    stalled: Option<String>,
 }
 
 impl Pipeline {
@@ -72,18 +133,17 @@ impl Pipeline {
         module: Module,
         cache: Cache,
     ) -> anyhow::Result<Pipeline> {
-        Pipeline::start_with_stats(spec, kafka, engine, module, cache, Arc::default()).await
+        Pipeline::start_with(spec, kafka, engine, module, cache, StartOptions::default()).await
     }
 
-    /// Like [`Pipeline::start`], counting into `stats`, so counters carry on across a pause
-    /// and resume or an update of the spec.
-    pub async fn start_with_stats(
+    /// Like [`Pipeline::start`], with [`StartOptions`].
+    pub async fn start_with(
         spec: PipelineSpec,
         kafka: &KafkaConfig,
         engine: &Engine,
         module: Module,
         cache: Cache,
-        stats: Arc<PipelineStats>,
+        options: StartOptions,
     ) -> anyhow::Result<Pipeline> {
         spec.validate()?;
         kafka.validate().map_err(|e| anyhow::anyhow!("pipeline {}: {e}", spec.name))?;
@@ -94,21 +154,27 @@ impl Pipeline {
         })
         .await
         .context("start-offset task failed")??;
-        let sink = KafkaSink::new(&spec.name, kafka)?;
-        let (consumer, events) = source::subscribe(&spec, kafka)?;
+        let broker_watch = Arc::new(BrokerWatch::new(&spec.name, kafka));
+        let sink = KafkaSink::new(&spec.name, kafka, broker_watch.clone())?;
+        let (consumer, events) = source::subscribe(&spec, kafka, options.node_id.as_deref(), broker_watch.clone())?;
         let shared = Arc::new(Shared {
             spec,
             engine: engine.clone(),
-            module: watch::Sender::new(module),
+            module: watch::Sender::new(Version { revision: options.revision, module }),
+            taken_up: Mutex::default(),
             cache,
             consumer,
             sink,
-            stats,
+            stats: options.stats,
             unblock: Notify::new(),
+            watch: broker_watch,
+            kafka: kafka.clone(),
+            ownership: Mutex::new(Ownership { owned: 0, none_since: Some(Instant::now()), stalled: None }),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = watch::channel(Stop::No);
+        tokio::spawn(watch_for_stalls(shared.clone(), shutdown_rx.clone()));
         let task = tokio::spawn(run(shared.clone(), events, shutdown_rx));
-        tracing::info!(pipeline = %shared.spec.name, module = %shared.module.borrow().digest(), "pipeline started");
+        tracing::info!(pipeline = %shared.spec.name, module = %shared.module.borrow().module.digest(), "pipeline started");
         Ok(Pipeline { shared, shutdown, task })
     }
 
@@ -129,8 +195,15 @@ impl Pipeline {
             namespace: self.shared.cache.namespace().to_string(),
             stats: self.shared.cache.stats().snapshot(),
         };
-        let module = self.shared.module.borrow().digest().to_string();
+        let module = self.shared.module.borrow().module.digest().to_string();
         let mut status = self.shared.stats.snapshot(&self.shared.spec.name, module, cache);
+        {
+            let ownership = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner());
+            status.owned_partitions = ownership.owned;
+            status.stalled = ownership.stalled.clone();
+        }
+        status.broker_outages = self.shared.watch.outages();
+        status.broker_unreachable_ms = self.shared.watch.unreachable_for().map(|d| d.as_millis() as u64);
         for partition in &mut status.partitions {
             // The high watermark librdkafka last reported for the partition: no broker round trip.
             let high = self.shared.consumer.context().high_watermark(&partition.topic, partition.partition);
@@ -143,20 +216,41 @@ impl Pipeline {
 
     /// The module the pipeline runs now (workers switch to it at their next batch).
     pub fn module(&self) -> Module {
-        self.shared.module.borrow().clone()
+        self.shared.module.borrow().module.clone()
     }
 
-    /// Replaces the pipeline's module while it runs. Each partition worker finishes the batch
-    /// in hand with the old module and processes every later batch with `module`: no record
-    /// is processed by both, none is skipped, and consumption does not stop.
-    pub fn reload(&self, module: Module) {
-        tracing::info!(
-            pipeline = %self.shared.spec.name,
-            from = %self.shared.module.borrow().digest(),
-            to = %module.digest(),
-            "reloading the module; partitions switch at their next batch"
-        );
-        self.shared.module.send_replace(module);
+    /// Replaces the pipeline's module, as revision `revision`, while it runs. Each partition
+    /// worker finishes the batch in hand with the old module and processes every later batch
+    /// with `module`: no record is processed by both, none is skipped, and consumption does
+    /// not stop.
+    ///
+    /// Returns the revision this one supersedes before any partition took it up, if any: when
+    /// reloads come faster than batches end, a worker goes straight to the newest module, and
+    /// the revisions in between never process a record.
+    pub fn reload(&self, module: Module, revision: u64) -> Option<u64> {
+        let mut superseded = None;
+        // Under the channel's lock: no worker takes the old revision up meanwhile.
+        self.shared.module.send_modify(|current| {
+            let taken_up = self.shared.taken_up.lock().unwrap_or_else(|p| p.into_inner());
+            if !taken_up.contains(&current.revision) {
+                superseded = Some(current.revision);
+            }
+            tracing::info!(
+                pipeline = %self.shared.spec.name,
+                from = %current.module.digest(),
+                to = %module.digest(),
+                revision,
+                "reloading the module; partitions switch at their next batch"
+            );
+            *current = Version { revision, module };
+        });
+        if let Some(old) = superseded {
+            tracing::info!(
+                pipeline = %self.shared.spec.name,
+                "revision {old} never processed a record here: revision {revision} replaced it before any partition took it up"
+            );
+        }
+        superseded
     }
 
     /// Resumes partitions blocked under the `block` policy: each tries its failed record again.
@@ -164,10 +258,28 @@ impl Pipeline {
         self.shared.unblock.notify_waiters();
     }
 
-    /// Stops: workers finish the batch in hand (or leave it uncommitted), stored offsets are
-    /// committed, and the producer sends what it queued.
+    /// Whether the pipeline is stalled: it has owned no partition for [`STALL_AFTER`] while
+    /// its consumer group has records waiting and commits nothing.
+    pub fn stalled(&self) -> Option<String> {
+        self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).stalled.clone()
+    }
+
+    /// Stops and leaves the consumer group (other members take the partitions over now):
+    /// workers finish the batch in hand (waiting at most [`STOP_ACK_GRACE`] for its
+    /// acknowledgements) or leave it uncommitted, stored offsets are committed, and the
+    /// producer sends what it queued. Bounded even when the cluster is unreachable.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
+        self.stop_as(Stop::Leave).await;
+    }
+
+    /// Like [`Pipeline::stop`], but for a restart of the runtime: a static member does not
+    /// leave its group, so the restarted runtime gets its partitions back at once.
+    pub async fn stop_for_restart(self) {
+        self.stop_as(Stop::Restart).await;
+    }
+
+    async fn stop_as(self, how: Stop) {
+        let _ = self.shutdown.send(how);
         let _ = self.task.await;
         tracing::info!(pipeline = %self.shared.spec.name, "pipeline stopped");
     }
@@ -178,7 +290,7 @@ impl Pipeline {
 async fn run(
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<AssignmentEvent>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Stop>,
 ) {
     let mut workers: HashMap<(String, i32), (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
     // Workers of revoked partitions, told to stop but maybe still finishing a batch.
@@ -212,6 +324,7 @@ async fn run(
                         let worker = shared.worker(topic, partition, queue, stop_rx);
                         workers.insert(key, (stop, tokio::spawn(worker.run())));
                     }
+                    shared.set_owned(workers.len());
                 }
                 AssignmentEvent::Revoked(partitions) => {
                     stopping.retain(|_, handle| !handle.is_finished());
@@ -221,24 +334,120 @@ async fn run(
                             stopping.insert(key, handle);
                         }
                     }
+                    shared.set_owned(workers.len());
                 }
             },
             _ = shutdown.changed() => break,
         }
     }
+    let how = *shutdown.borrow();
     for (stop, _) in workers.values() {
         let _ = stop.send(true);
     }
+    // Each worker gives up its batch after STOP_ACK_GRACE at most.
     for handle in workers.into_values().map(|(_, handle)| handle).chain(stopping.into_values()) {
         let _ = handle.await;
     }
-    if let Err(e) = shared.consumer.commit_consumer_state(CommitMode::Sync) {
-        tracing::debug!(pipeline = %shared.spec.name, "final commit: {e}");
+    let consumer = shared.consumer.clone();
+    let commit = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync));
+    match tokio::time::timeout(STOP_COMMIT_TIMEOUT, commit).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::debug!(pipeline = %shared.spec.name, "final commit: {e}"),
+        Ok(Err(e)) => tracing::warn!(pipeline = %shared.spec.name, "final commit task failed: {e}"),
+        Err(_) => tracing::warn!(
+            pipeline = %shared.spec.name,
+            "the final commit did not finish within {STOP_COMMIT_TIMEOUT:?}; records processed since the last commit will be processed again"
+        ),
     }
-    shared.sink.flush(STOP_FLUSH_TIMEOUT);
+    if how == Stop::Leave {
+        // A static member leaves only when it unsubscribes; on close it stays (KIP-345).
+        shared.consumer.unsubscribe();
+        // The revocation and the LeaveGroup request are served while the consumer is polled.
+        let deadline = tokio::time::Instant::now() + STOP_LEAVE_TIMEOUT;
+        while let Ok(polled) = tokio::time::timeout_at(deadline, shared.consumer.recv()).await {
+            if polled.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let sink = shared.clone();
+    let flushed = tokio::task::spawn_blocking(move || sink.sink.flush(STOP_FLUSH_TIMEOUT)).await;
+    if !matches!(flushed, Ok(true)) {
+        tracing::warn!(
+            pipeline = %shared.spec.name,
+            "the producer did not send everything it queued within {STOP_FLUSH_TIMEOUT:?}; those records' inputs were not committed and will be processed again"
+        );
+    }
+}
+
+/// Marks the pipeline stalled, or not, from what its group looks like on the broker: every
+/// [`STALL_CHECK_INTERVAL`], once it has owned no partition for [`STALL_AFTER`], it asks the
+/// broker for its group's lag and committed offsets. Records waiting while nothing is
+/// committed between two checks (no other member makes progress either) is a stall.
+async fn watch_for_stalls(shared: Arc<Shared>, mut shutdown: watch::Receiver<Stop>) {
+    let mut committed_before: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(STALL_CHECK_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        let none_for = shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).none_since.map(|t| t.elapsed());
+        let Some(none_for) = none_for.filter(|d| *d >= STALL_AFTER) else {
+            committed_before = None;
+            continue;
+        };
+        let (spec, kafka) = (shared.spec.clone(), shared.kafka.clone());
+        let offsets = tokio::task::spawn_blocking(move || source::group_offsets(&spec, &kafka)).await;
+        let owning_none = format!("owns no partitions for {} s", none_for.as_secs());
+        let verdict = match offsets {
+            Ok(Ok(offsets)) => {
+                let lag: i64 = offsets.iter().map(|o| o.lag).sum();
+                let committed: i64 = offsets.iter().filter_map(|o| o.committed).sum();
+                let progress = committed_before.is_none_or(|before| before != committed);
+                committed_before = Some(committed);
+                (lag > 0 && !progress).then(|| {
+                    format!("{owning_none} while its consumer group has {lag} records waiting and commits nothing")
+                })
+            }
+            Ok(Err(e)) => Some(format!("{owning_none}, and its consumer group cannot be read: {e:#}")),
+            Err(_) => continue,
+        };
+        // A rebalance may have given partitions meanwhile: it clears the stall itself.
+        if shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).owned == 0 {
+            shared.set_stalled(verdict);
+        }
+    }
 }
 
 impl Shared {
+    /// Records how many partitions the pipeline owns after a rebalance.
+    fn set_owned(&self, owned: usize) {
+        let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        ownership.owned = owned;
+        match (owned, ownership.none_since) {
+            (0, None) => ownership.none_since = Some(Instant::now()),
+            (0, Some(_)) => {}
+            (_, _) => ownership.none_since = None,
+        }
+        drop(ownership);
+        if owned > 0 {
+            self.set_stalled(None);
+        }
+    }
+
+    /// Sets or clears the stall, logging each change once.
+    fn set_stalled(&self, stalled: Option<String>) {
+        let mut ownership = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        match (&ownership.stalled, &stalled) {
+            (None, Some(reason)) => tracing::warn!(pipeline = %self.spec.name, "pipeline stalled: it {reason}"),
+            (Some(_), None) => {
+                tracing::info!(pipeline = %self.spec.name, owned = ownership.owned, "pipeline no longer stalled")
+            }
+            _ => {}
+        }
+        ownership.stalled = stalled;
+    }
+
     /// The queue a new worker of partition `key` reads. When the partition's previous worker
     /// (revoked, then assigned back to this runtime) may still hold the old queue, waits for it
     /// to stop and takes the queue again: dropping a partition queue handle turns off the
@@ -270,28 +479,52 @@ impl Shared {
         stop: watch::Receiver<bool>,
     ) -> PartitionWorker {
         let mut module = self.module.subscribe();
-        let instance = self.instance_for(&topic, partition, &module.borrow_and_update());
-        PartitionWorker { shared: self.clone(), topic, partition, queue, instance, module, stop }
+        let version = self.take_up(&mut module);
+        let instance = self.instance_for(&topic, partition, &version.module);
+        PartitionWorker {
+            shared: self.clone(),
+            topic,
+            partition,
+            queue,
+            instance,
+            revision: version.revision,
+            module,
+            stop,
+        }
+    }
+
+    /// The pipeline's current version, marked as taken up by a worker (under the channel's
+    /// lock, so [`Pipeline::reload`] sees it).
+    pub(crate) fn take_up(&self, module: &mut watch::Receiver<Version>) -> Version {
+        let current = module.borrow_and_update();
+        self.taken_up.lock().unwrap_or_else(|p| p.into_inner()).insert(current.revision);
+        current.clone()
     }
 
     pub(crate) fn set_partition_state(&self, topic: &str, partition: i32, state: PartitionState) {
-        self.stats.partition(topic, partition, |p| p.state = state);
+        self.stats.partition(topic, partition, |p| {
+            p.state = state;
+            p.owned = state != PartitionState::Stopped;
+        });
     }
 
     pub(crate) fn set_partition_offset(&self, topic: &str, partition: i32, next_offset: i64) {
         self.stats.partition(topic, partition, |p| p.next_offset = Some(next_offset));
     }
 
-    /// Records that a partition's worker now runs `module`, switched at `offset` in `took`.
+    /// Records that a partition's worker now runs `module` as `revision`, switched at
+    /// `offset` in `took`.
     pub(crate) fn set_partition_module(
         &self,
         topic: &str,
         partition: i32,
         module: &Module,
+        revision: u64,
         switch: Option<(i64, Duration)>,
     ) {
         self.stats.partition(topic, partition, |p| {
             p.module = Some(module.digest().to_string());
+            p.revision = Some(revision);
             if let Some((offset, took)) = switch {
                 p.last_switch = Some(ModuleSwitch { offset, micros: took.as_micros() as u64 });
             }
@@ -320,7 +553,8 @@ pub enum PartitionState {
         /// The failed record's offset.
         offset: i64,
     },
-    /// Not assigned to this runtime any more.
+    /// Not assigned to this runtime any more: the row is history, what this runtime last
+    /// did with the partition.
     Stopped,
 }
 
@@ -372,7 +606,9 @@ impl PipelineStats {
             next_offset: None,
             lag: None,
             module: None,
+            revision: None,
             last_switch: None,
+            owned: true,
             state: PartitionState::Running,
         });
         update(entry);
@@ -391,6 +627,10 @@ impl PipelineStats {
             skipped: load(&self.skipped),
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
+            owned_partitions: 0,
+            stalled: None,
+            broker_outages: 0,
+            broker_unreachable_ms: None,
             batch_latency: self.batch_latency.snapshot(),
             cache,
         }
@@ -411,6 +651,10 @@ pub struct PartitionStatus {
     pub lag: Option<i64>,
     /// The module digest of the worker's last batch.
     pub module: Option<String>,
+    /// The pipeline revision of that module.
+    pub revision: Option<u64>,
+    /// Whether this runtime owns the partition now; `false`: the row is history.
+    pub owned: bool,
     /// The partition's last switch to a reloaded module.
     pub last_switch: Option<ModuleSwitch>,
     /// The worker's state.
@@ -451,6 +695,15 @@ pub struct PipelineStatus {
     pub last_error: Option<String>,
     /// Partitions this runtime has worked on.
     pub partitions: Vec<PartitionStatus>,
+    /// Partitions this runtime owns now.
+    pub owned_partitions: usize,
+    /// Why the pipeline is stalled, when it is: it has owned no partition for
+    /// [`STALL_AFTER`] while its consumer group has records waiting and commits nothing.
+    pub stalled: Option<String>,
+    /// Times the cluster became unreachable since the pipeline started.
+    pub broker_outages: u64,
+    /// How long the cluster has been unreachable, during an outage.
+    pub broker_unreachable_ms: Option<u64>,
     /// Time from a batch's first record to its results acknowledged.
     pub batch_latency: LatencySnapshot,
     /// The function's cache calls.

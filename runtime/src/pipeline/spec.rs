@@ -38,7 +38,44 @@ pub struct PipelineSpec {
     /// Batching, retries and failure handling.
     #[serde(default)]
     pub processing: Processing,
+    /// How the pipeline's consumer takes part in its consumer group.
+    #[serde(default)]
+    pub group: GroupSettings,
 }
+
+/// How a pipeline's consumer takes part in its consumer group `sluice.<name>`.
+///
+/// By default each runtime joins as a *static member* (Kafka's `group.instance.id`, KIP-345)
+/// named after its node id, which is kept in the data directory. A runtime that restarts after
+/// a crash takes its partitions back at once, as the same member, instead of waiting for the
+/// broker to expire the dead member after `session_timeout_ms`. A runtime that dies for good
+/// loses its partitions to the other members after `session_timeout_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupSettings {
+    /// Join as a static member named after the node id. Default `true`. Two runtimes must
+    /// never share a node id (do not copy a data directory between running nodes): the
+    /// broker would fence one of them.
+    pub static_membership: bool,
+    /// How long the broker waits without a heartbeat before it gives a member's partitions to
+    /// the others. Default 10,000 ms; 1,000 to 3,600,000 (brokers also enforce their own
+    /// `group.min/max.session.timeout.ms`, 6 s to 30 min on Kafka by default).
+    pub session_timeout_ms: u64,
+    /// How often the consumer sends heartbeats. Default 1,000 ms; 100 ms to a third of
+    /// `session_timeout_ms`.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings { static_membership: true, session_timeout_ms: 10_000, heartbeat_interval_ms: 1_000 }
+    }
+}
+
+/// The range of [`GroupSettings::session_timeout_ms`].
+pub const SESSION_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 1_000..=3_600_000;
+/// The lowest [`GroupSettings::heartbeat_interval_ms`].
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 100;
 
 fn default_cache() -> String {
     "memory://".into()
@@ -159,6 +196,22 @@ impl PipelineSpec {
         if p.batch_size == 0 || p.batch_max_bytes == 0 {
             return fail("batch_size and batch_max_bytes must be at least 1".into());
         }
+        let g = &self.group;
+        if !SESSION_TIMEOUT_RANGE_MS.contains(&g.session_timeout_ms) {
+            return fail(format!(
+                "group.session_timeout_ms must be {} to {} (got {})",
+                SESSION_TIMEOUT_RANGE_MS.start(),
+                SESSION_TIMEOUT_RANGE_MS.end(),
+                g.session_timeout_ms
+            ));
+        }
+        if g.heartbeat_interval_ms < MIN_HEARTBEAT_INTERVAL_MS || g.heartbeat_interval_ms > g.session_timeout_ms / 3 {
+            return fail(format!(
+                "group.heartbeat_interval_ms must be {MIN_HEARTBEAT_INTERVAL_MS} to a third of session_timeout_ms ({}) (got {})",
+                g.session_timeout_ms / 3,
+                g.heartbeat_interval_ms
+            ));
+        }
         Ok(())
     }
 
@@ -192,6 +245,7 @@ mod tests {
             namespace: None,
             config: BTreeMap::new(),
             processing: Processing::default(),
+            group: GroupSettings::default(),
         }
     }
 
@@ -216,6 +270,22 @@ mod tests {
         let mut spec = spec();
         spec.outputs.insert("default".into(), "clicks".into());
         assert!(spec.validate().unwrap_err().reason.contains("loop forever"));
+    }
+
+    #[test]
+    fn group_timings_out_of_range_are_refused_with_the_range() {
+        let mut spec = spec();
+        spec.group.session_timeout_ms = 999;
+        assert!(spec.validate().unwrap_err().reason.contains("group.session_timeout_ms must be 1000 to 3600000"));
+        spec.group.session_timeout_ms = 3_600_001;
+        assert!(spec.validate().is_err());
+        spec.group.session_timeout_ms = 3_000;
+        spec.group.heartbeat_interval_ms = 1_001;
+        assert!(spec.validate().unwrap_err().reason.contains("heartbeat_interval_ms must be 100 to a third"));
+        spec.group.heartbeat_interval_ms = 99;
+        assert!(spec.validate().is_err());
+        spec.group.heartbeat_interval_ms = 1_000;
+        assert_eq!(spec.validate(), Ok(()));
     }
 
     #[test]

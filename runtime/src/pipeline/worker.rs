@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::failure::{self, Failure, Outcome};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
-use super::{PartitionState, Shared};
-use crate::engine::{FunctionInstance, Module};
+use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
+use crate::engine::FunctionInstance;
 use crate::record::InputRecord;
 use crate::sink::kafka::Outgoing;
 use crate::source::kafka::{PartitionQueue, input_record, record_bytes};
@@ -25,8 +25,10 @@ pub(crate) struct PartitionWorker {
     pub(crate) partition: i32,
     pub(crate) queue: PartitionQueue,
     pub(crate) instance: FunctionInstance,
+    /// The revision of the module `instance` runs.
+    pub(crate) revision: u64,
     /// The pipeline's current module; a change is picked up before the next batch.
-    pub(crate) module: watch::Receiver<Module>,
+    pub(crate) module: watch::Receiver<Version>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -43,7 +45,7 @@ impl PartitionWorker {
     pub(crate) async fn run(mut self) {
         let mut carried: Vec<InputRecord> = Vec::new();
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
-        self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), None);
+        self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), self.revision, None);
         loop {
             let batch = if carried.is_empty() {
                 tokio::select! {
@@ -92,7 +94,18 @@ impl PartitionWorker {
     /// instantiated shows up here (and again, retried, on the batch's first call).
     async fn switch_module(&mut self, offset: i64) {
         let started = Instant::now();
-        let module = self.module.borrow_and_update().clone();
+        let Version { revision, module } = self.shared.take_up(&mut self.module);
+        let from = self.revision;
+        self.revision = revision;
+        if module.digest() == self.instance.module().digest() {
+            // Reloads in quick succession that came back to the module running here.
+            tracing::debug!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "revision {revision} runs the module of revision {from}; nothing to switch"
+            );
+            self.shared.set_partition_module(&self.topic, self.partition, &module, revision, None);
+            return;
+        }
         self.instance = self.shared.instance_for(&self.topic, self.partition, &module);
         if let Err(e) = self.instance.prepare().await {
             tracing::warn!(
@@ -103,9 +116,9 @@ impl PartitionWorker {
         let took = started.elapsed();
         tracing::info!(
             pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition, offset,
-            module = %module.digest(), ?took, "partition switched to the reloaded module"
+            module = %module.digest(), from, revision, ?took, "partition switched to the reloaded module"
         );
-        self.shared.set_partition_module(&self.topic, self.partition, &module, Some((offset, took)));
+        self.shared.set_partition_module(&self.topic, self.partition, &module, revision, Some((offset, took)));
     }
 
     /// Fails a record whose outputs name an output the pipeline does not declare.
@@ -136,7 +149,23 @@ impl PartitionWorker {
         let mut attempt = 0;
         loop {
             let module = self.instance.module().digest().to_string();
-            match deliver(&self.shared, &module, batch, outcomes).await {
+            let delivering = deliver(&self.shared, &module, batch, outcomes);
+            tokio::pin!(delivering);
+            let delivered = tokio::select! {
+                delivered = &mut delivering => delivered,
+                _ = self.stop.changed() => match tokio::time::timeout(STOP_ACK_GRACE, &mut delivering).await {
+                    Ok(delivered) => delivered,
+                    Err(_) => {
+                        tracing::warn!(
+                            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                            "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}..={}; they stay uncommitted and will be processed again",
+                            batch.first().map_or(0, |r| r.offset), batch.last().map_or(0, |r| r.offset)
+                        );
+                        return None;
+                    }
+                },
+            };
+            match delivered {
                 Ok(delivered) => {
                     self.count(batch, outcomes, &delivered);
                     return Some(delivered);
@@ -149,6 +178,9 @@ impl PartitionWorker {
                         pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
                         "producing the results of offsets {first}..={last} failed ({e}); trying again"
                     );
+                    if *self.stop.borrow() {
+                        return None;
+                    }
                     let delay = self.shared.spec.processing.backoff(attempt);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, Module, ModuleDigest, ModuleError};
 
+pub mod node;
 pub mod pipelines;
 
 /// The folder of the registry inside the runtime's data directory.

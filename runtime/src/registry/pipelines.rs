@@ -42,6 +42,10 @@ pub struct Revision {
     pub deployed_at: u64,
     /// `deploy`, `reload` or `rollback`.
     pub cause: String,
+    /// A later revision replaced this one before any partition took it up: it never
+    /// processed a record (reloads in quick succession are merged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 /// A pipeline as the runtime keeps it.
@@ -53,13 +57,24 @@ pub struct PipelineRecord {
     pub state: DesiredState,
     /// The latest module versions, oldest first; the last one is the current version.
     pub revisions: Vec<Revision>,
+    /// For a pipeline declared in `sluice serve`'s config file: the digest of the
+    /// declaration last applied. While the file says the same, a restart keeps the stored
+    /// state (changes made over the API win); a changed declaration is applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<String>,
 }
 
 impl PipelineRecord {
     /// A new pipeline at revision 1.
     pub fn new(spec: PipelineSpec) -> PipelineRecord {
-        let first = Revision { revision: 1, module: spec.module.clone(), deployed_at: now(), cause: "deploy".into() };
-        PipelineRecord { spec, state: DesiredState::Running, revisions: vec![first] }
+        let first = Revision {
+            revision: 1,
+            module: spec.module.clone(),
+            deployed_at: now(),
+            cause: "deploy".into(),
+            superseded: false,
+        };
+        PipelineRecord { spec, state: DesiredState::Running, revisions: vec![first], declared: None }
     }
 
     /// The current revision number.
@@ -71,7 +86,13 @@ impl PipelineRecord {
     pub fn push_revision(&mut self, module: &str, cause: &str, keep: usize) {
         let revision = self.revision() + 1;
         self.spec.module = module.to_string();
-        self.revisions.push(Revision { revision, module: module.to_string(), deployed_at: now(), cause: cause.into() });
+        self.revisions.push(Revision {
+            revision,
+            module: module.to_string(),
+            deployed_at: now(),
+            cause: cause.into(),
+            superseded: false,
+        });
         let excess = self.revisions.len().saturating_sub(keep.max(1));
         self.revisions.drain(..excess);
     }
@@ -80,6 +101,13 @@ impl PipelineRecord {
     pub fn previous(&self) -> Option<&Revision> {
         let current = &self.spec.module;
         self.revisions.iter().rev().skip(1).find(|r| &r.module != current)
+    }
+
+    /// Marks the kept version `revision` as superseded before it processed a record.
+    pub fn mark_superseded(&mut self, revision: u64) {
+        if let Some(kept) = self.revisions.iter_mut().find(|r| r.revision == revision) {
+            kept.superseded = true;
+        }
     }
 
     /// The kept version `revision`.

@@ -2,14 +2,17 @@
 //! outputs and dead letters. Sending waits (and so holds the partition back) while the
 //! producer's bounded queue is full, instead of buffering without limit.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{BrokerWatch, KafkaConfig};
 use crate::record::Header;
 
 /// Most bytes the producer queues before `send` waits. Default 64 MiB.
@@ -29,7 +32,22 @@ pub(crate) struct Outgoing<'a> {
 
 /// A pipeline's producer.
 pub(crate) struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<SinkContext>,
+}
+
+/// The producer's errors and log lines go to the pipeline's [`BrokerWatch`].
+pub(crate) struct SinkContext {
+    watch: Arc<BrokerWatch>,
+}
+
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.error("producer", &error, reason);
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.watch.log("producer", level, facility, message);
+    }
 }
 
 /// A send the broker has not acknowledged yet.
@@ -48,14 +66,14 @@ impl PendingDelivery {
 
 impl KafkaSink {
     /// An idempotent producer for pipeline `pipeline`.
-    pub(crate) fn new(pipeline: &str, kafka: &KafkaConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(pipeline: &str, kafka: &KafkaConfig, watch: Arc<BrokerWatch>) -> anyhow::Result<Self> {
         let producer = kafka
             .client_config()
             .set("client.id", format!("sluice-{pipeline}"))
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string())
-            .create()
+            .create_with_context(SinkContext { watch })
             .with_context(|| format!("pipeline {pipeline}: cannot create the Kafka producer"))?;
         Ok(KafkaSink { producer })
     }
@@ -88,8 +106,8 @@ impl KafkaSink {
         }
     }
 
-    /// Waits up to `timeout` for everything queued to be sent.
-    pub(crate) fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
+    /// Waits up to `timeout` for everything queued to be sent; `false` when some was not.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        self.producer.flush(timeout).is_ok()
     }
 }

@@ -17,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use crate::kafka::KafkaConfig;
+use crate::kafka::{BrokerWatch, KafkaConfig};
 use crate::pipeline::spec::{PipelineSpec, StartPosition};
 use crate::record::{Header, InputRecord};
 
@@ -46,6 +46,8 @@ pub(crate) struct SourceContext {
     consumer: OnceLock<Weak<KafkaConsumer>>,
     /// The high watermark of each fetched partition, from librdkafka's last statistics.
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
+    /// The pipeline's connection to the cluster, shared with its sink.
+    watch: Arc<BrokerWatch>,
 }
 
 impl SourceContext {
@@ -58,10 +60,17 @@ impl SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        tracing::warn!(pipeline = %self.pipeline, "kafka client: {error}: {reason}");
+        self.watch.error("consumer", &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        self.watch.log("consumer", level, facility, message);
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            self.watch.broker_state(&broker.state);
+        }
         let mut watermarks = self.high_watermarks.lock().unwrap_or_else(|p| p.into_inner());
         for (name, topic) in statistics.topics {
             for (id, partition) in topic.partitions {
@@ -115,9 +124,16 @@ impl ConsumerContext for SourceContext {
 
 /// Creates the pipeline's consumer, subscribed to its inputs, and the channel on which it
 /// announces assignments.
+///
+/// With `node_id` and [`GroupSettings::static_membership`](crate::pipeline::spec::GroupSettings)
+/// the consumer joins as the static member `node_id` (`group.instance.id`): after a restart it
+/// is the same member and gets its partitions back without waiting for the broker to expire
+/// the member it was before.
 pub(crate) fn subscribe(
     spec: &PipelineSpec,
     kafka: &KafkaConfig,
+    node_id: Option<&str>,
+    watch: Arc<BrokerWatch>,
 ) -> anyhow::Result<(Arc<KafkaConsumer>, mpsc::UnboundedReceiver<AssignmentEvent>)> {
     let (events, receiver) = mpsc::unbounded_channel();
     let context = SourceContext {
@@ -125,14 +141,20 @@ pub(crate) fn subscribe(
         events,
         consumer: OnceLock::new(),
         high_watermarks: Mutex::default(),
+        watch,
     };
     let reset = match spec.processing.start {
         StartPosition::Latest => "latest",
         _ => "earliest",
     };
-    let consumer: KafkaConsumer = kafka
-        .client_config()
+    let mut config = kafka.client_config();
+    if let (Some(node_id), true) = (node_id, spec.group.static_membership) {
+        config.set("group.instance.id", node_id);
+    }
+    let consumer: KafkaConsumer = config
         .set("group.id", spec.group_id())
+        .set("session.timeout.ms", spec.group.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", spec.group.heartbeat_interval_ms.to_string())
         .set("client.id", format!("sluice-{}", spec.name))
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
