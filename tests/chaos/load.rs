@@ -5,9 +5,13 @@
 //! sequence number `n / keys`; a key's records all go to partition `key index % partitions`,
 //! so each key's sequence numbers follow its input offsets. Records carry no headers: tansu
 //! 0.6 with SQLite storage falls behind at much lower rates when records have headers.
+//!
+//! Faults need records arriving to show recovery: once `slow_after` records are written, the
+//! load drops to [`TRICKLE_RATE`] until the driver releases it (after its last fault), then
+//! writes the rest at full rate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -20,6 +24,8 @@ use tokio::task::JoinHandle;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often the producer tops up to the rate.
 const TICK: Duration = Duration::from_millis(20);
+/// Records per second while the load waits for the driver's last fault.
+pub const TRICKLE_RATE: f64 = 20.0;
 
 /// What to write.
 #[derive(Debug, Clone, Copy)]
@@ -34,14 +40,22 @@ pub struct Load {
     pub partitions: i32,
     /// Records per second.
     pub rate: u64,
+    /// After this many records, write at [`TRICKLE_RATE`] until [`Running::release`].
+    pub slow_after: u64,
 }
 
 /// A running load: how far it got, and its end.
 pub struct Running {
-    /// Records handed to the producer so far.
-    pub sent: Arc<AtomicU64>,
+    released: Arc<AtomicBool>,
     /// Ends with the number of records acknowledged, or the first delivery error.
     pub done: JoinHandle<Result<u64, String>>,
+}
+
+impl Running {
+    /// Lets the load write its remaining records at full rate.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Starts writing `load` to `topic`.
@@ -53,7 +67,6 @@ pub fn start(bootstrap: &str, topic: &str, load: Load) -> Running {
         .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
         .create()
         .expect("create the load producer");
-    let sent = Arc::new(AtomicU64::new(0));
     let (deliveries, mut acknowledgements) = mpsc::unbounded_channel();
     let acknowledged = tokio::spawn(async move {
         let mut count = 0;
@@ -67,13 +80,19 @@ pub fn start(bootstrap: &str, topic: &str, load: Load) -> Running {
         Ok(count)
     });
     let topic = topic.to_string();
-    let counter = sent.clone();
+    let released = Arc::new(AtomicBool::new(false));
+    let release = released.clone();
     let done = tokio::spawn(async move {
-        let started = tokio::time::Instant::now();
+        let mut last_tick = tokio::time::Instant::now();
+        let mut allowance = 0.0;
         let mut next = 0;
         while next < load.count {
-            let due = (started.elapsed().as_secs_f64() * load.rate as f64) as u64;
-            while next < load.count.min(due) {
+            let slow = next >= load.slow_after && !release.load(Ordering::Relaxed);
+            let rate = if slow { TRICKLE_RATE } else { load.rate as f64 };
+            allowance += last_tick.elapsed().as_secs_f64() * rate;
+            last_tick = tokio::time::Instant::now();
+            while next < load.count && allowance >= 1.0 {
+                allowance -= 1.0;
                 let (key, seq, partition) = placement(load, next);
                 let id = load.first_id + next;
                 let value = format!(r#"{{"id":{id},"seq":{seq}}}"#);
@@ -90,14 +109,13 @@ pub fn start(bootstrap: &str, topic: &str, load: Load) -> Running {
                 };
                 let _ = deliveries.send((id, delivery));
                 next += 1;
-                counter.store(next, Ordering::Relaxed);
             }
             tokio::time::sleep(TICK).await;
         }
         drop(deliveries);
         acknowledged.await.map_err(|e| format!("delivery task: {e}"))?
     });
-    Running { sent, done }
+    Running { released, done }
 }
 
 /// The key, sequence number and partition of record `n` of `load`.

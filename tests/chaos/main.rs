@@ -40,9 +40,12 @@ const KEYS: u64 = 32;
 const PARTITIONS: i32 = 3;
 /// Records a batch holds at most (the pipeline's `batch_size`).
 const BATCH_SIZE: usize = 100;
-/// Faults are injected while the first part of a scenario's records is written, so that
-/// records keep arriving after the last one and its recovery can be seen.
-const FAULT_SPAN: f64 = 0.85;
+/// How long after the pipeline is seen processing (at the start, or after the previous fault)
+/// the next fault hits: a random moment in this range.
+const FAULT_DELAY: std::ops::Range<Duration> = Duration::from_millis(300)..Duration::from_millis(3_000);
+/// The share of a scenario's records written at full rate before the load slows to a trickle
+/// until the last fault has been injected (so that records keep arriving after every fault).
+const FULL_RATE_SHARE: f64 = 0.9;
 /// How long the broker stays dead before it is restarted.
 const BROKER_DOWN: Duration = Duration::from_secs(2);
 /// How long Redis stays frozen.
@@ -252,23 +255,25 @@ async fn run_scenario(setting: &mut Setting, scenario: &Scenario, first_id: u64)
     let mut runtime = Some(serve(&config, &log));
 
     let outputs = Reader::start(&bootstrap, &topics.output);
-    let load = Load { first_id, count: scenario.records, keys: KEYS, partitions: PARTITIONS, rate: RATE };
+    let slow_after = (scenario.records as f64 * FULL_RATE_SHARE) as u64;
+    let load = Load { first_id, count: scenario.records, keys: KEYS, partitions: PARTITIONS, rate: RATE, slow_after };
     let running = load::start(&bootstrap, &topics.input, load);
 
     let mut faults: Vec<Fault> = Vec::new();
+    let mut running_since = now_ms();
     for i in 0..scenario.times {
-        let slot = (i as f64 + 0.2 + 0.6 * setting.rng.unit()) / scenario.times as f64;
-        let due = (slot * FAULT_SPAN * scenario.records as f64) as u64;
-        while running.sent.load(std::sync::atomic::Ordering::Relaxed) < due {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Some(previous) = faults.last()
-            && !wait_for_output_after(&outputs, previous.ended_ms, RECOVERY_TIMEOUT).await
-        {
-            notes
-                .push(format!("{}: no output within {RECOVERY_TIMEOUT:?} of fault {i}; no more faults", scenario.name));
+        // Each fault hits a pipeline that is processing: after an output created since the
+        // previous fault ended (or since the start), at a random moment shortly after.
+        if !wait_for_output_after(&outputs, running_since, RECOVERY_TIMEOUT).await {
+            notes.push(format!(
+                "{}: no output within {RECOVERY_TIMEOUT:?} before fault {}; no more faults",
+                scenario.name,
+                i + 1
+            ));
             break;
         }
+        let delay = FAULT_DELAY.start + (FAULT_DELAY.end - FAULT_DELAY.start).mul_f64(setting.rng.unit());
+        tokio::time::sleep(delay).await;
         let fault = match scenario.fault {
             FaultKind::KillRuntime => {
                 let at_ms = now_ms();
@@ -305,8 +310,10 @@ async fn run_scenario(setting: &mut Setting, scenario: &Scenario, first_id: u64)
                 Fault { at_ms, ended_ms: now_ms(), committed }
             }
         };
+        running_since = fault.ended_ms;
         faults.push(fault);
     }
+    running.release();
 
     match running.done.await {
         Ok(Ok(_)) => {}
