@@ -630,11 +630,17 @@ impl PipelineManager {
 
     /// Stops every running pipeline, all at once, for a clean process exit; nothing is
     /// started after this begins. Their records keep saying whether they should run, so the
-    /// next start brings them back, as the same consumer group members.
+    /// next start brings them back.
+    ///
+    /// Each pipeline commits and leaves its consumer group, so the other runtimes of the
+    /// group take its partitions over at once rather than after the session timeout (a
+    /// runtime that never comes back must not hold them); a restart joins again in seconds.
+    /// Static membership is for crashes: a runtime killed without warning comes back as the
+    /// same member.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let mut pipelines = self.inner.pipelines.lock().await;
-        let stopping = pipelines.values_mut().filter_map(|m| m.running.take()).map(Pipeline::stop_for_restart);
+        let stopping = pipelines.values_mut().filter_map(|m| m.running.take()).map(Pipeline::stop);
         futures_util::future::join_all(stopping).await;
     }
 

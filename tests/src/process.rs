@@ -20,9 +20,11 @@ pub struct ServeProcess {
     url: String,
 }
 
-/// The `sluice` binary built by `make build`.
+/// The `sluice` binary built by `make build`, or the one `SLUICE_BINARY` names.
 pub fn sluice_binary() -> PathBuf {
-    let binary = guests::workspace_root().join("target/release/sluice");
+    let binary = std::env::var_os("SLUICE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| guests::workspace_root().join("target/release/sluice"));
     assert!(binary.exists(), "{} is missing: run `cargo build --release -p sluice`", binary.display());
     binary
 }
