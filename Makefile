@@ -4,7 +4,7 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large
+GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large counter
 GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -14,7 +14,7 @@ APT_PACKAGES := memcached redis-server redis-tools
 TANSU_VERSION := 0.6.0
 TANSU := $(HOME)/.cargo/bin/tansu
 
-.PHONY: setup build examples test test-only run try bench lint fmt clean-artifacts fuzz
+.PHONY: setup build examples test test-only run try bench chaos fuzz lint fmt clean-artifacts
 
 ## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target,
 ## memcached + redis-server for the cache tests, and the tansu broker for the Kafka tests.
@@ -84,6 +84,13 @@ fuzz: examples
 	grep -oE 'fuzz [a-z_]+: [0-9]+ executions in [0-9.]+ s|test result: .*|panicked at .*|minimal failing input.*|replay with .*' \
 		target/fuzz.log; \
 	[ $$lib = 0 ] && [ $$suite = 0 ]
+
+## chaos: the chaos suite (about 10 minutes; not part of `make test`): 100,000 records through
+## pipelines on tansu while the runtime is killed and restarted, the broker is killed and Redis is
+## frozen; prints a table per scenario and fails on a lost, misordered or unexplained duplicate
+## record (docs/chaos.md).
+chaos: setup examples build
+	$(CARGO) test --release -p sluice-tests --test chaos
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,6 +1,7 @@
 //! Shared harness for Sluice's integration tests: where the built guests are, builders for
 //! engines and records, and the real servers (cache, broker) the tests start on loopback.
 
+pub mod chaos;
 pub mod fixtures;
 #[path = "../../runtime/src/fuzzing.rs"]
 pub mod fuzzing;
