@@ -32,7 +32,8 @@ use super::{
 /// | `capacity_mb`: bound on keys plus values | memory | 256 | 1 to 1,048,576 |
 ///
 /// A user name or password in a `redis://` URL is percent-decoded (`%40` for `@`), and never
-/// appears in an error message or in the URL shown back ([`fmt::Display`]).
+/// appears in an error message, in the URL shown back ([`fmt::Display`]) or anywhere else the
+/// URL leaves the process ([`redact_url`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUrl {
     /// `memory://`: a cache in this process, holding at most `capacity_bytes`.
@@ -60,7 +61,8 @@ impl CacheUrl {
     /// Parses `url` (see [`CacheUrl`] for the forms), or says precisely what is wrong with it
     /// ([`CacheError::InvalidArgument`]).
     pub fn parse(url: &str) -> Result<CacheUrl, CacheError> {
-        let invalid = |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact(url)));
+        let invalid =
+            |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact_url(url)));
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid("no scheme; use memory://, redis://HOST:PORT or memcache://HOST:PORT".into()));
         };
@@ -143,7 +145,7 @@ impl FromStr for CacheUrl {
 }
 
 impl fmt::Display for CacheUrl {
-    /// The URL back, with any password hidden.
+    /// The URL back, with any user info hidden (as [`redact_url`] hides it).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheUrl::Memory { capacity_bytes } => {
@@ -151,11 +153,8 @@ impl fmt::Display for CacheUrl {
             }
             CacheUrl::Redis(config) => {
                 write!(f, "redis://")?;
-                match (&config.username, &config.password) {
-                    (Some(user), Some(_)) => write!(f, "{user}:***@")?,
-                    (Some(user), None) => write!(f, "{user}@")?,
-                    (None, Some(_)) => write!(f, ":***@")?,
-                    (None, None) => {}
+                if config.username.is_some() || config.password.is_some() {
+                    write!(f, "***@")?;
                 }
                 write!(
                     f,
@@ -313,13 +312,20 @@ fn percent_decode(text: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "percent-decodes to invalid UTF-8".to_owned())
 }
 
-/// `url` with the password of its user info, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+/// `url` as it may leave the process (in an API answer, an error, a log line): any user info
+/// (a user name, a password, or a password given where the user name goes) replaced by `***`.
+///
+/// This is the one redaction of cache URLs; only the stored spec on disk keeps the URL whole.
+/// It works on any text, parsed or not: without `://`, the text up to the first `/` or `?` is
+/// taken as the authority, so a URL with its scheme forgotten is hidden too.
+pub fn redact_url(url: &str) -> String {
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{prefix}***{}", &rest[at..]),
         None => url.to_owned(),
     }
 }
@@ -415,9 +421,27 @@ mod tests {
     #[test]
     fn passwords_never_appear_in_errors_or_display() {
         let message = error("redis://app:hunter2@h:1/x");
-        assert!(!message.contains("hunter2"), "{message}");
-        assert!(message.contains("app:***@h:1/x"), "{message}");
+        assert!(!message.contains("hunter2") && !message.contains("app"), "{message}");
+        assert!(message.contains("redis://***@h:1/x"), "{message}");
         let shown = CacheUrl::parse("redis://app:hunter2@h").unwrap().to_string();
-        assert!(!shown.contains("hunter2") && shown.contains("app:***@"), "{shown}");
+        assert!(!shown.contains("hunter2") && shown.starts_with("redis://***@h:6379/"), "{shown}");
+        let message = error("app:hunter2@h:1");
+        assert!(!message.contains("hunter2"), "without a scheme too: {message}");
+    }
+
+    #[test]
+    fn redaction_hides_all_user_info_and_keeps_the_rest() {
+        for (url, shown) in [
+            ("redis://app:hunter2@h:6380/2?timeout_ms=5", "redis://***@h:6380/2?timeout_ms=5"),
+            ("rediss://:hunter2@h", "rediss://***@h"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://a:p@ss@h/0", "redis://***@h/0"),
+            ("app:hunter2@h", "***@h"),
+            ("redis://h:6379/0?ca_file=/a@b", "redis://h:6379/0?ca_file=/a@b"),
+            ("memory://", "memory://"),
+            ("memcache://a:1,b:2", "memcache://a:1,b:2"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }
