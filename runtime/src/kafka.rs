@@ -12,8 +12,9 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::{Deserialize, Serialize};
 
-/// Connection settings for a Kafka cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Connection settings for a Kafka cluster. Its `Debug` form hides the values of secret
+/// properties ([`is_secret_property`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]`.
@@ -39,6 +40,25 @@ const RESERVED: [&str; 7] = [
     "session.timeout.ms",
     "heartbeat.interval.ms",
 ];
+
+/// Whether the librdkafka property `key` holds a secret (`sasl.password`,
+/// `ssl.key.password`, `ssl.keystore.password`, `sasl.oauthbearer.client.secret`,
+/// `sasl.jaas.config`, `ssl.key.pem`, ...), whose value must never leave the process.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "oauthbearer.config"].iter().any(|word| key.contains(word)) || key == "ssl.key.pem"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), if is_secret_property(key) { "***" } else { value.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig").field("brokers", &self.brokers).field("properties", &properties).finish()
+    }
+}
 
 impl KafkaConfig {
     /// Settings for `brokers` with no extra property.
@@ -222,5 +242,21 @@ mod tests {
             let error = KafkaConfig::new("b:9092").with_property(reserved, "x").validate().unwrap_err();
             assert!(error.contains(reserved), "{error}");
         }
+    }
+
+    #[test]
+    fn secret_properties_never_appear_in_the_debug_form() {
+        let config = KafkaConfig::new("b:9093")
+            .with_property("sasl.username", "app")
+            .with_property("sasl.password", "hunter2")
+            .with_property("ssl.key.password", "hunter3")
+            .with_property("sasl.oauthbearer.client.secret", "hunter4");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(
+            shown.contains("\"sasl.username\": \"app\"") && shown.contains("\"sasl.password\": \"***\""),
+            "{shown}"
+        );
+        assert!(!is_secret_property("security.protocol") && !is_secret_property("ssl.ca.location"));
     }
 }

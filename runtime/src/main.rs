@@ -92,7 +92,16 @@ struct NameArgs {
     client: ClientArgs,
 }
 
+/// What `sluice serve --help` says about the settings that only come from the environment.
+const SERVE_ENVIRONMENT: &str = "\
+Tokens of the admin API (from the environment, so they never show in a process listing;
+the config file's [admin] admin_token and read_token take precedence):
+  SLUICE_ADMIN_TOKEN  the bearer token for every call (uploads, deploys, deletes, reads)
+  SLUICE_READ_TOKEN   the bearer token for read-only calls (GET)
+Without any token the admin API is open, and may only listen on a loopback address.";
+
 #[derive(Args)]
+#[command(after_help = SERVE_ENVIRONMENT)]
 struct ServeArgs {
     /// The config file (TOML): [kafka], [admin] and optional [[pipeline]] tables.
     #[arg(long, short, env = "SLUICE_CONFIG")]

@@ -204,7 +204,8 @@ pub struct PipelineReport {
     pub revision: u64,
     /// The kept module versions, oldest first; the last is the current one.
     pub revisions: Vec<Revision>,
-    /// The spec, its `module` the current digest.
+    /// The spec, its `module` the current digest, its cache URL without user info
+    /// ([`cache::redact_url`]).
     pub spec: PipelineSpec,
     /// Counters since this process started, and the partitions this runtime works on.
     pub status: PipelineStatus,
@@ -536,6 +537,8 @@ impl PipelineManager {
 
     /// Commits new offsets for a paused pipeline's consumer group; it resumes from them.
     pub async fn reset_offsets(&self, name: &str, to: StartPosition) -> Result<Vec<(String, i32, i64)>, ManagerError> {
+        to.validate()
+            .map_err(|reason| SpecError { pipeline: name.to_string(), reason: format!("offsets reset: {reason}") })?;
         let pipelines = self.inner.pipelines.lock().await;
         let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
         if managed.running.is_some() || managed.record.state != DesiredState::Paused {
@@ -578,7 +581,11 @@ impl PipelineManager {
                 error: managed.failure.clone(),
                 revision: managed.record.revision(),
                 revisions: managed.record.revisions.clone(),
-                spec: managed.record.spec.clone(),
+                // The cache URL's user info stays in the stored spec only.
+                spec: PipelineSpec {
+                    cache: cache::redact_url(&managed.record.spec.cache),
+                    ..managed.record.spec.clone()
+                },
                 status: managed.status(),
                 offsets: Vec::new(),
                 offsets_error: None,
@@ -610,9 +617,17 @@ impl PipelineManager {
     }
 
     /// Deletes the module `digest` from the registry, unless a pipeline runs or keeps it.
+    /// The check and the delete are one step under the pipelines' lock, under which
+    /// [`PipelineManager::apply`] also checks that its module is stored: of a delete and an
+    /// apply of one module, only one can succeed.
     pub async fn delete_module(&self, digest: &str) -> Result<(), ManagerError> {
         let digest = canonical_digest(digest)?;
-        let users = self.module_users(&digest).await?;
+        let pipelines = self.inner.pipelines.lock().await;
+        let users: Vec<&str> = pipelines
+            .values()
+            .filter(|m| m.record.revisions.iter().any(|r| r.module == digest))
+            .map(|m| m.record.spec.name.as_str())
+            .collect();
         if !users.is_empty() {
             return Err(ManagerError::Conflict(format!(
                 "module {digest} is used by pipelines {users:?} (as the current or a kept version); delete or update them first"
@@ -620,6 +635,7 @@ impl PipelineManager {
         }
         self.inner.registry.delete(&digest).await?;
         self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+        drop(pipelines);
         Ok(())
     }
 
@@ -659,6 +675,10 @@ impl PipelineManager {
         // Loaded (and checked) before anything changes: a bad module leaves the pipeline as is.
         let module = self.module(&spec.module).await?;
         let mut pipelines = self.inner.pipelines.lock().await;
+        // Deleted since it was loaded? Deletes check users under this lock (delete_module).
+        if self.inner.registry.info(&spec.module).await?.is_none() {
+            return Err(RegistryError::NotFound { digest: spec.module }.into());
+        }
         let Some(managed) = pipelines.get_mut(&spec.name) else {
             let name = spec.name.clone();
             let mut managed = Managed::new(PipelineRecord::new(spec));
@@ -807,7 +827,9 @@ impl PipelineManager {
         let backend: Arc<dyn CacheBackend> = if matches!(spec.cache.as_str(), "memory://" | "memory:///") {
             self.inner.memory.clone()
         } else {
-            cache::connect(&spec.cache).await.map_err(|e| anyhow::anyhow!("cache {}: {e}", spec.cache))?
+            cache::connect(&spec.cache)
+                .await
+                .map_err(|e| anyhow::anyhow!("cache {}: {e}", cache::redact_url(&spec.cache)))?
         };
         Ok(Cache::new(backend, Namespace::new(spec.namespace())?).owned_by(&spec.name))
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::admin::{self, AdminConfig, REQUEST_TIMEOUT, check_listen_address};
+use crate::admin::listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_CAP};
+use crate::admin::{self, AdminConfig, ConnectionLimits, REQUEST_TIMEOUT, check_listen_address};
 use crate::kafka::KafkaConfig;
 use crate::manager::{Declared, ManagerConfig, PipelineManager};
 use crate::pipeline::spec::PipelineSpec;
@@ -39,6 +40,9 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// [admin]
 /// listen = "127.0.0.1:7070"         # the default; another address needs a token
 /// # Tokens are best given by environment: SLUICE_ADMIN_TOKEN, SLUICE_READ_TOKEN.
+/// request_timeout_secs = 120        # a call, body included (1 to 3,600)
+/// header_read_timeout_secs = 10     # a request head; also the idle keep-alive limit (1 to 600)
+/// max_connections = 256             # open at once (1 to 65,536)
 ///
 /// [[pipeline]]                      # optional: pipelines can also be deployed over the API
 /// name = "word-count"
@@ -74,7 +78,7 @@ pub struct ServeConfig {
 }
 
 /// The `[admin]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     /// The address the API listens on. Default [`DEFAULT_ADMIN_LISTEN`].
@@ -84,9 +88,36 @@ pub struct AdminSettings {
     pub read_token: Option<String>,
     /// The token for every call (or `SLUICE_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
-    /// The longest a call may take, in seconds. Default 120.
+    /// The longest a call may take, in seconds: 1 to [`MAX_TIMEOUT_SECS`]. Default 120.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// The longest a client may take to send a request head, in seconds, from the connection's
+    /// opening or the previous answer (so also the idle keep-alive limit): 1 to
+    /// [`MAX_HEADER_READ_TIMEOUT_SECS`]. Default 10.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// The most connections open at once: 1 to 65,536. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+/// The highest `request_timeout_secs`: an hour.
+pub const MAX_TIMEOUT_SECS: u64 = 3_600;
+/// The highest `header_read_timeout_secs`: ten minutes.
+pub const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 600;
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the tokens themselves.
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("read_token", &self.read_token.as_ref().map(|_| "<set>"))
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Default for AdminSettings {
@@ -96,6 +127,8 @@ impl Default for AdminSettings {
             read_token: None,
             admin_token: None,
             request_timeout_secs: default_request_timeout(),
+            header_read_timeout_secs: default_header_read_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -109,6 +142,28 @@ impl AdminSettings {
             admin_token: self.admin_token.clone().or_else(|| env("SLUICE_ADMIN_TOKEN")),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
         }
+    }
+
+    /// The limits on the API's connections.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// Checks that every number is in its range.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, value: u64, max: u64| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("[admin] {name} = {value} is out of range: use a whole number from 1 to {max}"))
+            }
+        };
+        check("request_timeout_secs", self.request_timeout_secs, MAX_TIMEOUT_SECS)?;
+        check("header_read_timeout_secs", self.header_read_timeout_secs, MAX_HEADER_READ_TIMEOUT_SECS)?;
+        check("max_connections", self.max_connections as u64, MAX_CONNECTIONS_CAP as u64)
     }
 }
 
@@ -126,6 +181,14 @@ fn default_listen() -> SocketAddr {
 
 fn default_request_timeout() -> u64 {
     REQUEST_TIMEOUT.as_secs()
+}
+
+fn default_header_read_timeout() -> u64 {
+    HEADER_READ_TIMEOUT.as_secs()
+}
+
+fn default_max_connections() -> usize {
+    MAX_CONNECTIONS
 }
 
 impl ServeConfig {
@@ -154,6 +217,7 @@ impl ServeConfig {
             spec.validate()?;
         }
         config.kafka.validate().map_err(anyhow::Error::msg)?;
+        config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         Ok(config)
     }
 }
@@ -182,14 +246,16 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
     Ok(manager)
 }
 
-/// Serves the admin API of `manager` on `settings.listen` until `shutdown` completes.
-/// Refuses a non-loopback address without a token before listening.
+/// Serves the admin API of `manager` on `settings.listen` until `shutdown` completes, with the
+/// connection limits of `settings` ([`admin::serve`]). Refuses a non-loopback address without
+/// a token before listening.
 pub async fn serve_admin(
     manager: PipelineManager,
     settings: AdminSettings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let config = settings.config();
+    settings.validate().map_err(anyhow::Error::msg)?;
     check_listen_address(settings.listen, &config).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -199,7 +265,8 @@ pub async fn serve_admin(
         "admin API on http://{address} ({})",
         if config.is_open() { "open: loopback only" } else { "bearer tokens required" }
     );
-    axum::serve(listener, admin::router(manager, config)).with_graceful_shutdown(shutdown).await?;
+    let limits = settings.connection_limits();
+    admin::serve(listener, admin::router(manager, config), limits, shutdown).await?;
     Ok(())
 }
 
@@ -235,4 +302,49 @@ pub fn exit_after_shutdown_timeout() {
         );
         std::process::exit(1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin(table: &str) -> AdminSettings {
+        let config: ServeConfig = toml::from_str(&format!("[kafka]\nbrokers = \"b:9092\"\n[admin]\n{table}")).unwrap();
+        config.admin
+    }
+
+    #[test]
+    fn admin_connection_limits_default_and_are_read_from_the_admin_table() {
+        let defaults = admin("");
+        assert_eq!(defaults.connection_limits(), ConnectionLimits::default());
+        assert_eq!(defaults.validate(), Ok(()));
+        let set = admin("header_read_timeout_secs = 3\nmax_connections = 40");
+        assert_eq!(
+            set.connection_limits(),
+            ConnectionLimits { header_read_timeout: Duration::from_secs(3), max_connections: 40 }
+        );
+    }
+
+    #[test]
+    fn admin_numbers_out_of_range_are_refused_naming_them() {
+        for (setting, under, over) in [
+            ("request_timeout_secs", 0, MAX_TIMEOUT_SECS + 1),
+            ("header_read_timeout_secs", 0, MAX_HEADER_READ_TIMEOUT_SECS + 1),
+            ("max_connections", 0, MAX_CONNECTIONS_CAP as u64 + 1),
+        ] {
+            for value in [under, over] {
+                let error = admin(&format!("{setting} = {value}")).validate().unwrap_err();
+                assert!(error.contains(setting) && error.contains("out of range"), "{setting} = {value}: {error}");
+            }
+            let max = over - 1;
+            assert_eq!(admin(&format!("{setting} = 1")).validate(), Ok(()), "{setting} = 1");
+            assert_eq!(admin(&format!("{setting} = {max}")).validate(), Ok(()), "{setting} = {max}");
+        }
+    }
+
+    #[test]
+    fn the_debug_form_of_the_admin_table_hides_the_tokens() {
+        let shown = format!("{:?}", admin("admin_token = \"a-secret\"\nread_token = \"r-secret\""));
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 }

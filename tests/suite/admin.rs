@@ -5,7 +5,7 @@
 //! The OpenAPI document lists every route of the router.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,13 +13,15 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
-use sluice::admin::{self, AdminConfig, MAX_JSON_BODY_BYTES};
+use sluice::admin::{self, AdminConfig, ConnectionLimits, MAX_JSON_BODY_BYTES};
 use sluice::engine::{Limits, ModuleDigest};
 use sluice::kafka::KafkaConfig;
 use sluice::manager::{ManagerConfig, PipelineManager};
+use sluice::registry::pipelines::{DesiredState, PipelineRecord, PipelineStore};
 use sluice::registry::{MODULES_DIR, ModuleInfo, ModuleRegistry};
 use sluice_tests::fixtures::engine;
 use sluice_tests::guests;
+use sluice_tests::process::sluice_binary;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tower::ServiceExt as _;
 
@@ -47,12 +49,14 @@ impl Api {
 
     async fn with_limits(limits: Limits, config: AdminConfig) -> Api {
         let data_dir = tempfile::tempdir().unwrap();
-        let manager = PipelineManager::open(ManagerConfig {
-            limits,
-            ..ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER))
-        })
-        .await
-        .unwrap();
+        let manager_config =
+            ManagerConfig { limits, ..ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER)) };
+        Api::on(data_dir, manager_config, config).await
+    }
+
+    /// An admin API on a manager opened on `data_dir` (which may hold pipelines already).
+    async fn on(data_dir: tempfile::TempDir, manager: ManagerConfig, config: AdminConfig) -> Api {
+        let manager = PipelineManager::open(manager).await.unwrap();
         Api { router: admin::router(manager.clone(), config), manager, data_dir }
     }
 
@@ -777,27 +781,130 @@ async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, Value) {
     (status, serde_json::from_slice(&received[header_end..header_end + length]).unwrap())
 }
 
+/// Serves `api`'s router on a free loopback port through the one serving function of
+/// `sluice serve` and `sluice dev`, with `limits`. Stops when the returned sender is dropped.
+async fn serve_on_socket(api: &Api, limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(admin::serve(listener, api.router.clone(), limits, async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+/// A bound for a broken server only: every answer or close tested here is due within a second.
+const GENEROUS: Duration = Duration::from_secs(60);
+
+/// Reads until the server closes the connection (end of stream or reset); returns what was read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return received,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Limits with a short header timeout, for the tests that wait for it.
+fn short_header_timeout() -> ConnectionLimits {
+    ConnectionLimits { header_read_timeout: Duration::from_millis(300), ..ConnectionLimits::default() }
+}
+
 #[tokio::test]
 async fn a_call_whose_body_never_ends_is_answered_408() {
     let config = AdminConfig { request_timeout: Duration::from_millis(200), ..AdminConfig::default() };
     let api = Api::new(config).await;
     // Through a socket: the client announces 1000 bytes, sends 4 and keeps the connection open.
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = api.router.clone();
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let (address, _stop) = serve_on_socket(&api, ConnectionLimits::default()).await;
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = "POST /v1/modules HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/wasm\r\n\
                 Content-Length: 1000\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(b"\0asm").await.unwrap();
-    // A bound for a broken server only; the answer is due after the 200 ms limit.
-    let (status, error) =
-        tokio::time::timeout(Duration::from_secs(60), read_response(&mut stream)).await.expect("an answer");
+    // The answer is due after the 200 ms limit.
+    let (status, error) = tokio::time::timeout(GENEROUS, read_response(&mut stream)).await.expect("an answer");
     assert_eq!((status, error_code(&error)), (408, "request_timeout"), "{error}");
     assert!(error_message(&error).contains("200ms"), "names the limit: {error}");
-    server.abort();
     assert_eq!(api.stored_modules().await, Vec::new());
+}
+
+#[tokio::test]
+async fn a_half_sent_request_head_is_closed_after_the_header_timeout() {
+    let api = Api::open().await;
+    let (address, _stop) = serve_on_socket(&api, short_header_timeout()).await;
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let received = tokio::time::timeout(GENEROUS, read_until_closed(&mut stream)).await.expect("the server closes");
+    assert!(!String::from_utf8_lossy(&received).contains("200 OK"), "no answer to half a request");
+}
+
+#[tokio::test]
+async fn a_request_head_sent_one_line_at_a_time_is_closed_after_the_header_timeout() {
+    let api = Api::open().await;
+    let (address, _stop) = serve_on_socket(&api, short_header_timeout()).await;
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let closed = tokio::spawn(async move {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    writer.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    // One header line every 50 ms, each well within the timeout, for as long as the server
+    // keeps the connection (at most 1,200 lines: a minute).
+    for line in 0..1_200 {
+        if closed.is_finished() || writer.write_all(format!("X-Slow-{line}: 1\r\n").as_bytes()).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::timeout(GENEROUS, closed).await.expect("the server closes").unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let api = Api::open().await;
+    let (address, _stop) = serve_on_socket(&api, short_header_timeout()).await;
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let (status, body) = tokio::time::timeout(GENEROUS, read_response(&mut stream)).await.expect("an answer");
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    // Kept alive, then idle: closed once the next request head is overdue.
+    let rest = tokio::time::timeout(GENEROUS, read_until_closed(&mut stream)).await.expect("the server closes");
+    assert!(rest.is_empty(), "nothing more is sent: {}", String::from_utf8_lossy(&rest));
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let api = Api::open().await;
+    let limits = ConnectionLimits { max_connections: 2, header_read_timeout: GENEROUS };
+    let (address, _stop) = serve_on_socket(&api, limits).await;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    // Two connections answered once and kept alive hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let (status, _) = tokio::time::timeout(GENEROUS, read_response(&mut stream)).await.expect("an answer");
+        assert_eq!(status, 200);
+        held.push(stream);
+    }
+    let mut third = tokio::net::TcpStream::connect(address).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(early.is_err(), "a connection over the cap is not served: {early:?}");
+    // One held connection closes: the waiting one is accepted and answered.
+    drop(held.remove(0));
+    let (status, body) = tokio::time::timeout(GENEROUS, read_response(&mut third)).await.expect("an answer");
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
 }
 
 // Metrics.
@@ -1028,4 +1135,269 @@ async fn concurrent_uploads_of_one_module_store_it_once() {
     assert!(a.created != b.created, "exactly one upload stores the module: {a:?} {b:?}");
     assert_eq!(registry.list().await.unwrap().len(), 1);
     assert_eq!(files_in(registry.dir()).len(), 2, "one binary and one metadata file");
+}
+
+// Hardening: races, secrets, damaged and foreign files on disk, ranges, small protocol points.
+
+/// Stores pipeline `spec` in `state` in the data directory `data_dir`, as a runtime that ran
+/// before would have left it.
+fn seed_pipeline(data_dir: &Path, spec: Value, state: DesiredState) {
+    let mut record = PipelineRecord::new(serde_json::from_value(spec).unwrap());
+    record.state = state;
+    PipelineStore::open(data_dir).unwrap().save(&record).unwrap();
+}
+
+/// Stores `bytes` in the registry of `data_dir`; returns the digest.
+async fn seed_module(data_dir: &Path, bytes: Vec<u8>) -> String {
+    ModuleRegistry::open(data_dir, engine()).unwrap().put(bytes.into()).await.unwrap().info.digest
+}
+
+/// `method uri` with an optional JSON body on `router`, from a task of its own.
+async fn status_of(router: &Router, method: Method, uri: String, body: Option<Value>) -> StatusCode {
+    let mut request = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    router.clone().oneshot(request.body(body).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_a_module_delete_and_a_deploy_of_that_module_exactly_one_succeeds() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let v1 = seed_module(data_dir.path(), guests::component_bytes("tagged-v1")).await;
+    let v2_bytes = guests::component_bytes("tagged-v2");
+    // A paused pipeline: applying a module to it needs no broker. Keeping one version only,
+    // its previous module is free to delete again after each round.
+    seed_pipeline(data_dir.path(), spec("racer", &v1), DesiredState::Paused);
+    let manager =
+        ManagerConfig { keep_versions: 1, ..ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER)) };
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    let mut outcomes = BTreeMap::new();
+    for round in 0..40 {
+        let (status, stored) = api.upload(None, v2_bytes.clone()).await;
+        assert!(status.is_success(), "{stored}");
+        let v2 = stored["digest"].as_str().unwrap().to_string();
+        let (status, back) = api.call_json(Method::PUT, "/v1/pipelines/racer", None, &spec("racer", &v1)).await;
+        assert_eq!(status, StatusCode::OK, "{back}");
+
+        let router = api.router.clone();
+        let delete = tokio::spawn({
+            let (router, uri) = (router.clone(), format!("/v1/modules/{v2}"));
+            async move { status_of(&router, Method::DELETE, uri, None).await }
+        });
+        let deploy = tokio::spawn({
+            let body = spec("racer", &v2);
+            async move { status_of(&router, Method::PUT, "/v1/pipelines/racer".into(), Some(body)).await }
+        });
+        let (deleted, deployed) = (delete.await.unwrap(), deploy.await.unwrap());
+        let outcome = match (deleted, deployed) {
+            (StatusCode::NO_CONTENT, StatusCode::NOT_FOUND) => "deleted first",
+            (StatusCode::CONFLICT, StatusCode::OK) => "deployed first",
+            other => panic!("round {round}: delete and deploy answered {other:?}"),
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
+        // The pipeline's module is in the registry, whichever won.
+        let listed = api.pipelines(None).await;
+        let module = listed[0]["module"].as_str().unwrap().to_string();
+        let (status, _) = api.get(&format!("/v1/modules/{module}"), None).await;
+        assert_eq!(status, StatusCode::OK, "round {round}: the pipeline runs {module}, which is not stored");
+    }
+    eprintln!("outcomes of 40 rounds: {outcomes:?}");
+}
+
+/// A password made up for this test run.
+fn password() -> String {
+    format!("pw{}", token("cache"))
+}
+
+#[tokio::test]
+async fn a_cache_password_never_leaves_the_process_in_answers_or_errors() {
+    let secret = password();
+    // Nothing listens on port 1: the cache cannot be reached.
+    let cache = format!("redis://app:{secret}@127.0.0.1:1/0?connect_timeout_ms=200");
+    let data_dir = tempfile::tempdir().unwrap();
+    let module = seed_module(data_dir.path(), passthrough()).await;
+    // A pipeline that should run but cannot reach its cache, and a paused one.
+    let mut failing = spec("failing", &module);
+    failing["cache"] = cache.clone().into();
+    seed_pipeline(data_dir.path(), failing, DesiredState::Running);
+    let mut paused = spec("paused", &module);
+    paused["cache"] = cache.clone().into();
+    seed_pipeline(data_dir.path(), paused, DesiredState::Paused);
+    let (read, admin_token) = (token("read"), token("admin"));
+    let config = AdminConfig {
+        read_token: Some(read.clone()),
+        admin_token: Some(admin_token.clone()),
+        ..AdminConfig::default()
+    };
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, config).await;
+
+    for name in ["failing", "paused"] {
+        for token in [&read, &admin_token] {
+            let (status, report) = api.get(&format!("/v1/pipelines/{name}"), Some(token)).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            let shown = report.to_string();
+            assert!(!shown.contains(&secret), "{name}: the password is in the answer: {shown}");
+            assert_eq!(report["spec"]["cache"], "redis://***@127.0.0.1:1/0?connect_timeout_ms=200", "{shown}");
+        }
+    }
+    let (_, report) = api.get("/v1/pipelines/failing", Some(&read)).await;
+    assert_eq!(report["state"], "failed", "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains("redis://***@127.0.0.1:1"),
+        "the error names the cache: {report}"
+    );
+
+    // Creating a pipeline on that cache fails with a 422 that names the cache, not its password.
+    let mut new = spec("new", &module);
+    new["cache"] = cache.clone().into();
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/new", Some(&admin_token), &new).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "pipeline_start_failed"), "{error}");
+    assert!(!error.to_string().contains(&secret) && error_message(&error).contains("***@127.0.0.1:1"), "{error}");
+    // A URL the parser refuses is named without its password too.
+    new["cache"] = format!("redis://app:{secret}@127.0.0.1:1/0?bogus=1").into();
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/new", Some(&admin_token), &new).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(!error.to_string().contains(&secret), "{error}");
+    let (_, _, metrics) = api.get_text("/metrics", Some(&read)).await;
+    assert!(!metrics.contains(&secret), "{metrics}");
+}
+
+#[tokio::test]
+async fn uploading_a_module_again_repairs_its_damaged_copy() {
+    let api = Api::open().await;
+    let bytes = passthrough();
+    let (status, stored) = api.upload(None, bytes.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    let digest = stored["digest"].as_str().unwrap().to_string();
+    let hex = digest.trim_start_matches("sha256:").to_string();
+    let (wasm, json) = (api.modules_dir().join(format!("{hex}.wasm")), api.modules_dir().join(format!("{hex}.json")));
+    /// A way to damage the stored copy.
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: [Damage; 3] = [
+        ("a binary overwritten", Box::new(|| std::fs::write(&wasm, b"\0asm damaged").unwrap())),
+        ("a binary removed", Box::new(|| std::fs::remove_file(&wasm).unwrap())),
+        ("metadata overwritten", Box::new(|| std::fs::write(&json, b"{ not json").unwrap())),
+    ];
+    for (damage, apply) in damages {
+        apply();
+        let (status, again) = api.upload(None, bytes.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{damage}: the damaged copy is replaced: {again}");
+        assert_eq!(again["digest"], digest.as_str());
+        let (status, info) = api.get(&format!("/v1/modules/{digest}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{damage}: {info}");
+        let (_, kept) = api.manager.registry().get(&digest).await.unwrap().expect("stored");
+        assert_eq!(kept, bytes, "{damage}: the binary is whole again");
+        // An intact copy is left as it is.
+        assert_eq!(api.upload(None, bytes.clone()).await.0, StatusCode::OK, "{damage}");
+    }
+}
+
+#[tokio::test]
+async fn numeric_settings_out_of_range_are_422_naming_the_setting() {
+    let api = Api::open().await;
+    for (setting, value) in [
+        ("linger_ms", json!(u64::MAX)),
+        ("linger_ms", json!(60_001)),
+        ("batch_size", json!(100_001)),
+        ("batch_max_bytes", json!(0)),
+        ("max_retries", json!(101)),
+        ("retry_backoff_ms", json!(0)),
+        ("retry_backoff_max_ms", json!(600_001)),
+    ] {
+        let mut body = spec("x", &unknown_digest());
+        body["processing"] = json!({ setting: value });
+        let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &body).await;
+        assert_eq!(
+            (status, error_code(&error)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+            "{setting}: {error}"
+        );
+        assert!(error_message(&error).contains(setting) && error_message(&error).contains("out of range"), "{error}");
+    }
+    // At a bound: valid, so the call goes on to the (unknown) module.
+    let mut body = spec("x", &unknown_digest());
+    body["processing"] = json!({ "linger_ms": 60_000, "start": { "timestamp": 0 } });
+    assert_eq!(api.call_json(Method::PUT, "/v1/pipelines/x", None, &body).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_offsets_reset_to_a_negative_timestamp_or_offset_is_422() {
+    let data_dir = tempfile::tempdir().unwrap();
+    seed_pipeline(data_dir.path(), spec("paused", &unknown_digest()), DesiredState::Paused);
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    for (reset, says) in [
+        (json!({"timestamp": -1}), "timestamp = -1"),
+        (json!({"offsets": {"paused.in": {"0": -3}}}), "offset = -3"),
+        (json!({"offsets": {"paused.in": {"-1": 0}}}), "partition = -1"),
+    ] {
+        let body = json!({ "reset": reset });
+        let (status, error) = api.call_json(Method::POST, "/v1/pipelines/paused/offsets", None, &body).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{body}: {error}");
+        assert!(error_message(&error).contains(says) && error_message(&error).contains("paused"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_reload_by_digest_is_held_to_the_json_body_limit() {
+    let data_dir = tempfile::tempdir().unwrap();
+    seed_pipeline(data_dir.path(), spec("paused", &unknown_digest()), DesiredState::Paused);
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    let padded = format!("{{\"module\": \"{}\"{}}}", unknown_digest(), " ".repeat(MAX_JSON_BODY_BYTES));
+    let (status, error) = api
+        .request(Method::POST, "/v1/pipelines/paused/reload", None, Some("application/json"), padded.into_bytes())
+        .await;
+    assert_eq!((status, error_code(&error)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"), "{error}");
+    // Within the limit, the digest is read (and is not in the registry).
+    let body = json!({ "module": unknown_digest() });
+    let (status, error) = api.call_json(Method::POST, "/v1/pipelines/paused/reload", None, &body).await;
+    assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "module_not_found"), "{error}");
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let (api, read, _) = guarded().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let request = Request::builder()
+            .uri("/v1/modules")
+            .header(header::AUTHORIZATION, format!("{scheme} {read}"))
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = api.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}: {}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[tokio::test]
+async fn foreign_pipeline_records_are_not_restored_and_never_name_a_path() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let store = PipelineStore::open(data_dir.path()).unwrap();
+    let mut record =
+        serde_json::to_value(PipelineRecord::new(serde_json::from_value(spec("evil", &unknown_digest())).unwrap()))
+            .unwrap();
+    record["spec"]["name"] = "../evil".into();
+    std::fs::write(store.dir().join("evil.json"), record.to_string()).unwrap();
+    // What a delete of `../evil` removed: a file next to the store.
+    let outside = data_dir.path().join("evil.json");
+    std::fs::write(&outside, b"not a pipeline").unwrap();
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    assert_eq!(api.pipelines(None).await, Vec::<Value>::new(), "the foreign record is not restored");
+    let (status, _) = api.call(Method::DELETE, "/v1/pipelines/..%2Fevil", None, Vec::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"not a pipeline");
+}
+
+#[test]
+fn serve_help_names_the_token_environment_variables() {
+    let output = std::process::Command::new(sluice_binary()).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for variable in ["SLUICE_ADMIN_TOKEN", "SLUICE_READ_TOKEN"] {
+        assert!(help.contains(variable), "`sluice serve --help` names {variable}: {help}");
+    }
 }

@@ -133,12 +133,7 @@ fn authorize(parts: &Parts, config: &AdminConfig, needed: Role) -> Result<(), Ap
         return Ok(());
     }
     let header = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::MissingToken)?;
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or(ApiError::MissingToken)?;
+    let token = header.to_str().ok().and_then(bearer_token).ok_or(ApiError::MissingToken)?;
     match (config.role_of(token), needed) {
         (None, _) => Err(ApiError::InvalidToken),
         (Some(Role::Admin), _) | (Some(Role::Read), Role::Read) => Ok(()),
@@ -149,6 +144,13 @@ fn authorize(parts: &Parts, config: &AdminConfig, needed: Role) -> Result<(), Ap
             Err(ApiError::Forbidden("this call needs the admin token, not the read token"))
         }
     }
+}
+
+/// The token of an `Authorization` header value `Bearer <token>`. The scheme is matched
+/// without regard to case (RFC 7235: `bearer`, `BEARER` and `Bearer` are one scheme).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
 /// Extractor: the caller may read (read or admin token, or an open API).
@@ -230,6 +232,16 @@ mod tests {
         assert_eq!(both.role_of("r-secret"), Some(Role::Read));
         assert_eq!(both.role_of("a-secre"), None);
         assert_eq!(both.role_of(""), None);
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k  "] {
+            assert_eq!(bearer_token(value), Some("t0k"), "{value:?}");
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer ", "Bearert0k", "t0k"] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
     }
 
     #[test]

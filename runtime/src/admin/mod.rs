@@ -3,7 +3,7 @@
 //! This module owns the HTTP surface only: routes, authentication ([`auth`]), how errors
 //! become responses ([`error`]) and the Prometheus exposition ([`metrics`]). Every operation
 //! is the [`PipelineManager`]'s; this module must not touch the disk, the engine or Kafka
-//! itself. It builds an axum [`Router`]; the caller decides where it listens (after
+//! itself. It builds an axum [`Router`] and serves it on a listener the caller binds (after
 //! [`check_listen_address`]). The OpenAPI document, served at `/v1/openapi.json`, lists every
 //! call with its bodies and errors.
 //!
@@ -29,18 +29,22 @@
 //! Limits: a module body may be at most the engine's
 //! [`Limits::max_module_bytes`](crate::engine::Limits::max_module_bytes) (default 32 MiB), a
 //! JSON body at most [`MAX_JSON_BODY_BYTES`]; a call may take at most
-//! [`AdminConfig::request_timeout`]. Errors are JSON, `{"error": {"code": "...", "message":
+//! [`AdminConfig::request_timeout`]; a reload by digest is a JSON body. Before a call, a
+//! connection must send its request head within [`ConnectionLimits::header_read_timeout`], and
+//! at most [`ConnectionLimits::max_connections`] are open at once ([`serve`], the one serving
+//! function of `sluice serve` and `sluice dev`). Errors are JSON, `{"error": {"code": "...", "message":
 //! "..."}}`; [`ApiError::status_and_code`] lists the codes.
 
 pub mod auth;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -51,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
+pub use listener::{ConnectionLimits, serve};
 
 use crate::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use crate::pipeline::spec::{PipelineSpec, StartPosition};
@@ -198,6 +203,18 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
             ApiError::BadBody(rejection.body_text())
         }
     })
+}
+
+/// Whether reading a body failed because it is over the limit it was read with.
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -365,13 +382,19 @@ async fn reload_pipeline(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<ModuleChange>, ApiError> {
-    let bytes = body_bytes(body, state.upload_limit)?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
+    // A digest in JSON is held to the JSON limit, module bytes to the module limit.
+    let bytes = match axum::body::to_bytes(body, if is_json { MAX_JSON_BODY_BYTES } else { state.upload_limit }).await {
+        Ok(bytes) => bytes,
+        Err(e) if is_length_limit(&e) && is_json => return Err(ApiError::JsonTooLarge { limit: MAX_JSON_BODY_BYTES }),
+        Err(e) if is_length_limit(&e) => return Err(ApiError::BodyTooLarge { limit: state.upload_limit }),
+        Err(e) => return Err(ApiError::BadBody(e.to_string())),
+    };
     let digest = if is_json {
         let request: ReloadRequest = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadJson { status: StatusCode::BAD_REQUEST, message: e.to_string() })?;

@@ -21,7 +21,7 @@ mod url;
 pub use memcached::{MemcachedCache, MemcachedConfig};
 pub use memory::MemoryCache;
 pub use redis::{RedisCache, RedisConfig, RedisTls};
-pub use url::{CacheUrl, connect};
+pub use url::{CacheUrl, connect, redact_url};
 
 use std::fmt;
 use std::sync::Arc;

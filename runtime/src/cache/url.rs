@@ -33,8 +33,8 @@ use super::{
 ///
 /// A user name or password in a `redis://` URL is percent-decoded (`%40` for `@`), and so is
 /// `ca_file`. The user information ends at the URL's last `@`, so a password may hold `/`, `?`
-/// or `@` as they are. A password never appears in an error message or in the URL shown back
-/// ([`fmt::Display`]), which otherwise parses to the same settings.
+/// or `@` as they are. User information never appears in an error message, in the URL shown
+/// back ([`fmt::Display`]) or anywhere else the URL leaves the process ([`redact_url`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheUrl {
     /// `memory://`: a cache in this process, holding at most `capacity_bytes`.
@@ -62,7 +62,8 @@ impl CacheUrl {
     /// Parses `url` (see [`CacheUrl`] for the forms), or says precisely what is wrong with it
     /// ([`CacheError::InvalidArgument`]).
     pub fn parse(url: &str) -> Result<CacheUrl, CacheError> {
-        let invalid = |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact(url)));
+        let invalid =
+            |problem: String| CacheError::InvalidArgument(format!("cache URL {:?}: {problem}", redact_url(url)));
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid("no scheme; use memory://, redis://HOST:PORT or memcache://HOST:PORT".into()));
         };
@@ -165,7 +166,7 @@ impl FromStr for CacheUrl {
 }
 
 impl fmt::Display for CacheUrl {
-    /// The URL back, with any password hidden.
+    /// The URL back, with any user info hidden (as [`redact_url`] hides it).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheUrl::Memory { capacity_bytes } => {
@@ -173,11 +174,8 @@ impl fmt::Display for CacheUrl {
             }
             CacheUrl::Redis(config) => {
                 write!(f, "{}://", if config.tls.is_some() { "rediss" } else { "redis" })?;
-                match (&config.username, &config.password) {
-                    (Some(user), Some(_)) => write!(f, "{}:***@", percent_encode(user, b""))?,
-                    (Some(user), None) => write!(f, "{}@", percent_encode(user, b""))?,
-                    (None, Some(_)) => write!(f, ":***@")?,
-                    (None, None) => {}
+                if config.username.is_some() || config.password.is_some() {
+                    write!(f, "***@")?;
                 }
                 write!(
                     f,
@@ -345,19 +343,21 @@ fn percent_encode(text: &str, keep: &[u8]) -> String {
     out
 }
 
-/// Where the password of `url` is: from the first ':' after the scheme to the last '@'. Taken
-/// wide on purpose (a password may hold '/', '?' or '@'), so that messages never show one.
-fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
-    let start = url.find("://")? + 3;
-    let at = start + url[start..].rfind('@')?;
-    let colon = start + url[start..at].find(':')?;
-    Some(colon + 1..at)
-}
-
-/// `url` with the password of its user info, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    match password_span(url) {
-        Some(span) => format!("{}***{}", &url[..span.start], &url[span.end..]),
+/// `url` as it may leave the process (in an API answer, an error, a log line): any user info
+/// (a user name, a password, or a password given where the user name goes) replaced by `***`.
+///
+/// This is the one redaction of cache URLs; only the stored spec on disk keeps the URL whole.
+/// It works on any text, parsed or not: without `://` the whole text is taken, so a URL with
+/// its scheme forgotten is hidden too; everything before the last `@` is user info, as the
+/// parser reads it, so a password holding `/`, `?` or `@` is hidden whole.
+pub fn redact_url(url: &str) -> String {
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    // The user info ends at the last '@' (a password may hold '/', '?' or '@').
+    match rest.rfind('@') {
+        Some(at) => format!("{prefix}***{}", &rest[at..]),
         None => url.to_owned(),
     }
 }
@@ -454,12 +454,16 @@ mod tests {
     }
 
     #[test]
-    fn a_user_name_is_shown_back_percent_encoded() {
-        // Found by fuzzing: the name was shown as it was decoded, `redis://%@a...`.
+    fn a_url_with_a_user_name_is_shown_back_as_one_that_parses() {
+        // Found by fuzzing: the name was shown as it was decoded, `redis://%@a...`, which does
+        // not parse. User info is now hidden whole.
         let url = CacheUrl::parse("redis://%25@a?").unwrap();
         let shown = url.to_string();
-        assert!(shown.starts_with("redis://%25@a:6379/0?"), "{shown}");
-        assert_eq!(CacheUrl::parse(&shown).unwrap(), url);
+        assert!(shown.starts_with("redis://***@a:6379/0?"), "{shown}");
+        let (CacheUrl::Redis(config), CacheUrl::Redis(again)) = (url, CacheUrl::parse(&shown).unwrap()) else {
+            panic!()
+        };
+        assert_eq!(RedisConfig { username: config.username.clone(), ..again }, config);
     }
 
     #[test]
@@ -469,9 +473,9 @@ mod tests {
         let CacheUrl::Redis(config) = &url else { panic!() };
         assert_eq!(config.tls, Some(RedisTls { ca_file: Some("/etc/ca@x&y.pem".into()) }));
         let shown = url.to_string();
-        assert!(shown.starts_with("rediss://:***@[::1]:7000/0?") && shown.ends_with("&ca_file=/etc/ca%40x%26y.pem"));
+        assert!(shown.starts_with("rediss://***@[::1]:7000/0?") && shown.ends_with("&ca_file=/etc/ca%40x%26y.pem"));
         let CacheUrl::Redis(again) = CacheUrl::parse(&shown).unwrap() else { panic!() };
-        assert_eq!(RedisConfig { password: config.password.clone(), ..again }, *config);
+        assert_eq!(RedisConfig { username: None, password: config.password.clone(), ..again }, *config);
     }
 
     #[test]
@@ -485,7 +489,7 @@ mod tests {
         );
         assert_eq!(config.timeout, Duration::from_millis(9));
         let message = error("redis://u:pa/ss?w@rd@h:x");
-        assert!(!message.contains("ss?w") && message.contains("u:***@h:x"), "{message}");
+        assert!(!message.contains("ss?w") && message.contains("redis://***@h:x"), "{message}");
     }
 
     #[test]
@@ -501,9 +505,28 @@ mod tests {
     #[test]
     fn passwords_never_appear_in_errors_or_display() {
         let message = error("redis://app:hunter2@h:1/x");
-        assert!(!message.contains("hunter2"), "{message}");
-        assert!(message.contains("app:***@h:1/x"), "{message}");
+        assert!(!message.contains("hunter2") && !message.contains("app"), "{message}");
+        assert!(message.contains("redis://***@h:1/x"), "{message}");
         let shown = CacheUrl::parse("redis://app:hunter2@h").unwrap().to_string();
-        assert!(!shown.contains("hunter2") && shown.contains("app:***@"), "{shown}");
+        assert!(!shown.contains("hunter2") && shown.starts_with("redis://***@h:6379/"), "{shown}");
+        let message = error("app:hunter2@h:1");
+        assert!(!message.contains("hunter2"), "without a scheme too: {message}");
+    }
+
+    #[test]
+    fn redaction_hides_all_user_info_and_keeps_the_rest() {
+        for (url, shown) in [
+            ("redis://app:hunter2@h:6380/2?timeout_ms=5", "redis://***@h:6380/2?timeout_ms=5"),
+            ("rediss://:hunter2@h", "rediss://***@h"),
+            ("redis://hunter2@h", "redis://***@h"),
+            ("redis://a:p@ss@h/0", "redis://***@h/0"),
+            ("app:hunter2@h", "***@h"),
+            // As the parser reads it: everything before the last '@' is user info.
+            ("redis://h:6379/0?ca_file=/a@b", "redis://***@b"),
+            ("memory://", "memory://"),
+            ("memcache://a:1,b:2", "memcache://a:1,b:2"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

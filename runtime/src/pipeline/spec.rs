@@ -85,27 +85,72 @@ fn default_cache() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Processing {
-    /// Most records per function call. Default 500.
+    /// Most records per function call: 1 to [`MAX_BATCH_SIZE`] (100,000). Default 500.
     pub batch_size: usize,
-    /// Most record bytes (key + value) per function call. Default 4 MiB.
+    /// Most record bytes (key + value) per function call: 1 to [`MAX_BATCH_MAX_BYTES`]
+    /// (16 MiB). Default 4 MiB.
     pub batch_max_bytes: usize,
-    /// How long a batch waits for more records once it has one. Default 20 ms.
+    /// How long a batch waits for more records once it has one: 0 to [`MAX_LINGER_MS`]
+    /// (60,000 ms). Default 20 ms.
     pub linger_ms: u64,
     /// Retries of a record that failed with a retryable error (a cache outage, a timeout),
-    /// after the first attempt. Default 5.
+    /// after the first attempt: 0 to [`MAX_RETRIES`] (100). Default 5.
     pub max_retries: u32,
-    /// Delay before the first retry; doubled each time up to `retry_backoff_max_ms`.
-    /// Default 100 ms.
+    /// Delay before the first retry, doubled each time up to `retry_backoff_max_ms`: 1 to
+    /// [`MAX_RETRY_BACKOFF_MS`] (60,000 ms). Default 100 ms.
     pub retry_backoff_ms: u64,
-    /// Longest delay between retries. Default 5,000 ms.
+    /// Longest delay between retries: `retry_backoff_ms` to [`MAX_RETRY_BACKOFF_MAX_MS`]
+    /// (600,000 ms). Default 5,000 ms.
     pub retry_backoff_max_ms: u64,
     /// What happens to a record that failed for good. Default `dead-letter`.
     pub on_failure: FailurePolicy,
     /// The dead-letter topic; `<name>.dlq` when absent.
     pub dead_letter_topic: Option<String>,
     /// Where a new pipeline (a consumer group without committed offsets) starts.
-    /// Default `earliest`.
+    /// Default `earliest`. See [`StartPosition::validate`] for the ranges.
     pub start: StartPosition,
+}
+
+/// The most [`Processing::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 100_000;
+/// The most [`Processing::batch_max_bytes`]: the engine's output cap per batch.
+pub const MAX_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// The most [`Processing::linger_ms`]: a minute.
+pub const MAX_LINGER_MS: u64 = 60_000;
+/// The most [`Processing::max_retries`].
+pub const MAX_RETRIES: u32 = 100;
+/// The most [`Processing::retry_backoff_ms`]: a minute.
+pub const MAX_RETRY_BACKOFF_MS: u64 = 60_000;
+/// The most [`Processing::retry_backoff_max_ms`]: ten minutes.
+pub const MAX_RETRY_BACKOFF_MAX_MS: u64 = 600_000;
+/// The latest [`StartPosition::Timestamp`]: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// `Ok` when `value` of the setting `name` is within `min..=max`, else what to write instead.
+fn within<T: PartialOrd + std::fmt::Display>(name: &str, value: T, min: T, max: T) -> Result<(), String> {
+    if min <= value && value <= max {
+        Ok(())
+    } else {
+        Err(format!("{name} = {value} is out of range: use a whole number from {min} to {max}"))
+    }
+}
+
+impl Processing {
+    /// Checks every numeric setting against its range (see each field).
+    pub fn validate(&self) -> Result<(), String> {
+        within("processing.batch_size", self.batch_size, 1, MAX_BATCH_SIZE)?;
+        within("processing.batch_max_bytes", self.batch_max_bytes, 1, MAX_BATCH_MAX_BYTES)?;
+        within("processing.linger_ms", self.linger_ms, 0, MAX_LINGER_MS)?;
+        within("processing.max_retries", self.max_retries, 0, MAX_RETRIES)?;
+        within("processing.retry_backoff_ms", self.retry_backoff_ms, 1, MAX_RETRY_BACKOFF_MS)?;
+        within(
+            "processing.retry_backoff_max_ms",
+            self.retry_backoff_max_ms,
+            self.retry_backoff_ms,
+            MAX_RETRY_BACKOFF_MAX_MS,
+        )?;
+        self.start.validate().map_err(|e| format!("processing.start: {e}"))
+    }
 }
 
 impl Default for Processing {
@@ -145,7 +190,7 @@ pub enum FailurePolicy {
     Block,
 }
 
-/// Where a new consumer group starts.
+/// Where a new consumer group starts (or where an offset reset moves it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StartPosition {
@@ -153,10 +198,31 @@ pub enum StartPosition {
     Earliest,
     /// Only records produced after the pipeline starts.
     Latest,
-    /// The first record at or after this time (milliseconds since the Unix epoch).
+    /// The first record at or after this time (milliseconds since the Unix epoch): 0 to
+    /// [`MAX_TIMESTAMP_MS`].
     Timestamp(i64),
-    /// Explicit offsets per `topic` and partition; other partitions start at the earliest.
+    /// Explicit offsets per `topic` and partition (partitions and offsets 0 or more); other
+    /// partitions start at the earliest.
     Offsets(BTreeMap<String, BTreeMap<i32, i64>>),
+}
+
+impl StartPosition {
+    /// Checks the timestamp or the offsets against their ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            StartPosition::Earliest | StartPosition::Latest => Ok(()),
+            StartPosition::Timestamp(ms) => within("timestamp", *ms, 0, MAX_TIMESTAMP_MS),
+            StartPosition::Offsets(topics) => {
+                for (topic, partitions) in topics {
+                    for (partition, offset) in partitions {
+                        within(&format!("topic {topic:?}: partition"), *partition, 0, i32::MAX)?;
+                        within(&format!("topic {topic:?} partition {partition}: offset"), *offset, 0, i64::MAX)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A spec that cannot run, and why.
@@ -169,14 +235,25 @@ pub struct SpecError {
     pub reason: String,
 }
 
+fn allowed_chars(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Whether `name` is a valid pipeline name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`,
+/// and not `.` or `..` (a name is also a file name in the pipeline store).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && allowed_chars(name) && name != "." && name != ".."
+}
+
 impl PipelineSpec {
     /// Checks everything that can be checked without a broker.
     pub fn validate(&self) -> Result<(), SpecError> {
         let fail = |reason: String| Err(SpecError { pipeline: self.name.clone(), reason });
-        let allowed = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        let valid_topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed(s);
-        if self.name.is_empty() || self.name.len() > 64 || !allowed(&self.name) {
-            return fail("the name must be 1 to 64 ASCII letters, digits, '_', '-' or '.'".into());
+        let valid_topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed_chars(s);
+        if !is_valid_name(&self.name) {
+            return fail(
+                "the name must be 1 to 64 ASCII letters, digits, '_', '-' or '.' (and not `.` or `..`)".into(),
+            );
         }
         if self.inputs.is_empty() {
             return fail("at least one input topic is required".into());
@@ -192,10 +269,7 @@ impl PipelineSpec {
         if let Some(input) = self.inputs.iter().find(|t| self.outputs.values().any(|o| o == *t)) {
             return fail(format!("topic {input:?} is both an input and an output, which would loop forever"));
         }
-        let p = &self.processing;
-        if p.batch_size == 0 || p.batch_max_bytes == 0 {
-            return fail("batch_size and batch_max_bytes must be at least 1".into());
-        }
+        self.processing.validate().map_err(|reason| SpecError { pipeline: self.name.clone(), reason })?;
         let g = &self.group;
         if !SESSION_TIMEOUT_RANGE_MS.contains(&g.session_timeout_ms) {
             return fail(format!(
@@ -286,6 +360,77 @@ mod tests {
         assert!(spec.validate().is_err());
         spec.group.heartbeat_interval_ms = 1_000;
         assert_eq!(spec.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_numeric_setting_is_refused_one_past_each_bound_and_accepted_at_it() {
+        type Set = fn(&mut Processing, u64);
+        let settings: [(&str, u64, u64, Set); 6] = [
+            ("batch_size", 1, MAX_BATCH_SIZE as u64, |p, v| p.batch_size = v as usize),
+            ("batch_max_bytes", 1, MAX_BATCH_MAX_BYTES as u64, |p, v| p.batch_max_bytes = v as usize),
+            ("linger_ms", 0, MAX_LINGER_MS, |p, v| p.linger_ms = v),
+            ("max_retries", 0, u64::from(MAX_RETRIES), |p, v| p.max_retries = v as u32),
+            ("retry_backoff_ms", 1, MAX_RETRY_BACKOFF_MS, |p, v| {
+                p.retry_backoff_ms = v;
+                p.retry_backoff_max_ms = MAX_RETRY_BACKOFF_MAX_MS;
+            }),
+            ("retry_backoff_max_ms", Processing::default().retry_backoff_ms, MAX_RETRY_BACKOFF_MAX_MS, |p, v| {
+                p.retry_backoff_max_ms = v
+            }),
+        ];
+        for (name, min, max, set) in settings {
+            let with = |value: u64| {
+                let mut spec = spec();
+                set(&mut spec.processing, value);
+                spec.validate()
+            };
+            assert_eq!(with(min), Ok(()), "{name} = {min}");
+            assert_eq!(with(max), Ok(()), "{name} = {max}");
+            let over = with(max + 1).unwrap_err().reason;
+            assert!(over.contains(name) && over.contains("out of range"), "{name} = {}: {over}", max + 1);
+            if min > 0 {
+                let under = with(min - 1).unwrap_err().reason;
+                assert!(under.contains(name) && under.contains("out of range"), "{name} = {}: {under}", min - 1);
+            }
+        }
+        // The largest values JSON can carry are refused too.
+        let mut spec = spec();
+        spec.processing.linger_ms = u64::MAX;
+        assert!(spec.validate().unwrap_err().reason.contains("linger_ms"));
+    }
+
+    #[test]
+    fn start_positions_are_checked_against_their_ranges() {
+        let ok = [
+            StartPosition::Timestamp(0),
+            StartPosition::Timestamp(MAX_TIMESTAMP_MS),
+            StartPosition::Offsets([("t".to_string(), [(0, 0)].into())].into()),
+        ];
+        for position in ok {
+            assert_eq!(position.validate(), Ok(()), "{position:?}");
+        }
+        for (position, says) in [
+            (StartPosition::Timestamp(-1), "timestamp = -1"),
+            (StartPosition::Timestamp(MAX_TIMESTAMP_MS + 1), "timestamp"),
+            (StartPosition::Offsets([("t".to_string(), [(-1, 0)].into())].into()), "partition = -1"),
+            (StartPosition::Offsets([("t".to_string(), [(0, -2)].into())].into()), "offset = -2"),
+        ] {
+            let error = position.validate().unwrap_err();
+            assert!(error.contains(says) && error.contains("out of range"), "{position:?}: {error}");
+        }
+        let mut spec = spec();
+        spec.processing.start = StartPosition::Timestamp(-5);
+        assert!(spec.validate().unwrap_err().reason.contains("processing.start: timestamp = -5"));
+    }
+
+    #[test]
+    fn names_that_are_not_file_names_of_their_own_are_refused() {
+        for name in ["", ".", "..", "../evil", "a/b", "a\\b", &"x".repeat(65)] {
+            assert!(!is_valid_name(name), "{name:?}");
+        }
+        for name in ["clicks", "a.b-c_d", "...", &"x".repeat(64)] {
+            assert!(is_valid_name(name), "{name:?}");
+        }
     }
 
     #[test]

@@ -192,14 +192,16 @@ impl ModuleRegistry {
     }
 
     /// Checks and compiles `bytes` on the engine, then stores them. Storing the same bytes
-    /// again changes nothing and returns the metadata stored first. A module the engine
-    /// refuses is not stored: [`RegistryError::Refused`].
+    /// again changes nothing and returns the metadata stored first, unless the stored copy is
+    /// damaged (its metadata unreadable, its binary missing or not matching the digest): then
+    /// it is replaced, which repairs the registry. A module the engine refuses is not stored:
+    /// [`RegistryError::Refused`].
     pub async fn put(&self, bytes: Bytes) -> Result<Stored, RegistryError> {
         let engine = self.inner.engine.clone();
         let dir = self.inner.dir.clone();
         let checked = blocking("*", move || -> Result<Checked, RegistryError> {
             let digest = ModuleDigest::of(&bytes);
-            if let Some(info) = read_info(&dir, digest.hex())? {
+            if let Some(info) = intact_info(&dir, digest.hex())? {
                 return Ok(Checked::AlreadyStored(info));
             }
             match engine.load(&bytes) {
@@ -218,7 +220,7 @@ impl ModuleRegistry {
         blocking(&digest.to_string(), move || {
             let hex = digest.hex();
             // Stored by a concurrent call while this one was compiling.
-            if let Some(info) = read_info(&dir, hex)? {
+            if let Some(info) = intact_info(&dir, hex)? {
                 return Ok(Stored { info, created: false, module: Some(module) });
             }
             let info = ModuleInfo { digest: digest.to_string(), size: bytes.len() as u64, uploaded_at: now(), exports };
@@ -378,6 +380,26 @@ fn read_info(dir: &Path, hex: &str) -> Result<Option<ModuleInfo>, RegistryError>
         });
     }
     Ok(Some(info))
+}
+
+/// The metadata of `<hex>` when the module is stored and intact: its metadata readable and
+/// its binary matching the digest. `None` when it is not stored or damaged (with a warning),
+/// so that storing it again replaces it.
+fn intact_info(dir: &Path, hex: &str) -> Result<Option<ModuleInfo>, RegistryError> {
+    let name = format!("{DIGEST_PREFIX}{hex}");
+    let damage = match read_info(dir, hex) {
+        Ok(None) => return Ok(None),
+        Ok(Some(info)) => match fs::read(dir.join(wasm_name(hex))) {
+            Ok(bytes) if ModuleDigest::of(&bytes).hex() == hex => return Ok(Some(info)),
+            Ok(_) => "the binary does not match its digest".to_string(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => "the binary is missing".to_string(),
+            Err(e) => return Err(storage(&name, "cannot read the binary", e)),
+        },
+        Err(RegistryError::Corrupt { reason, .. }) => reason,
+        Err(e) => return Err(e),
+    };
+    tracing::warn!(module = %name, "the stored copy is damaged ({damage}); storing it again replaces it");
+    Ok(None)
 }
 
 /// The hex digests that have a metadata file, in no particular order.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{now, sync_dir, write_atomically};
-use crate::pipeline::spec::PipelineSpec;
+use crate::pipeline::spec::{PipelineSpec, is_valid_name};
 
 /// The folder of the pipeline store inside the runtime's data directory.
 pub const PIPELINES_DIR: &str = "pipelines";
@@ -154,32 +154,63 @@ impl PipelineStore {
         &self.dir
     }
 
-    /// Every stored pipeline, sorted by name. A record that cannot be read is skipped with an
-    /// error in the log, so one damaged file does not keep the others from starting.
+    /// Every stored pipeline, sorted by name. A record is loaded only when it can be read, its
+    /// spec is valid and its pipeline's name is its file's name (so no two records name one
+    /// pipeline); any other is skipped with an error in the log, so one damaged or foreign
+    /// file does not keep the others from starting, and no path is ever made of a name that
+    /// was not checked.
     pub fn load_all(&self) -> Result<Vec<PipelineRecord>, StoreError> {
         let entries = fs::read_dir(&self.dir)
             .map_err(|source| StoreError { action: format!("cannot list {}", self.dir.display()), source })?;
-        let mut records = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
+        let mut records: Vec<PipelineRecord> = Vec::new();
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+        paths.sort();
+        for path in paths {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            match fs::read(&path)
+            let file_stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let record = fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|text| serde_json::from_slice::<PipelineRecord>(&text).map_err(|e| e.to_string()))
-            {
+                .and_then(|record| {
+                    record.spec.validate().map_err(|e| format!("invalid spec: {e}"))?;
+                    if record.spec.name != file_stem {
+                        return Err(format!(
+                            "it names pipeline {:?}, but a record is named after its pipeline ({file_stem:?} here)",
+                            record.spec.name
+                        ));
+                    }
+                    if records.iter().any(|r| r.spec.name == record.spec.name) {
+                        return Err(format!("pipeline {:?} is already loaded from another record", record.spec.name));
+                    }
+                    Ok(record)
+                });
+            match record {
                 Ok(record) => records.push(record),
-                Err(e) => tracing::error!(file = %path.display(), "skipping an unreadable pipeline record: {e}"),
+                Err(e) => tracing::error!(file = %path.display(), "skipping a pipeline record: {e}"),
             }
         }
         records.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(records)
     }
 
+    /// The record file of pipeline `name`, refused unless `name` is a valid pipeline name (so
+    /// never a path outside the store).
+    fn path_of(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if !is_valid_name(name) {
+            return Err(StoreError {
+                action: format!("refusing the pipeline name {:?}", name.chars().take(100).collect::<String>()),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a valid pipeline name"),
+            });
+        }
+        Ok(self.dir.join(format!("{name}.json")))
+    }
+
     /// Writes `record` atomically, replacing the pipeline's previous record.
     pub fn save(&self, record: &PipelineRecord) -> Result<(), StoreError> {
         let name = &record.spec.name;
+        self.path_of(name)?;
         let text = serde_json::to_vec_pretty(record).expect("a pipeline record serialises");
         write_atomically(&self.dir, &format!("{name}.json"), &text)
             .and_then(|()| sync_dir(&self.dir))
@@ -188,7 +219,7 @@ impl PipelineStore {
 
     /// Removes the pipeline's record; nothing happens when there is none.
     pub fn remove(&self, name: &str) -> Result<(), StoreError> {
-        match fs::remove_file(self.dir.join(format!("{name}.json"))) {
+        match fs::remove_file(self.path_of(name)?) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(StoreError { action: format!("cannot remove pipeline {name}"), source }),
@@ -242,5 +273,45 @@ mod tests {
         store.remove("clicks").unwrap();
         assert!(store.load_all().unwrap().is_empty());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The JSON of `record` with its spec's name replaced by `name`.
+    fn renamed(name: &str) -> Vec<u8> {
+        let mut value = serde_json::to_value(record()).unwrap();
+        value["spec"]["name"] = name.into();
+        serde_json::to_vec(&value).unwrap()
+    }
+
+    #[test]
+    fn records_are_loaded_only_when_valid_and_named_after_their_file() {
+        let root = std::env::temp_dir().join(format!("sluice-store-checks-{}-{}", std::process::id(), now()));
+        let data_dir = root.join("data");
+        let store = PipelineStore::open(&data_dir).unwrap();
+        store.save(&record()).unwrap();
+        // A name that walks out of the store, a second record naming `clicks`, an invalid spec.
+        fs::write(store.dir().join("evil.json"), renamed("../evil")).unwrap();
+        fs::write(store.dir().join("clicks-copy.json"), renamed("clicks")).unwrap();
+        let mut invalid = serde_json::to_value(record()).unwrap();
+        invalid["spec"]["name"] = "broken".into();
+        invalid["spec"]["processing"] = serde_json::json!({"linger_ms": u64::MAX});
+        fs::write(store.dir().join("broken.json"), serde_json::to_vec(&invalid).unwrap()).unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![record()], "only the valid record named after its file");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_pipeline_name_never_becomes_a_path() {
+        let root = std::env::temp_dir().join(format!("sluice-store-paths-{}-{}", std::process::id(), now()));
+        let store = PipelineStore::open(&root.join("data")).unwrap();
+        let outside = root.join("data").join("evil.json");
+        fs::write(&outside, b"not the store's").unwrap();
+        for name in ["../evil", "..", "a/b", ""] {
+            assert!(store.remove(name).is_err(), "{name:?}");
+            let mut record = record();
+            record.spec.name = name.into();
+            assert!(store.save(&record).is_err(), "{name:?}");
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"not the store's", "the file outside the store is untouched");
+        fs::remove_dir_all(root).unwrap();
     }
 }

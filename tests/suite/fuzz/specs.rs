@@ -14,28 +14,32 @@ use sluice_tests::fuzzing::{check, mutated};
 
 const NAME: &str = "[A-Za-z0-9_.-]{1,64}";
 
-fn topic(prefix: &'static str) -> impl Strategy<Value = String> {
-    "[A-Za-z0-9_.-]{1,40}".prop_map(move |t| format!("{prefix}{t}"))
+/// Valid names: [`NAME`] but `.` and `..`, which would be file names of their own.
+fn name() -> impl Strategy<Value = String> {
+    NAME.prop_filter("`.` and `..` are not names", |n| n != "." && n != "..")
 }
 
-/// A number TOML can write (its integers are signed 64-bit).
-fn count() -> impl Strategy<Value = u64> {
-    0..=i64::MAX as u64
+fn topic(prefix: &'static str) -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_.-]{1,40}".prop_map(move |t| format!("{prefix}{t}"))
 }
 
 fn start() -> impl Strategy<Value = StartPosition> {
     prop_oneof![
         Just(StartPosition::Earliest),
         Just(StartPosition::Latest),
-        any::<i64>().prop_map(StartPosition::Timestamp),
-        prop::collection::btree_map(topic("in-"), prop::collection::btree_map(any::<i32>(), any::<i64>(), 0..4), 0..3)
+        (0..=253_402_300_799_999i64).prop_map(StartPosition::Timestamp),
+        prop::collection::btree_map(topic("in-"), prop::collection::btree_map(0..=i32::MAX, 0..=i64::MAX, 0..4), 0..3)
             .prop_map(StartPosition::Offsets),
     ]
 }
 
 fn processing() -> impl Strategy<Value = Processing> {
     (
-        (1..=i64::MAX as u64, 1..=i64::MAX as u64, count(), any::<u32>(), count(), count()),
+        (1..=100_000u64, 1..=16 * 1024 * 1024u64, 0..=60_000u64, 0..=100u32, 1..=60_000u64).prop_flat_map(
+            |(size, bytes, linger, retries, backoff)| {
+                (Just(size), Just(bytes), Just(linger), Just(retries), Just(backoff), backoff..=600_000u64)
+            },
+        ),
         prop::sample::select(vec![FailurePolicy::DeadLetter, FailurePolicy::Skip, FailurePolicy::Block]),
         prop::option::of(topic("dlq-")),
         start(),
@@ -72,7 +76,7 @@ fn group() -> impl Strategy<Value = GroupSettings> {
 /// Specs that follow every rule of `validate`, with any text where the rules allow any.
 fn valid_spec() -> impl Strategy<Value = PipelineSpec> {
     (
-        NAME,
+        name(),
         prop::collection::vec(topic("in-"), 1..4),
         prop::collection::btree_map("[a-z]{1,10}", topic("out-"), 0..3),
         topic("out-"),
@@ -156,15 +160,30 @@ fn follows_the_rules(spec: &PipelineSpec) -> bool {
     let allowed = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     let topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed(s);
     let dlq = spec.processing.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", spec.name));
+    let p = &spec.processing;
+    let start = match &p.start {
+        StartPosition::Earliest | StartPosition::Latest => true,
+        StartPosition::Timestamp(ms) => (0..=253_402_300_799_999).contains(ms),
+        StartPosition::Offsets(topics) => {
+            topics.values().flatten().all(|(partition, offset)| *partition >= 0 && *offset >= 0)
+        }
+    };
     (1..=64).contains(&spec.name.len())
         && allowed(&spec.name)
+        && spec.name != "."
+        && spec.name != ".."
         && !spec.inputs.is_empty()
         && spec.outputs.contains_key("default")
         && spec.inputs.iter().chain(spec.outputs.values()).all(|t| topic(t))
         && topic(&dlq)
         && !spec.inputs.iter().any(|t| spec.outputs.values().any(|o| o == t))
-        && spec.processing.batch_size > 0
-        && spec.processing.batch_max_bytes > 0
+        && (1..=100_000).contains(&p.batch_size)
+        && (1..=16 * 1024 * 1024).contains(&p.batch_max_bytes)
+        && p.linger_ms <= 60_000
+        && p.max_retries <= 100
+        && (1..=60_000).contains(&p.retry_backoff_ms)
+        && (p.retry_backoff_ms..=600_000).contains(&p.retry_backoff_max_ms)
+        && start
         && (1_000..=3_600_000).contains(&spec.group.session_timeout_ms)
         && (100..=spec.group.session_timeout_ms / 3).contains(&spec.group.heartbeat_interval_ms)
 }
