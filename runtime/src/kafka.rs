@@ -189,7 +189,10 @@ impl BrokerWatch {
     /// so their log lines are kept at debug level, as are warnings that a property shared by
     /// the consumer and producer settings does not apply to one of them.
     pub(crate) fn log(&self, client: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        let repeat = matches!(facility, "FAIL" | "ERROR" | "REQTMOUT" | "CONFWARN") || self.lock().is_some();
+        // librdkafka says "... is a consumer property and will be ignored by this producer
+        // instance" (and the reverse) for the shared `[kafka] properties`: expected, not news.
+        let other_client = facility == "CONFWARN" && message.contains("will be ignored by this");
+        let repeat = matches!(facility, "FAIL" | "ERROR" | "REQTMOUT") || other_client || self.lock().is_some();
         match level {
             _ if repeat => tracing::debug!(pipeline = %self.pipeline, "librdkafka {client} {facility}: {message}"),
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
