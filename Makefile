@@ -75,9 +75,11 @@ bench: setup examples
 ## through a guest), each for FUZZ_SECONDS instead of its few quick cases in `make test`, one
 ## at a time. Prints the executions of each target; the full log is target/fuzz.log.
 FUZZ_SECONDS ?= 15
+# The runtime crates with fuzz targets of their own.
+FUZZ_CRATES := -p sluice-cache -p sluice-engine -p sluice-kafka
 fuzz: examples
 	@rm -f target/fuzz.log
-	@SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p sluice --lib fuzz -- --nocapture --test-threads=1 \
+	@SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release $(FUZZ_CRATES) --lib fuzz -- --nocapture --test-threads=1 \
 		>>target/fuzz.log 2>&1; lib=$$?; \
 	SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release -p sluice-tests --test sluice fuzz:: -- --nocapture \
 		--test-threads=1 >>target/fuzz.log 2>&1; suite=$$?; \

@@ -3,8 +3,7 @@
 
 pub mod chaos;
 pub mod fixtures;
-#[path = "../../runtime/src/fuzzing.rs"]
-pub mod fuzzing;
+pub use sluice_fuzzing as fuzzing;
 pub mod guests;
 pub mod kafka;
 pub mod process;

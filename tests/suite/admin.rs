@@ -954,7 +954,7 @@ fn role_of_handler(source: &str, name: &str) -> &'static str {
 
 /// The routes of `admin::router`, read from its source: by path, the role each method needs.
 fn router_routes() -> BTreeMap<String, BTreeMap<String, String>> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/src/admin/mod.rs");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/admin/src/lib.rs");
     let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let start = source.find("pub fn router(").expect("the router function");
     let router = &source[start..];
@@ -997,7 +997,7 @@ fn router_routes() -> BTreeMap<String, BTreeMap<String, String>> {
 /// The stable error codes of `ApiError::status_and_code`, read from its source: the string
 /// literals of the functions that map errors to statuses.
 fn error_codes() -> BTreeSet<String> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/src/admin/error.rs");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/admin/src/error.rs");
     let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let start = source.find("pub fn status_and_code(").expect("status_and_code");
     let end = source.find("impl IntoResponse for ApiError").expect("the response conversion");

@@ -2,7 +2,7 @@
 //! pipeline specs (JSON from the admin API, TOML from the serve config), module uploads, the
 //! local runner's input files and records through a guest. Targets inside the crate (cache
 //! URLs, memcached replies, Kafka headers) are in their modules. `make fuzz` runs them all
-//! long; see `runtime/src/fuzzing.rs`.
+//! long; see `runtime/fuzzing/src/lib.rs`.
 
 mod modules;
 mod records;

@@ -8,6 +8,7 @@ mod control;
 mod examples;
 mod fuzz;
 mod kafka_broker;
+mod layering;
 mod limits;
 mod modules;
 mod pipelines;

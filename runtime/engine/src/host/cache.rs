@@ -1,0 +1,81 @@
+//! The `cache` import: each call goes to the pipeline's [`sluice_cache::Cache`], which checks,
+//! namespaces and counts it; an unavailable backend is noted on the call so an outage is told
+//! apart from a bad record.
+
+use sluice_cache::CacheError;
+use sluice_record::bindings::sluice::function::cache;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::HostState;
+
+/// The WIT form of a cache error: the variants match one to one.
+fn to_wit(e: CacheError) -> cache::CacheError {
+    match e {
+        CacheError::Unavailable(m) => cache::CacheError::Unavailable(m),
+        CacheError::InvalidKey(m) => cache::CacheError::InvalidKey(m),
+        CacheError::TooLarge(m) => cache::CacheError::TooLarge(m),
+        CacheError::NotANumber(m) => cache::CacheError::NotANumber(m),
+        CacheError::InvalidArgument(m) => cache::CacheError::InvalidArgument(m),
+        CacheError::Other(m) => cache::CacheError::Other(m),
+    }
+}
+
+impl HostState {
+    /// Converts a cache result for the guest, noting outages.
+    fn cache_result<T>(&mut self, result: Result<T, CacheError>) -> Result<T, cache::CacheError> {
+        if matches!(result, Err(CacheError::Unavailable(_))) {
+            self.cache_unavailable += 1;
+        }
+        result.map_err(to_wit)
+    }
+}
+
+impl cache::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, cache::CacheError> {
+        let result = self.context.cache.get(&key).await;
+        self.cache_result(result)
+    }
+
+    async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, cache::CacheError> {
+        let result = self.context.cache.get_many(&keys).await;
+        self.cache_result(result)
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<(), cache::CacheError> {
+        let result = self.context.cache.set(&key, &value, ttl_seconds).await;
+        self.cache_result(result)
+    }
+
+    async fn set_many(
+        &mut self,
+        entries: Vec<(String, Vec<u8>)>,
+        ttl_seconds: Option<u32>,
+    ) -> Result<(), cache::CacheError> {
+        let result = self.context.cache.set_many(&entries, ttl_seconds).await;
+        self.cache_result(result)
+    }
+
+    async fn incr(&mut self, key: String, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, cache::CacheError> {
+        let result = self.context.cache.incr(&key, delta, ttl_seconds).await;
+        self.cache_result(result)
+    }
+
+    async fn incr_many(
+        &mut self,
+        entries: Vec<(String, i64)>,
+        ttl_seconds: Option<u32>,
+    ) -> Result<Vec<i64>, cache::CacheError> {
+        let result = self.context.cache.incr_many(&entries, ttl_seconds).await;
+        self.cache_result(result)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, cache::CacheError> {
+        let result = self.context.cache.delete(&key).await;
+        self.cache_result(result)
+    }
+}
+
+/// Links the `cache` import.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    cache::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}

@@ -1,0 +1,288 @@
+//! One running function: a store and an instance of a module, reused batch after batch by
+//! one worker (one pipeline partition), and rebuilt after a call that traps or times out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::host::{Breach, FunctionContext, HostState};
+use super::{Engine, Limits, Module};
+use sluice_record::bindings::Processor;
+use sluice_record::{InputRecord, OutputRecord, RecordResult};
+
+/// Why a whole batch failed. The instance that failed is discarded; the next call gets a
+/// fresh one. Each message names the function and the limit or fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The guest computed for longer than [`Limits::max_cpu_per_call`].
+    #[error("{function}: used more than {limit:?} of CPU time in one call (an infinite loop?)")]
+    CpuLimit {
+        /// The function.
+        function: Arc<str>,
+        /// The limit.
+        limit: Duration,
+    },
+    /// The call, host calls included, took longer than [`Limits::call_timeout`].
+    #[error(
+        "{function}: call timed out after {limit:?} of wall-clock time (guest code and host calls such as the cache)"
+    )]
+    Timeout {
+        /// The function.
+        function: Arc<str>,
+        /// The limit.
+        limit: Duration,
+    },
+    /// The guest tried to grow its memory past [`Limits::max_memory_bytes`].
+    #[error("{function}: tried to grow its memory to {desired} bytes, over the {limit} byte limit")]
+    MemoryLimit {
+        /// The function.
+        function: Arc<str>,
+        /// The size the guest asked for.
+        desired: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest tried to grow a table past [`Limits::max_table_elements`].
+    #[error("{function}: tried to grow a table to {desired} elements, over the {limit} element limit")]
+    TableLimit {
+        /// The function.
+        function: Arc<str>,
+        /// The size the guest asked for.
+        desired: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest overflowed its stack (unbounded recursion).
+    #[error("{function}: overflowed its stack (unbounded recursion?)")]
+    StackOverflow {
+        /// The function.
+        function: Arc<str>,
+    },
+    /// The guest trapped: a panic, an `unreachable`, an out-of-bounds access.
+    #[error("{function}: trapped: {trap}{}", stderr_suffix(.guest_stderr))]
+    Trap {
+        /// The function.
+        function: Arc<str>,
+        /// What the trap was.
+        trap: String,
+        /// The last lines the guest wrote to stderr in this call (a Rust panic's message).
+        guest_stderr: String,
+    },
+    /// The batch's outputs are over [`Limits::max_outputs_per_batch`] or
+    /// [`Limits::max_output_bytes_per_batch`].
+    #[error("{function}: returned {actual} output {what} for one batch, over the {limit} limit")]
+    OutputLimit {
+        /// The function.
+        function: Arc<str>,
+        /// `records` or `bytes`.
+        what: &'static str,
+        /// How many the guest returned.
+        actual: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The guest broke the contract of one result per input record.
+    #[error("{function}: returned {actual} results for a batch of {expected} records (one per record is required)")]
+    ResultCount {
+        /// The function.
+        function: Arc<str>,
+        /// Records in the batch.
+        expected: usize,
+        /// Results returned.
+        actual: usize,
+    },
+    /// The module could not be instantiated (its start-up code trapped).
+    #[error("{function}: could not be instantiated: {reason}")]
+    Instantiate {
+        /// The function.
+        function: Arc<str>,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl BatchError {
+    /// A short stable name for the fault, used in dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BatchError::CpuLimit { .. } => "cpu-limit",
+            BatchError::Timeout { .. } => "timeout",
+            BatchError::MemoryLimit { .. } => "memory-limit",
+            BatchError::TableLimit { .. } => "table-limit",
+            BatchError::StackOverflow { .. } => "stack-overflow",
+            BatchError::Trap { .. } => "trap",
+            BatchError::OutputLimit { .. } => "output-limit",
+            BatchError::ResultCount { .. } => "result-count",
+            BatchError::Instantiate { .. } => "instantiate",
+        }
+    }
+
+    /// `true` when the same records may succeed on another try: a timeout (a slow cache) or
+    /// a failed instantiation. Limits, traps and contract breaches are deterministic.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, BatchError::Timeout { .. } | BatchError::Instantiate { .. })
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() { String::new() } else { format!(" (guest stderr: {stderr})") }
+}
+
+/// A module instantiated for one worker, with its host context and limits.
+pub struct FunctionInstance {
+    engine: Engine,
+    module: Module,
+    context: FunctionContext,
+    live: Option<Live>,
+}
+
+struct Live {
+    store: Store<HostState>,
+    processor: Processor,
+}
+
+impl FunctionInstance {
+    /// An instance of `module` that will use `context`. Instantiation happens on the first
+    /// call, and again after any call that fails.
+    pub fn new(engine: &Engine, module: &Module, context: FunctionContext) -> Self {
+        FunctionInstance { engine: engine.clone(), module: module.clone(), context, live: None }
+    }
+
+    /// The module this instance runs.
+    pub fn module(&self) -> &Module {
+        &self.module
+    }
+
+    /// The host context (name, cache, config).
+    pub fn context(&self) -> &FunctionContext {
+        &self.context
+    }
+
+    /// `true` when a cache call of the last successful call failed as unavailable: its
+    /// retryable record errors are then most likely the outage's, not the records'.
+    pub fn saw_cache_outage(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.store.data().cache_unavailable > 0)
+    }
+
+    /// Instantiates the module now rather than on the first call, so the first batch does
+    /// not pay for it (used when switching a worker to a reloaded module).
+    pub async fn prepare(&mut self) -> Result<(), BatchError> {
+        if self.live.is_none() {
+            let limits = self.engine.limits().clone();
+            self.live = Some(instantiate(&self.engine, &self.module, &self.context, &limits).await?);
+        }
+        Ok(())
+    }
+
+    /// Runs the guest's `process` on `batch` and returns one result per record.
+    ///
+    /// On a [`BatchError`] no result of the batch is valid; the caller decides whether to
+    /// retry it or split it to find the records at fault.
+    pub async fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, BatchError> {
+        let limits = self.engine.limits().clone();
+        let function = self.context.name.clone();
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => instantiate(&self.engine, &self.module, &self.context, &limits).await?,
+        };
+        live.store.data_mut().start_call();
+        live.store.set_epoch_deadline(1);
+        let call = live.processor.call_process(&mut live.store, batch);
+        let results = match tokio::time::timeout(limits.call_timeout, call).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => return Err(classify(&function, &limits, live.store.data(), &error)),
+            Err(_) => return Err(BatchError::Timeout { function, limit: limits.call_timeout }),
+        };
+        // The instance is sound: keep it for the next batch, whatever the checks below say.
+        self.live = Some(live);
+        check_results(&function, &limits, batch.len(), &results)?;
+        Ok(results)
+    }
+}
+
+/// A fresh instance of `module` in a new store with `context`, limited by `limits`.
+async fn instantiate(
+    engine: &Engine,
+    module: &Module,
+    context: &FunctionContext,
+    limits: &Limits,
+) -> Result<Live, BatchError> {
+    let mut store =
+        Store::new(engine.wasmtime(), HostState::new(context.clone(), limits.clone(), engine.stats().clone()));
+    store.limiter(|state| state);
+    let budget = limits.cpu_ticks_per_call();
+    store.epoch_deadline_callback(move |mut store| {
+        let state = store.data_mut();
+        state.cpu_ticks += 1;
+        if state.cpu_ticks > budget {
+            state.breach = Some(Breach::Cpu);
+            return Err(wasmtime::Error::msg("CPU time limit exceeded"));
+        }
+        // Let other workers on this thread run, then check again after one more tick.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store.set_epoch_deadline(1);
+    let function = context.name.clone();
+    let instantiate = module.pre().instantiate_async(&mut store);
+    match tokio::time::timeout(limits.call_timeout, instantiate).await {
+        Ok(Ok(processor)) => Ok(Live { store, processor }),
+        Ok(Err(e)) => Err(BatchError::Instantiate { function, reason: format!("{e:#}") }),
+        Err(_) => Err(BatchError::Timeout { function, limit: limits.call_timeout }),
+    }
+}
+
+/// Names the limit or fault behind a failed call.
+fn classify(function: &Arc<str>, limits: &Limits, state: &HostState, error: &wasmtime::Error) -> BatchError {
+    let function = function.clone();
+    match state.breach {
+        Some(Breach::Cpu) => BatchError::CpuLimit { function, limit: limits.max_cpu_per_call },
+        Some(Breach::Memory { desired }) => {
+            BatchError::MemoryLimit { function, desired, limit: limits.max_memory_bytes }
+        }
+        Some(Breach::Table { desired }) => {
+            BatchError::TableLimit { function, desired, limit: limits.max_table_elements }
+        }
+        None => match error.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => BatchError::StackOverflow { function },
+            Some(Trap::MemoryOutOfBounds) => BatchError::Trap {
+                function,
+                trap: format!(
+                    "{} (a bad pointer, or the guest's stack in linear memory overflowing)",
+                    Trap::MemoryOutOfBounds
+                ),
+                guest_stderr: state.stderr.recent(),
+            },
+            Some(trap) => BatchError::Trap { function, trap: trap.to_string(), guest_stderr: state.stderr.recent() },
+            None => BatchError::Trap { function, trap: format!("{error:#}"), guest_stderr: state.stderr.recent() },
+        },
+    }
+}
+
+/// Checks the contract and the output limits on what a call returned.
+fn check_results(
+    function: &Arc<str>,
+    limits: &Limits,
+    expected: usize,
+    results: &[RecordResult],
+) -> Result<(), BatchError> {
+    if results.len() != expected {
+        return Err(BatchError::ResultCount { function: function.clone(), expected, actual: results.len() });
+    }
+    let outputs = results.iter().flatten().flatten();
+    let (count, bytes) = outputs.fold((0, 0), |(count, bytes), output| (count + 1, bytes + output_bytes(output)));
+    let over = |what, actual, limit| BatchError::OutputLimit { function: function.clone(), what, actual, limit };
+    if count > limits.max_outputs_per_batch {
+        return Err(over("records", count, limits.max_outputs_per_batch));
+    }
+    if bytes > limits.max_output_bytes_per_batch {
+        return Err(over("bytes", bytes, limits.max_output_bytes_per_batch));
+    }
+    Ok(())
+}
+
+/// Bytes of one output record: key, value, and headers.
+pub(crate) fn output_bytes(output: &OutputRecord) -> usize {
+    let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+    len(&output.key) + len(&output.value) + output.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>()
+}

@@ -1,0 +1,347 @@
+//! One partition worker: reads its partition's records in offset order, runs the function
+//! on each batch, produces outputs and dead letters, and stores the next offset for commit
+//! only once the broker has acknowledged everything the batch caused.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::failure::{self, Failure, Outcome};
+use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
+use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
+use sluice_engine::FunctionInstance;
+use sluice_kafka::KafkaError;
+use sluice_kafka::sink::Outgoing;
+use sluice_kafka::source::{PartitionQueue, record_bytes};
+use sluice_record::InputRecord;
+
+/// A worker for one assigned partition.
+pub(crate) struct PartitionWorker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) queue: PartitionQueue,
+    pub(crate) instance: FunctionInstance,
+    /// The revision of the module `instance` runs.
+    pub(crate) revision: u64,
+    /// The pipeline's current module; a change is picked up before the next batch.
+    pub(crate) module: watch::Receiver<Version>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// What delivering a batch achieved.
+enum Delivered {
+    /// Everything delivered; the next offset to consume.
+    All { next_offset: i64 },
+    /// Delivered up to a record that failed under the `block` policy.
+    BlockedAt { index: usize },
+}
+
+impl PartitionWorker {
+    /// Runs until the partition is revoked or the pipeline stops.
+    pub(crate) async fn run(mut self) {
+        let mut carried: Vec<InputRecord> = Vec::new();
+        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
+        self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), self.revision, None);
+        loop {
+            let batch = if carried.is_empty() {
+                tokio::select! {
+                    batch = next_batch(&self.shared, &self.queue, &self.topic, self.partition) => batch,
+                    _ = self.stop.changed() => break,
+                }
+            } else {
+                std::mem::take(&mut carried)
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            if self.module.has_changed().unwrap_or(false) {
+                self.switch_module(batch[0].offset).await;
+            }
+            self.shared.stats.record_batch(batch.len());
+            let processing = &self.shared.spec.processing;
+            let outcomes = failure::process(&mut self.instance, processing, &batch, &mut self.stop).await;
+            if *self.stop.borrow() {
+                // Revoked or stopping mid-batch: leave the batch uncommitted for the next owner.
+                break;
+            }
+            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
+            let Some(delivered) = self.deliver_with_retries(&batch, &outcomes).await else { break };
+            self.shared.stats.record_batch_done(started);
+            match delivered {
+                Delivered::All { next_offset } => self.store(next_offset),
+                Delivered::BlockedAt { index } => {
+                    if index > 0 {
+                        self.store(batch[index].offset);
+                    }
+                    if !self.wait_while_blocked(&batch[index]).await {
+                        break;
+                    }
+                    carried = batch[index..].to_vec();
+                }
+            }
+        }
+        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
+    }
+
+    /// Switches to the pipeline's new module before the batch starting at `offset`: the
+    /// batch before it was processed whole by the old module, this one and every later one is
+    /// processed by the new. The new instance is prepared now, so a module that cannot be
+    /// instantiated shows up here (and again, retried, on the batch's first call).
+    async fn switch_module(&mut self, offset: i64) {
+        let started = Instant::now();
+        let Version { revision, module } = self.shared.take_up(&mut self.module);
+        let from = self.revision;
+        self.revision = revision;
+        if module.digest() == self.instance.module().digest() {
+            // Reloads in quick succession that came back to the module running here.
+            tracing::debug!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "revision {revision} runs the module of revision {from}; nothing to switch"
+            );
+            self.shared.set_partition_module(&self.topic, self.partition, &module, revision, None);
+            return;
+        }
+        self.instance = self.shared.instance_for(&self.topic, self.partition, &module);
+        if let Err(e) = self.instance.prepare().await {
+            tracing::warn!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "preparing module {}: {e}", module.digest()
+            );
+        }
+        let took = started.elapsed();
+        tracing::info!(
+            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition, offset,
+            module = %module.digest(), from, revision, ?took, "partition switched to the reloaded module"
+        );
+        self.shared.set_partition_module(&self.topic, self.partition, &module, revision, Some((offset, took)));
+    }
+
+    /// Fails a record whose outputs name an output the pipeline does not declare.
+    fn check_targets(&self, outcome: Outcome) -> Outcome {
+        let Outcome::Done(outputs) = &outcome else { return outcome };
+        let undeclared = outputs
+            .iter()
+            .filter_map(|o| o.target.as_deref())
+            .find(|target| !self.shared.spec.outputs.contains_key(*target));
+        match undeclared {
+            None => outcome,
+            Some(target) => Outcome::Failed(Failure {
+                kind: "undeclared-output",
+                message: format!(
+                    "output target {target:?} is not declared by the pipeline (declared: {:?})",
+                    self.shared.spec.outputs.keys().collect::<Vec<_>>()
+                ),
+                retryable: false,
+                attempts: 1,
+                outage: false,
+            }),
+        }
+    }
+
+    /// Delivers the batch's outputs and dead letters, retrying on producer errors until
+    /// they are acknowledged. `None` when the worker is told to stop first.
+    async fn deliver_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Delivered> {
+        let mut attempt = 0;
+        loop {
+            let module = self.instance.module().digest().to_string();
+            let delivering = deliver(&self.shared, &module, batch, outcomes);
+            tokio::pin!(delivering);
+            let delivered = tokio::select! {
+                delivered = &mut delivering => delivered,
+                _ = self.stop.changed() => match tokio::time::timeout(STOP_ACK_GRACE, &mut delivering).await {
+                    Ok(delivered) => delivered,
+                    Err(_) => {
+                        tracing::warn!(
+                            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                            "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}..={}; they stay uncommitted and will be processed again",
+                            batch.first().map_or(0, |r| r.offset), batch.last().map_or(0, |r| r.offset)
+                        );
+                        return None;
+                    }
+                },
+            };
+            match delivered {
+                Ok(delivered) => {
+                    self.count(batch, outcomes, &delivered);
+                    return Some(delivered);
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let first = batch.first().map_or(0, |r| r.offset);
+                    let last = batch.last().map_or(0, |r| r.offset);
+                    tracing::warn!(
+                        pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                        "producing the results of offsets {first}..={last} failed ({e}); trying again"
+                    );
+                    if *self.stop.borrow() {
+                        return None;
+                    }
+                    let delay = self.shared.spec.processing.backoff(attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a delivered batch and logs its failures, once.
+    fn count(&self, batch: &[InputRecord], outcomes: &[Outcome], delivered: &Delivered) {
+        let upto = match delivered {
+            Delivered::All { .. } => outcomes.len(),
+            Delivered::BlockedAt { index } => *index,
+        };
+        let policy = self.shared.spec.processing.on_failure;
+        for (record, outcome) in batch.iter().zip(outcomes).take(upto) {
+            match outcome {
+                Outcome::Done(outputs) => self.shared.stats.record_outputs(outputs.len()),
+                Outcome::Failed(failure) => {
+                    let error = format!(
+                        "pipeline {}, {}/{} offset {}: {} ({}, {} attempt{})",
+                        self.shared.spec.name,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        failure.message,
+                        failure.kind,
+                        failure.attempts,
+                        if failure.attempts == 1 { "" } else { "s" }
+                    );
+                    tracing::warn!("{error}; policy {policy:?}");
+                    self.shared.stats.record_failure(policy, error);
+                }
+            }
+        }
+    }
+
+    /// Stores `next_offset` (the offset after the last processed record) for commit. Fails
+    /// harmlessly when the partition was revoked meanwhile.
+    fn store(&self, next_offset: i64) {
+        match self.shared.source.store(&self.topic, self.partition, next_offset) {
+            Ok(()) => self.shared.set_partition_offset(&self.topic, self.partition, next_offset),
+            Err(e) => tracing::debug!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "offset {next_offset} not stored: {e}"
+            ),
+        }
+    }
+
+    /// Under the `block` policy: holds the partition at `record` until an operator resumes
+    /// it (`true`) or the worker is stopped (`false`).
+    async fn wait_while_blocked(&mut self, record: &InputRecord) -> bool {
+        tracing::error!(
+            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition, offset = record.offset,
+            "partition blocked at a failed record until an operator resumes it"
+        );
+        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Blocked { offset: record.offset });
+        let resumed = tokio::select! {
+            _ = self.shared.unblock.notified() => true,
+            _ = self.stop.changed() => false,
+        };
+        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
+        resumed
+    }
+}
+
+/// The next batch: waits for one record, then takes more until the batch is full by
+/// count or bytes or the linger time has passed.
+async fn next_batch(shared: &Shared, queue: &PartitionQueue, topic: &str, partition: i32) -> Vec<InputRecord> {
+    let processing = &shared.spec.processing;
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    match queue.next().await {
+        Ok(record) => {
+            bytes += record_bytes(&record);
+            batch.push(record);
+        }
+        Err(e) => {
+            tracing::warn!(pipeline = %shared.spec.name, topic = %topic, partition = partition, "consume: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return batch;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(processing.linger_ms);
+    while batch.len() < processing.batch_size && bytes < processing.batch_max_bytes {
+        match tokio::time::timeout_at(deadline, queue.next()).await {
+            Ok(Ok(record)) => {
+                bytes += record_bytes(&record);
+                batch.push(record);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(pipeline = %shared.spec.name, topic = %topic, partition = partition, "consume: {e}");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Produces a batch's outputs and dead letters and waits for the broker to acknowledge
+/// them all.
+async fn deliver(
+    shared: &Shared,
+    module: &str,
+    batch: &[InputRecord],
+    outcomes: &[Outcome],
+) -> Result<Delivered, KafkaError> {
+    let spec = &shared.spec;
+    let dead_letter_topic = spec.dead_letter_topic();
+    let mut pending = Vec::new();
+    let mut blocked_at = None;
+    for (index, (record, outcome)) in batch.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Outcome::Done(outputs) => {
+                for output in outputs {
+                    let name = output.target.as_deref().unwrap_or(DEFAULT_OUTPUT);
+                    let topic = &spec.outputs[name];
+                    pending.push(
+                        shared
+                            .sink
+                            .send(&Outgoing {
+                                topic,
+                                key: output.key.as_deref(),
+                                value: output.value.as_deref(),
+                                headers: &output.headers,
+                                extra_headers: &[],
+                            })
+                            .await?,
+                    );
+                }
+            }
+            Outcome::Failed(failure) => match spec.processing.on_failure {
+                FailurePolicy::DeadLetter => {
+                    let headers = failure::dead_letter_headers(&spec.name, module, record, failure);
+                    pending.push(
+                        shared
+                            .sink
+                            .send(&Outgoing {
+                                topic: &dead_letter_topic,
+                                key: record.key.as_deref(),
+                                value: record.value.as_deref(),
+                                headers: &record.headers,
+                                extra_headers: &headers,
+                            })
+                            .await?,
+                    );
+                }
+                FailurePolicy::Skip => {}
+                FailurePolicy::Block => {
+                    blocked_at = Some(index);
+                    break;
+                }
+            },
+        }
+    }
+    for delivery in pending {
+        delivery.acknowledged().await?;
+    }
+    Ok(match blocked_at {
+        Some(index) => Delivered::BlockedAt { index },
+        None => Delivered::All { next_offset: batch.last().map_or(0, |r| r.offset + 1) },
+    })
+}

@@ -1,0 +1,13 @@
+//! The records that flow through Sluice: what a source hands to a function and what the
+//! function returns. These are the WIT `sluice:function/types` types, generated with the rest
+//! of the world's host bindings ([`bindings`]) and shared by the engine, the local runner and
+//! the Kafka source and sink.
+//!
+//! This is the bottom of the runtime's crates: it depends on nothing of Sluice.
+
+pub mod bindings;
+
+pub use bindings::sluice::function::types::{Header, InputRecord, OutputRecord, RecordError};
+
+/// The result for one input record: its outputs, or why it failed.
+pub type RecordResult = Result<Vec<OutputRecord>, RecordError>;

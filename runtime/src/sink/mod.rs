@@ -1,3 +1,0 @@
-//! Where outputs and dead letters go.
-
-pub mod kafka;
