@@ -185,12 +185,6 @@ impl ModuleRegistry {
         &self.inner.dir
     }
 
-    /// The engine modules are checked on; its [`sluice_engine::Limits::max_module_bytes`] caps
-    /// uploads.
-    pub fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
     /// Checks and compiles `bytes` on the engine, then stores them. Storing the same bytes
     /// again changes nothing and returns the metadata stored first, unless the stored copy is
     /// damaged (its metadata unreadable, its binary missing or not matching the digest): then
