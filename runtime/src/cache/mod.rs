@@ -196,7 +196,7 @@ pub struct CacheStats {
 }
 
 /// A plain copy of [`CacheStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct CacheStatsSnapshot {
     /// Keys found.
     pub hits: u64,
@@ -302,7 +302,7 @@ impl LatencyHistogram {
 }
 
 /// A plain copy of a [`LatencyHistogram`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LatencySnapshot {
     /// Calls recorded.
     pub count: u64,

@@ -10,22 +10,35 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_OUTPUT: &str = "default";
 
 /// One pipeline: consume `inputs`, run the function on every record, produce to `outputs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Unknown fields are refused (`422 invalid_spec` over the admin API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "clicks",
+    "inputs": ["clicks"],
+    "outputs": {"default": "clicks.enriched"},
+    "module": "sha256:9f2c0a5b3d1e4f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c",
+    "processing": {"batch_size": 200, "on_failure": "dead-letter"}
+}))]
 pub struct PipelineSpec {
     /// Unique name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`. It names the consumer group
     /// (`sluice.<name>`), the default cache namespace and the default dead-letter topic.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     /// Topics to consume.
+    #[schema(min_items = 1)]
     pub inputs: Vec<String>,
     /// Output topics by name. The output named `default` receives outputs without a target;
     /// a function names another with `target`. Outputs naming an undeclared target fail
     /// their input record.
     pub outputs: BTreeMap<String, String>,
-    /// The function: where its component is (a file path for `sluice serve`).
+    /// The function: where its component is (a file path for `sluice serve`; over the admin
+    /// API the digest of a module in the registry, `sha256:<hex>` or `<hex>`).
     pub module: String,
-    /// The cache the function's `cache` calls use: `memory://` (the default), `redis://...`,
-    /// `memcache://...`.
+    /// The cache the function's `cache` calls use: `memory://` (the default),
+    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...`. A user name or password in
+    /// the URL is kept in the stored spec only: answers, errors and logs show the URL with its
+    /// user info replaced by `***`.
     #[serde(default = "default_cache")]
     pub cache: String,
     /// The cache namespace; the pipeline's name when absent. Pipelines that name the same
@@ -50,7 +63,7 @@ pub struct PipelineSpec {
 /// a crash takes its partitions back at once, as the same member, instead of waiting for the
 /// broker to expire the dead member after `session_timeout_ms`. A runtime that dies for good
 /// loses its partitions to the other members after `session_timeout_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct GroupSettings {
     /// Join as a static member named after the node id. Default `true`. Two runtimes must
@@ -60,9 +73,11 @@ pub struct GroupSettings {
     /// How long the broker waits without a heartbeat before it gives a member's partitions to
     /// the others. Default 10,000 ms; 1,000 to 3,600,000 (brokers also enforce their own
     /// `group.min/max.session.timeout.ms`, 6 s to 30 min on Kafka by default).
+    #[schema(minimum = 1000, maximum = 3600000)]
     pub session_timeout_ms: u64,
     /// How often the consumer sends heartbeats. Default 1,000 ms; 100 ms to a third of
     /// `session_timeout_ms`.
+    #[schema(minimum = 100)]
     pub heartbeat_interval_ms: u64,
 }
 
@@ -81,26 +96,33 @@ fn default_cache() -> String {
     "memory://".into()
 }
 
-/// How records are batched, retried and failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How records are batched, retried and failed. Every field is optional; a value out of its
+/// range is refused (`422 invalid_spec` over the admin API) naming the setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Processing {
     /// Most records per function call: 1 to [`MAX_BATCH_SIZE`] (100,000). Default 500.
+    #[schema(minimum = 1, maximum = 100000)]
     pub batch_size: usize,
     /// Most record bytes (key + value) per function call: 1 to [`MAX_BATCH_MAX_BYTES`]
     /// (16 MiB). Default 4 MiB.
+    #[schema(minimum = 1, maximum = 16777216)]
     pub batch_max_bytes: usize,
     /// How long a batch waits for more records once it has one: 0 to [`MAX_LINGER_MS`]
     /// (60,000 ms). Default 20 ms.
+    #[schema(minimum = 0, maximum = 60000)]
     pub linger_ms: u64,
     /// Retries of a record that failed with a retryable error (a cache outage, a timeout),
     /// after the first attempt: 0 to [`MAX_RETRIES`] (100). Default 5.
+    #[schema(minimum = 0, maximum = 100)]
     pub max_retries: u32,
     /// Delay before the first retry, doubled each time up to `retry_backoff_max_ms`: 1 to
     /// [`MAX_RETRY_BACKOFF_MS`] (60,000 ms). Default 100 ms.
+    #[schema(minimum = 1, maximum = 60000)]
     pub retry_backoff_ms: u64,
     /// Longest delay between retries: `retry_backoff_ms` to [`MAX_RETRY_BACKOFF_MAX_MS`]
     /// (600,000 ms). Default 5,000 ms.
+    #[schema(minimum = 1, maximum = 600000)]
     pub retry_backoff_max_ms: u64,
     /// What happens to a record that failed for good. Default `dead-letter`.
     pub on_failure: FailurePolicy,
@@ -178,8 +200,10 @@ impl Processing {
 }
 
 /// What happens to a record that failed for good (a fatal error, a trap, or retries spent).
-/// The names follow Kafka Connect's `errors.tolerance` and dead-letter conventions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The names follow Kafka Connect's `errors.tolerance` and dead-letter conventions:
+/// `dead-letter` writes it, with error headers, to the dead-letter topic; `skip` logs and counts
+/// it; `block` stops its partition at the record until an operator acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
     /// Write the original record, with error headers, to the dead-letter topic; go on.
@@ -205,6 +229,54 @@ pub enum StartPosition {
     /// partitions start at the earliest.
     Offsets(BTreeMap<String, BTreeMap<i32, i64>>),
 }
+
+/// Written by hand: serde's externally tagged form mixes strings and one-key objects, and the
+/// partitions of `offsets` are JSON object keys (strings of digits), which a derived schema
+/// would call integers.
+impl utoipa::PartialSchema for StartPosition {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let whole = |min: i64, max: Option<i64>| {
+            ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(min)).maximum(max)
+        };
+        let one_key = |key: &str, value: utoipa::openapi::schema::Schema| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(key, value)
+                .required(key)
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        };
+        let timestamp = whole(0, Some(MAX_TIMESTAMP_MS))
+            .description(Some("Milliseconds since the Unix epoch: 0 to 253,402,300,799,999 (the end of year 9999)."));
+        let partitions = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property_names(Some(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[0-9]+$"))))
+            .additional_properties(Some(whole(0, None)));
+        let offsets = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("Offsets by topic, then by partition number; partitions and offsets are 0 or more."))
+            .additional_properties(Some(partitions));
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["earliest", "latest"])))
+            .item(one_key("timestamp", timestamp.into()))
+            .item(one_key("offsets", offsets.into()))
+            .description(Some(
+                "Where to start reading: `\"earliest\"` (the oldest record still in each partition), \
+                 `\"latest\"` (only records produced from now on), `{\"timestamp\": ms}` (the first record at \
+                 or after this time, in milliseconds since the Unix epoch) or \
+                 `{\"offsets\": {topic: {partition: offset}}}` (explicit offsets; other partitions start at \
+                 the earliest).",
+            ))
+            .examples([
+                serde_json::json!("earliest"),
+                serde_json::json!({"timestamp": 1_700_000_000_000_i64}),
+                serde_json::json!({"offsets": {"clicks": {"0": 42, "1": 17}}}),
+            ])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StartPosition {}
 
 impl StartPosition {
     /// Checks the timestamp or the offsets against their ranges.
