@@ -2,7 +2,7 @@
 //! uploads are checked before they are stored, errors are JSON with stable codes, tokens guard
 //! every call by role, calls on pipelines refuse what they cannot do before touching Kafka, a
 //! call has a time limit, and the registry on disk survives restarts and interrupted writes.
-//! The OpenAPI document lists every route of the router.
+//! The OpenAPI document lists every route of the router, and real answers fit its schemas.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -927,165 +927,276 @@ async fn metrics_describe_the_engine_and_count_compiled_modules() {
 
 // The OpenAPI document.
 
-/// The methods axum's routing offers, as they are named in the router source and in OpenAPI.
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+/// The methods a route may answer, as OpenAPI names them (axum answers `HEAD` on a `GET` route).
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
 
-/// The argument of the call of function `name` in `code` (not of one whose name ends with it).
-fn argument_of<'a>(code: &'a str, name: &str) -> Option<&'a str> {
-    let call = format!("{name}(");
-    let (at, _) = code
-        .match_indices(&call)
-        .find(|(at, _)| !code[..*at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_'))?;
-    let argument = &code[at + call.len()..];
-    Some(argument[..argument.find(')')?].trim())
+/// `path` of the document with its parameters filled in: an unknown digest, a pipeline name.
+fn concrete(path: &str) -> String {
+    path.replace("{digest}", &unknown_digest()).replace("{name}", "p")
 }
 
-/// The role the handler `name` in `source` asks for, by its extractor: `admin`, `read` or `none`.
-fn role_of_handler(source: &str, name: &str) -> &'static str {
-    let start = source.find(&format!("async fn {name}(")).unwrap_or_else(|| panic!("the handler {name}"));
-    let signature = &source[start..];
-    let signature = &signature[..signature.find('{').expect("the handler's body")];
-    match (signature.contains("CanAdminister"), signature.contains("CanRead")) {
-        (true, _) => "admin",
-        (false, true) => "read",
-        (false, false) => "none",
-    }
-}
-
-/// The routes of `admin::router`, read from its source: by path, the role each method needs.
-fn router_routes() -> BTreeMap<String, BTreeMap<String, String>> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/admin/src/lib.rs");
-    let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let start = source.find("pub fn router(").expect("the router function");
-    let router = &source[start..];
-    let router = &router[..router.find("\n}\n").expect("the end of the router function")];
-    let mut routes = BTreeMap::new();
-    for (at, call) in router.match_indices(".route(") {
-        // The arguments of `.route(...)`, up to its closing parenthesis.
-        let arguments = &router[at + call.len()..];
-        let mut depth = 1;
-        let end = arguments
-            .char_indices()
-            .find_map(|(i, c)| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                (depth == 0).then_some(i)
-            })
-            .expect("a closed .route(");
-        let arguments = arguments[..end].trim_start();
-        let path = arguments
-            .strip_prefix('"')
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_else(|| panic!("a route path literal: {arguments}"));
-        let handlers = &arguments[path.len() + 2..];
-        let methods: BTreeMap<String, String> = METHODS
-            .iter()
-            .filter_map(|method| {
-                let handler = argument_of(handlers, method)?;
-                Some((method.to_string(), role_of_handler(&source, handler).to_string()))
-            })
-            .collect();
-        assert!(!methods.is_empty(), "no method found for {path}: {handlers}");
-        assert!(routes.insert(path.to_string(), methods).is_none(), "{path} routed twice");
-    }
-    routes
-}
-
-/// The stable error codes of `ApiError::status_and_code`, read from its source: the string
-/// literals of the functions that map errors to statuses.
-fn error_codes() -> BTreeSet<String> {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/admin/src/error.rs");
-    let source = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let start = source.find("pub fn status_and_code(").expect("status_and_code");
-    let end = source.find("impl IntoResponse for ApiError").expect("the response conversion");
-    source[start..end]
-        .split('"')
-        .skip(1)
-        .step_by(2)
-        .filter(|code| !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The parameter `parameter`, following a `$ref` into `components`.
-fn resolve<'a>(document: &'a Value, parameter: &'a Value) -> &'a Value {
-    match parameter["$ref"].as_str() {
+/// `value` with a `$ref` followed into the document.
+fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
+    match value["$ref"].as_str() {
         Some(reference) => {
             let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("a local reference: {reference}"));
-            document.pointer(pointer).unwrap_or_else(|| panic!("{reference} resolves"))
+            resolve(document, document.pointer(pointer).unwrap_or_else(|| panic!("{reference} resolves")))
         }
-        None => parameter,
+        None => value,
     }
 }
 
-#[test]
-fn openapi_document_lists_every_route_with_its_methods() {
-    let document: Value = serde_json::from_str(admin::OPENAPI).expect("the OpenAPI document is JSON");
-    assert_eq!(document["openapi"], "3.1.0");
+#[tokio::test]
+async fn the_served_openapi_document_lists_every_route_with_its_method_and_role() {
+    let (api, read, _) = guarded().await;
+    let (status, content_type, text) = api.get_text("/v1/openapi.json", None).await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "application/json"));
+    let document: Value = serde_json::from_str(&text).expect("the OpenAPI document is JSON");
+    assert_eq!(document, admin::openapi(), "the served document is the generated one");
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")), "OpenAPI 3.1");
     assert!(document["info"]["title"].is_string() && document["info"]["version"].is_string());
-    assert!(document["components"]["securitySchemes"]["bearerAuth"].is_object(), "declares bearer tokens");
+    assert_eq!(document["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
     let paths = document["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 14, "every route: {:?}", paths.keys());
 
-    let routes = router_routes();
-    assert!(routes.len() >= 14, "the router has more routes than found: {routes:?}");
-    for (path, methods) in &routes {
-        let item = paths.get(path).unwrap_or_else(|| panic!("{path} is not documented"));
-        let documented: BTreeSet<&String> =
-            item.as_object().unwrap().keys().filter(|k| METHODS.contains(&k.as_str())).collect();
-        assert_eq!(documented, methods.keys().collect(), "the methods of {path}");
-        // Every `{parameter}` of the path is a path parameter of each operation.
-        let names: Vec<&str> = path.split('{').skip(1).map(|p| p.split('}').next().unwrap()).collect();
-        for (method, role) in methods {
+    let mut operations = 0;
+    for (path, item) in paths {
+        let uri = concrete(path);
+        for method in METHODS {
             let call = format!("{method} {path}");
-            let operation = &item[method];
-            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{call}: responses");
-            let declared: Vec<&Value> = [&item["parameters"], &operation["parameters"]]
-                .into_iter()
-                .filter_map(Value::as_array)
-                .flatten()
-                .map(|p| resolve(&document, p))
-                .filter(|p| p["in"] == "path")
-                .collect();
-            for name in &names {
+            let request_method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let Some(operation) = item.get(method) else {
+                // Not documented: the router refuses it as a method the path does not have.
+                let (status, error) = api.call(request_method, &uri, Some(&read), Vec::new()).await;
+                assert_eq!(
+                    (status, error_code(&error)),
+                    (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+                    "{call}"
+                );
+                continue;
+            };
+            operations += 1;
+            assert!(operation["operationId"].is_string() && operation["tags"][0].is_string(), "{call}");
+            let responses = operation["responses"].as_object().expect("answers");
+            assert!(responses.contains_key("408"), "{call}: every call has a time limit");
+            // Every `{parameter}` of the path is a required path parameter of the operation.
+            for name in path.split('{').skip(1).map(|p| p.split('}').next().unwrap()) {
+                let declared = operation["parameters"].as_array().into_iter().flatten().map(|p| resolve(&document, p));
                 assert!(
-                    declared.iter().any(|p| p["name"] == *name && p["required"] == true),
+                    declared.clone().any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true),
                     "{call}: the path parameter {name} is not declared"
                 );
             }
-            // The role the handler asks for, in the description and in `x-sluice-role`; a call
-            // that needs no token overrides the document's bearer security.
-            assert_eq!(operation["x-sluice-role"], role.as_str(), "{call}: the role");
-            let description = operation["description"].as_str().unwrap_or_default();
-            match role.as_str() {
-                "none" => {
-                    assert_eq!(operation["security"], json!([]), "{call}: no token needed");
-                    assert!(description.contains("No token needed"), "{call}: {description}");
+            // The documented role is the one the router asks for: an admin call refuses the
+            // read token, a read call takes it, a call without a role needs no token.
+            let role = operation["x-sluice-role"].as_str().unwrap_or_else(|| panic!("{call}: a role"));
+            let (token, roles) = match role {
+                "none" => (None, json!([])),
+                role => (Some(read.as_str()), json!([{"bearerAuth": [role]}])),
+            };
+            assert_eq!(operation["security"], roles, "{call}");
+            let mut request = Request::builder().method(request_method).uri(&uri);
+            if let Some(token) = token {
+                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            let (status, _, bytes) = api.send(request.body(Body::empty()).unwrap()).await;
+            // Errors are JSON; metrics are text.
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let code = answer["error"]["code"].as_str().unwrap_or_default();
+            assert!(!["no_such_endpoint", "method_not_allowed"].contains(&code), "{call} is routed: {answer}");
+            match role {
+                "admin" => {
+                    assert_eq!((status, code), (StatusCode::FORBIDDEN, "forbidden"), "{call}");
+                    assert!(responses.contains_key("401") && responses.contains_key("403"), "{call}");
                 }
-                role => {
-                    assert_ne!(operation["security"], json!([]), "{call}: needs a token");
-                    assert!(description.contains(&format!("Role: {role}")), "{call}: {description}");
-                    assert!(operation["responses"]["401"].is_object(), "{call}: documents 401");
+                "read" => {
+                    assert!(!["missing_token", "invalid_token", "forbidden"].contains(&code), "{call}: {answer}");
+                    assert!(responses.contains_key("401"), "{call}");
+                }
+                "none" => assert!(status.is_success(), "{call} answers without a token: {status} {answer}"),
+                other => panic!("{call}: unknown role {other}"),
+            }
+            let description = operation["description"].as_str().unwrap_or_default();
+            assert!(description.contains("Role: ") || description.contains("No token needed"), "{call}");
+        }
+    }
+    assert!(operations >= 18, "every operation: {operations}");
+
+    // The error codes of the document are those the API answers with.
+    let codes = resolve(&document, &document["components"]["schemas"]["ErrorDetail"]["properties"]["code"]);
+    let listed: BTreeSet<&str> = codes["enum"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let answered: BTreeSet<&str> = admin::error::ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(listed, answered);
+}
+
+/// What is wrong with `value` against `schema` of `document`: a property the schema does not
+/// declare, a required one missing, a wrong JSON type or a value out of its enum, recursively.
+/// `allOf` parts (flattened structs) are read as one object; `oneOf` needs one fitting part.
+fn mismatches(document: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let schema = resolve(document, schema);
+    if let Some(choices) = schema["oneOf"].as_array().or(schema["anyOf"].as_array()) {
+        let fitting = choices.iter().filter(|choice| mismatches(document, choice, value, at).is_empty()).count();
+        return if fitting >= 1 { Vec::new() } else { vec![format!("{at}: {value} fits none of {choices:?}")] };
+    }
+    let mut wrong = Vec::new();
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::Array(types) => types.iter().filter_map(Value::as_str).collect(),
+            other => vec![other.as_str().unwrap()],
+        };
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let fits = types.contains(&kind) || (kind == "integer" && types.contains(&"number"));
+        if !fits {
+            wrong.push(format!("{at}: a {kind}, documented as {types:?}"));
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        wrong.push(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    if let Value::Object(object) = value {
+        // The object's parts: its `allOf` parts (flattened structs) and itself; of a flattened
+        // enum (`oneOf` of objects), the part whose constant fields the value has.
+        let fits_constants = |choice: &&Value| {
+            choice["properties"].as_object().is_some_and(|properties| {
+                properties
+                    .iter()
+                    .all(|(name, p)| p["enum"].as_array().is_none_or(|allowed| allowed.contains(&object[name])))
+            })
+        };
+        let mut parts = Vec::new();
+        for part in schema["allOf"].as_array().into_iter().flatten().map(|p| resolve(document, p)).chain([schema]) {
+            match part["oneOf"].as_array() {
+                Some(choices) => match choices.iter().map(|c| resolve(document, c)).find(|c| fits_constants(c)) {
+                    Some(choice) => parts.push(choice),
+                    None => wrong.push(format!("{at}: fits no part of {}", part["oneOf"])),
+                },
+                None => parts.push(part),
+            }
+        }
+        let mut declared: BTreeMap<&str, &Value> = BTreeMap::new();
+        let mut open = false;
+        for part in parts {
+            declared.extend(part["properties"].as_object().into_iter().flatten().map(|(k, v)| (k.as_str(), v)));
+            for required in part["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                if !object.contains_key(required) {
+                    wrong.push(format!("{at}: the required {required:?} is missing"));
                 }
             }
-            if role == "admin" {
-                assert!(operation["responses"]["403"].is_object(), "{call}: documents 403");
+            let additional = &part["additionalProperties"];
+            if additional.is_object() && part["properties"].is_null() {
+                // A map: every value fits the schema of its values.
+                for (name, item) in object {
+                    wrong.extend(mismatches(document, additional, item, &format!("{at}.{name}")));
+                }
+            }
+            open |= additional.is_object() || additional == &Value::Bool(true);
+        }
+        for (name, item) in object {
+            match declared.get(name.as_str()) {
+                Some(property) => wrong.extend(mismatches(document, property, item, &format!("{at}.{name}"))),
+                None if open => {}
+                None => wrong.push(format!("{at}: {name:?} is not declared")),
             }
         }
     }
-    let documented: BTreeSet<&String> = paths.keys().collect();
-    assert_eq!(documented, routes.keys().collect(), "the document lists only routes of the router");
+    if let (Value::Array(items), Some(item)) = (value, schema.get("items")) {
+        for (i, element) in items.iter().enumerate() {
+            wrong.extend(mismatches(document, item, element, &format!("{at}[{i}]")));
+        }
+    }
+    wrong
+}
 
-    // Every error code the API answers with is in the document's list.
-    let codes = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
-        .as_array()
-        .expect("the Error schema lists its codes");
-    let listed: BTreeSet<String> = codes.iter().map(|c| c.as_str().unwrap().to_string()).collect();
-    let answered = error_codes();
-    assert!(answered.len() >= 15, "more codes than found: {answered:?}");
-    assert_eq!(listed, answered, "the error codes of the document and of ApiError::status_and_code");
+#[test]
+fn the_schema_check_finds_undeclared_and_missing_properties_and_unknown_codes() {
+    let document = admin::openapi();
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let check = |body: Value| mismatches(&document, &error, &body, "answer").len();
+    assert_eq!(check(json!({"error": {"code": "conflict", "message": "m"}})), 0);
+    assert_eq!(check(json!({"error": {"code": "conflict", "message": "m", "extra": 1}})), 1);
+    assert_eq!(check(json!({"error": {"code": "conflict"}})), 1);
+    assert_eq!(check(json!({"error": {"code": "no_such_code", "message": "m"}})), 1);
+    assert_eq!(check(json!({"error": {"code": "conflict", "message": 1}})), 1);
+}
+
+/// Checks the answer `status`, `body` of the documented operation `method path` against the
+/// schema the document gives for that status.
+fn check_answer(document: &Value, method: &str, path: &str, status: StatusCode, body: &Value) {
+    let call = format!("{method} {path} -> {status}");
+    let operation = &document["paths"][path][method];
+    assert!(operation.is_object(), "{call}: not documented");
+    let response = resolve(document, &operation["responses"][status.as_str()]);
+    assert!(response.is_object(), "{call}: this status is not documented: {body}");
+    match response["content"]["application/json"]["schema"] {
+        Value::Null => assert_eq!(body, &Value::Null, "{call}: documented without a body"),
+        ref schema => {
+            let wrong = mismatches(document, schema, body, "answer");
+            assert!(wrong.is_empty(), "{call}: the answer does not fit its schema:\n{}\n{body:#}", wrong.join("\n"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn real_answers_have_the_properties_their_documented_schemas_declare() {
+    let document = admin::openapi();
+    let data_dir = tempfile::tempdir().unwrap();
+    let v1 = seed_module(data_dir.path(), guests::component_bytes("tagged-v1")).await;
+    // A paused pipeline: every call below answers without a broker.
+    seed_pipeline(data_dir.path(), spec("p", &v1), DesiredState::Paused);
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    let check = |method: &str, path: &str, (status, body): (StatusCode, Value)| {
+        check_answer(&document, method, path, status, &body);
+        body
+    };
+
+    let stored = check("post", "/v1/modules", api.upload(None, passthrough()).await);
+    check("post", "/v1/modules", api.upload(None, passthrough()).await);
+    let digest = stored["digest"].as_str().unwrap().to_string();
+    check("get", "/v1/modules", api.get("/v1/modules", None).await);
+    check("get", "/v1/modules/{digest}", api.get(&format!("/v1/modules/{v1}"), None).await);
+    check("get", "/v1/modules/{digest}", api.get(&format!("/v1/modules/{}", unknown_digest()), None).await);
+    check("get", "/v1/modules/{digest}", api.get("/v1/modules/sha256:nothex", None).await);
+    check("get", "/v1/pipelines", api.get("/v1/pipelines", None).await);
+    check("get", "/v1/pipelines/{name}", api.get("/v1/pipelines/p", None).await);
+    check("get", "/v1/pipelines/{name}", api.get("/v1/pipelines/ghost", None).await);
+    check("put", "/v1/pipelines/{name}", api.call_json(Method::PUT, "/v1/pipelines/p", None, &spec("p", &v1)).await);
+    let reload = json!({"module": digest});
+    check(
+        "post",
+        "/v1/pipelines/{name}/reload",
+        api.call_json(Method::POST, "/v1/pipelines/p/reload", None, &reload).await,
+    );
+    check(
+        "post",
+        "/v1/pipelines/{name}/rollback",
+        api.call_json(Method::POST, "/v1/pipelines/p/rollback", None, &json!({})).await,
+    );
+    check(
+        "post",
+        "/v1/pipelines/{name}/pause",
+        api.call(Method::POST, "/v1/pipelines/p/pause", None, Vec::new()).await,
+    );
+    check(
+        "delete",
+        "/v1/modules/{digest}",
+        api.call(Method::DELETE, &format!("/v1/modules/{v1}"), None, Vec::new()).await,
+    );
+    check("get", "/healthz", api.get("/healthz", None).await);
+    check("get", "/readyz", api.get("/readyz", None).await);
+    let report = check("get", "/v1/pipelines/{name}", api.get("/v1/pipelines/p", None).await);
+    assert_eq!(report["revisions"].as_array().map(Vec::len), Some(3), "deploy, reload, rollback: {report}");
+    check("delete", "/v1/pipelines/{name}", api.call(Method::DELETE, "/v1/pipelines/p", None, Vec::new()).await);
 }
 
 // The registry on disk.

@@ -87,87 +87,192 @@ pub enum ApiError {
     },
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The stable code of an error, for programs to match on:
+///
+/// | code | status | meaning |
+/// |---|---|---|
+/// | `malformed_digest` | 400 | A module digest that is not `sha256:<64 hex>` or `<64 hex>`. |
+/// | `bad_request` | 400 | A request body that cannot be read. |
+/// | `invalid_json` | 400, 415, 422 | A JSON body that is not JSON (400), not sent as `application/json` (415) or has wrong fields (422, or 400 for reload and rollback bodies). |
+/// | `invalid_multipart` | 400 | A deploy body that is not a `multipart/form-data` form of exactly the parts `spec` and `module`. |
+/// | `missing_token` | 401 | No `Authorization: Bearer <token>` header, and tokens are configured. |
+/// | `invalid_token` | 401 | A bearer token that is not one of the configured tokens. |
+/// | `forbidden` | 403 | A read token on a call that needs the admin role, or any token on such a call when no admin token is configured. |
+/// | `module_not_found` | 404 | No module with this digest in the registry. |
+/// | `pipeline_not_found` | 404 | No pipeline of this name. |
+/// | `no_such_endpoint` | 404 | No route matches the path. |
+/// | `method_not_allowed` | 405 | The route exists, but not with this method. |
+/// | `request_timeout` | 408 | The call (reading its body included) took longer than the runtime's request time limit (`request_timeout`, default 120 s). |
+/// | `conflict` | 409 | The call does not fit the current state: a module used or kept by a pipeline, an offset reset of a running pipeline, no earlier module version or an unknown revision to roll back to. |
+/// | `module_too_large` | 413 | A module (or deploy) body over the module size limit (`max_module_bytes`, default 32 MiB). |
+/// | `body_too_large` | 413 | A JSON body over 1 MiB (1048576 bytes). |
+/// | `invalid_module` | 422 | Bytes that are not a valid component of the `sluice:function/processor` world; the message gives the validator's reason and the digest. |
+/// | `invalid_spec` | 422 | A pipeline spec that cannot be read (unknown or missing fields, a name that differs from the path) or cannot run (no `default` output, a bad name or topic, an output that is also an input, a setting out of its range). |
+/// | `pipeline_start_failed` | 422 | The pipeline could not start: a missing topic, an unreachable broker or cache. |
+/// | `internal_error` | 500 | A failure inside the runtime (disk, store); the details are in its log, not in the response. |
+/// | `kafka_error` | 502 | A request to the Kafka cluster failed; the message is the cluster's answer. |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)] // The table above says what each code means.
+pub enum ErrorCode {
+    MalformedDigest,
+    BadRequest,
+    InvalidJson,
+    InvalidMultipart,
+    MissingToken,
+    InvalidToken,
+    Forbidden,
+    ModuleNotFound,
+    PipelineNotFound,
+    NoSuchEndpoint,
+    MethodNotAllowed,
+    RequestTimeout,
+    Conflict,
+    ModuleTooLarge,
+    BodyTooLarge,
+    InvalidModule,
+    InvalidSpec,
+    PipelineStartFailed,
+    InternalError,
+    KafkaError,
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
+impl ErrorCode {
+    /// Every code, in the order of the table.
+    pub const ALL: [ErrorCode; 20] = {
+        use ErrorCode::*;
+        [
+            MalformedDigest,
+            BadRequest,
+            InvalidJson,
+            InvalidMultipart,
+            MissingToken,
+            InvalidToken,
+            Forbidden,
+            ModuleNotFound,
+            PipelineNotFound,
+            NoSuchEndpoint,
+            MethodNotAllowed,
+            RequestTimeout,
+            Conflict,
+            ModuleTooLarge,
+            BodyTooLarge,
+            InvalidModule,
+            InvalidSpec,
+            PipelineStartFailed,
+            InternalError,
+            KafkaError,
+        ]
+    };
+
+    /// The code as it appears in an error body.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            MalformedDigest => "malformed_digest",
+            BadRequest => "bad_request",
+            InvalidJson => "invalid_json",
+            InvalidMultipart => "invalid_multipart",
+            MissingToken => "missing_token",
+            InvalidToken => "invalid_token",
+            Forbidden => "forbidden",
+            ModuleNotFound => "module_not_found",
+            PipelineNotFound => "pipeline_not_found",
+            NoSuchEndpoint => "no_such_endpoint",
+            MethodNotAllowed => "method_not_allowed",
+            RequestTimeout => "request_timeout",
+            Conflict => "conflict",
+            ModuleTooLarge => "module_too_large",
+            BodyTooLarge => "body_too_large",
+            InvalidModule => "invalid_module",
+            InvalidSpec => "invalid_spec",
+            PipelineStartFailed => "pipeline_start_failed",
+            InternalError => "internal_error",
+            KafkaError => "kafka_error",
+        }
+    }
+}
+
+/// The body of every error response. `code` is stable and meant for programs; `message` is for
+/// people. 500 responses carry a generic message.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error, example = json!({"error": {"code": "pipeline_not_found", "message": "pipeline \"clicks\" does not exist"}}))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The code and message of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, naming the module, pipeline or field concerned.
+    pub message: String,
 }
 
 /// The message of every 500 response; the details are in the log.
 const INTERNAL_MESSAGE: &str = "internal error in the Sluice runtime; the details are in its log";
 
 impl ApiError {
-    /// The HTTP status and the stable code of this error:
-    ///
-    /// | status | codes |
-    /// |---|---|
-    /// | 400 | `malformed_digest`, `bad_request`, `invalid_json`, `invalid_multipart` |
-    /// | 401 | `missing_token`, `invalid_token` |
-    /// | 403 | `forbidden` |
-    /// | 404 | `module_not_found`, `pipeline_not_found`, `no_such_endpoint` |
-    /// | 405 | `method_not_allowed` |
-    /// | 408 | `request_timeout` |
-    /// | 409 | `conflict` (a module in use, a reset of a running pipeline, nothing to roll back to) |
-    /// | 413 | `module_too_large`, `body_too_large` |
-    /// | 415 | `invalid_json` (not `application/json`) |
-    /// | 422 | `invalid_module`, `invalid_spec`, `invalid_json`, `pipeline_start_failed` |
-    /// | 500 | `internal_error` |
-    /// | 502 | `kafka_error` |
+    /// The HTTP status and the stable code of this error ([`ErrorCode`] lists the codes).
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let (status, code) = self.status_and_error_code();
+        (status, code.as_str())
+    }
+
+    /// The HTTP status and the [`ErrorCode`] of this error.
+    pub fn status_and_error_code(&self) -> (StatusCode, ErrorCode) {
+        use ErrorCode::*;
         match self {
             ApiError::Manager(error) => match error {
-                ManagerError::NotFound { .. } => (StatusCode::NOT_FOUND, "pipeline_not_found"),
-                ManagerError::InvalidSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
-                ManagerError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+                ManagerError::NotFound { .. } => (StatusCode::NOT_FOUND, PipelineNotFound),
+                ManagerError::InvalidSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, InvalidSpec),
+                ManagerError::Conflict(_) => (StatusCode::CONFLICT, Conflict),
                 ManagerError::Registry(error) => registry_status(error),
-                ManagerError::Start { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "pipeline_start_failed"),
-                ManagerError::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka_error"),
-                ManagerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                ManagerError::Start { .. } => (StatusCode::UNPROCESSABLE_ENTITY, PipelineStartFailed),
+                ManagerError::Kafka(_) => (StatusCode::BAD_GATEWAY, KafkaError),
+                ManagerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, InternalError),
             },
-            ApiError::BadJson { status, .. } => (*status, "invalid_json"),
-            ApiError::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            ApiError::BadSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
-            ApiError::BadMultipart(_) => (StatusCode::BAD_REQUEST, "invalid_multipart"),
-            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::BadJson { status, .. } => (*status, InvalidJson),
+            ApiError::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, BodyTooLarge),
+            ApiError::BadSpec(_) => (StatusCode::UNPROCESSABLE_ENTITY, InvalidSpec),
+            ApiError::BadMultipart(_) => (StatusCode::BAD_REQUEST, InvalidMultipart),
+            ApiError::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, RequestTimeout),
             ApiError::Registry(error) => registry_status(error),
-            ApiError::MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
-            ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"),
-            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_such_endpoint"),
-            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::MissingToken => (StatusCode::UNAUTHORIZED, MissingToken),
+            ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, InvalidToken),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, Forbidden),
+            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ModuleTooLarge),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, BadRequest),
+            ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, NoSuchEndpoint),
+            ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, MethodNotAllowed),
         }
     }
 }
 
-fn registry_status(error: &RegistryError) -> (StatusCode, &'static str) {
+fn registry_status(error: &RegistryError) -> (StatusCode, ErrorCode) {
+    use ErrorCode::*;
     match error {
-        RegistryError::MalformedDigest { .. } => (StatusCode::BAD_REQUEST, "malformed_digest"),
-        RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, "module_not_found"),
+        RegistryError::MalformedDigest { .. } => (StatusCode::BAD_REQUEST, MalformedDigest),
+        RegistryError::NotFound { .. } => (StatusCode::NOT_FOUND, ModuleNotFound),
         RegistryError::Refused { source: ModuleError::TooLarge { .. }, .. } => {
-            (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large")
+            (StatusCode::PAYLOAD_TOO_LARGE, ModuleTooLarge)
         }
-        RegistryError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"),
+        RegistryError::Refused { .. } => (StatusCode::UNPROCESSABLE_ENTITY, InvalidModule),
         RegistryError::Storage { .. } | RegistryError::Corrupt { .. } | RegistryError::Task { .. } => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+            (StatusCode::INTERNAL_SERVER_ERROR, InternalError)
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let (status, code) = self.status_and_error_code();
         // Internal failures keep their details in the log; a Kafka error (502) is the
         // cluster's answer and is shown.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(code, "admin API call failed: {self}");
+            tracing::error!(code = code.as_str(), "admin API call failed: {self}");
             INTERNAL_MESSAGE.to_string()
         } else {
             self.to_string()
@@ -198,6 +303,15 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
         assert_eq!(body["error"]["message"], INTERNAL_MESSAGE);
+    }
+
+    #[test]
+    fn every_error_code_is_written_in_bodies_as_its_documented_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        let distinct: std::collections::BTreeSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(distinct.len(), ErrorCode::ALL.len());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! is the [`PipelineManager`]'s; this module must not touch the disk, the engine or Kafka
 //! itself. It builds an axum [`Router`] and serves it on a listener the caller binds (after
 //! [`check_listen_address`]). The OpenAPI document, served at `/v1/openapi.json`, lists every
-//! call with its bodies and errors.
+//! call with its bodies and errors; it is generated from the handlers' annotations and the types
+//! of their bodies ([`openapi`]), and the router registers each handler at the path and method
+//! of its annotation.
 //!
 //! | call | role | answer |
 //! |---|---|---|
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod error;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 
 use std::time::Duration;
 
@@ -50,14 +53,21 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
 pub use listener::{ConnectionLimits, serve};
 
 use auth::{CanAdminister, CanRead};
+use error::ErrorBody;
+use openapi::{
+    BadRequest, Conflict, DeployForm, DigestParam, InternalError, JsonTooLarge, KafkaError, ModuleBytes,
+    ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, UnsupportedMediaType,
+};
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
 use sluice_pipeline::spec::{PipelineSpec, StartPosition};
@@ -65,8 +75,11 @@ use sluice_pipeline::spec::{PipelineSpec, StartPosition};
 /// The most bytes of a JSON request body (a pipeline spec with its settings).
 pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The role of the calls that change something, as a scope of their bearer security
+/// requirement in the OpenAPI document.
+pub const ROLE_ADMIN: &str = "admin";
+/// The role of the calls that change nothing.
+pub const ROLE_READ: &str = "read";
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -74,31 +87,47 @@ pub(crate) struct AdminState {
     manager: PipelineManager,
     config: std::sync::Arc<AdminConfig>,
     upload_limit: usize,
+    /// The OpenAPI document, as served.
+    document: std::sync::Arc<str>,
+}
+
+/// Every route with its handlers, each registered at the path and methods of its
+/// `#[utoipa::path]` annotation, which also puts it in the OpenAPI document. A module upload
+/// may be up to `upload_limit` bytes.
+fn routes(upload_limit: usize) -> OpenApiRouter<AdminState> {
+    let module_body = DefaultBodyLimit::max(upload_limit);
+    // A deploy carries a module and a spec.
+    let deploy_body = DefaultBodyLimit::max(upload_limit + MAX_JSON_BODY_BYTES);
+    OpenApiRouter::with_openapi(openapi::AdminApi::openapi())
+        .routes(routes!(list_modules, upload_module).layer(module_body))
+        .routes(routes!(module_info, delete_module))
+        .routes(routes!(list_pipelines))
+        .routes(routes!(get_pipeline, put_pipeline, delete_pipeline))
+        .routes(routes!(reload_pipeline).layer(module_body))
+        .routes(routes!(rollback_pipeline))
+        .routes(routes!(pause_pipeline))
+        .routes(routes!(resume_pipeline))
+        .routes(routes!(reset_offsets))
+        .routes(routes!(deploy).layer(deploy_body))
+        .routes(routes!(openapi_document))
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The OpenAPI document of the admin API, as `GET /v1/openapi.json` serves it.
+pub fn openapi() -> serde_json::Value {
+    openapi::finish(routes(0).into_openapi())
 }
 
 /// The admin API over `manager`, guarded by the tokens of `config`.
 pub fn router(manager: PipelineManager, config: AdminConfig) -> Router {
     let upload_limit = manager.engine().limits().max_module_bytes;
     let timeout = config.request_timeout;
-    let state = AdminState { manager, config: std::sync::Arc::new(config), upload_limit };
-    let module_body = DefaultBodyLimit::max(upload_limit);
-    // A deploy carries a module and a spec.
-    let deploy_body = DefaultBodyLimit::max(upload_limit + MAX_JSON_BODY_BYTES);
-    Router::new()
-        .route("/v1/modules", get(list_modules).post(upload_module).layer(module_body))
-        .route("/v1/modules/{digest}", get(module_info).delete(delete_module))
-        .route("/v1/pipelines", get(list_pipelines))
-        .route("/v1/pipelines/{name}", get(get_pipeline).put(put_pipeline).delete(delete_pipeline))
-        .route("/v1/pipelines/{name}/reload", post(reload_pipeline).layer(module_body))
-        .route("/v1/pipelines/{name}/rollback", post(rollback_pipeline))
-        .route("/v1/pipelines/{name}/pause", post(pause_pipeline))
-        .route("/v1/pipelines/{name}/resume", post(resume_pipeline))
-        .route("/v1/pipelines/{name}/offsets", post(reset_offsets))
-        .route("/v1/deploy", post(deploy).layer(deploy_body))
-        .route("/v1/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (router, document) = routes(upload_limit).split_for_parts();
+    let document = openapi::finish(document).to_string().into();
+    let state = AdminState { manager, config: std::sync::Arc::new(config), upload_limit, document };
+    router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
@@ -130,67 +159,103 @@ async fn detached<T: Send + 'static>(
 }
 
 /// The body of `GET /v1/modules`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ModuleList {
+    /// Sorted by digest.
     modules: Vec<ModuleInfo>,
 }
 
-/// A module's metadata and the pipelines that use it.
-#[derive(Debug, Serialize)]
+/// A stored module and the pipelines that use it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ModuleDetail {
     #[serde(flatten)]
     info: ModuleInfo,
+    /// The pipelines whose current or kept module versions include this module.
     used_by: Vec<String>,
 }
 
 /// The body of `GET /v1/pipelines`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PipelineList {
+    /// Sorted by name.
     pipelines: Vec<PipelineSummary>,
 }
 
 /// The answer to a create, update or deploy.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ApplyResult {
+    /// What was done.
     result: Applied,
+    /// The pipeline after the change.
     pipeline: PipelineSummary,
+    /// The deployed module (deploy only).
     #[serde(skip_serializing_if = "Option::is_none")]
     module: Option<ModuleInfo>,
 }
 
 /// The body of a reload given by digest.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReloadRequest {
+    /// The digest of a module in the registry.
+    #[schema(pattern = "^(sha256:)?[0-9a-fA-F]{64}$")]
     module: String,
 }
 
 /// The body of a rollback.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RollbackRequest {
+    /// The kept revision to go back to; when absent, the newest kept version before the current
+    /// one that runs another module.
     revision: Option<u64>,
 }
 
 /// The body of an offset reset.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(
+    json!({"reset": "earliest"}),
+    json!({"reset": {"timestamp": 1_700_000_000_000_i64}}),
+    json!({"reset": {"offsets": {"clicks": {"0": 42}}}})
+))]
 struct ResetRequest {
+    /// Where the pipeline's consumer group resumes.
     reset: StartPosition,
 }
 
+/// The answer to an offset reset.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CommittedOffsets {
+    /// The offsets committed for the pipeline's consumer group.
+    offsets: Vec<CommittedOffset>,
+}
+
 /// One committed offset of a reset.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CommittedOffset {
+    /// Input topic.
     topic: String,
+    /// Partition.
     partition: i32,
+    /// The offset committed: the next record the pipeline processes.
     offset: i64,
 }
 
 /// The body of the probes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Status {
-    status: &'static str,
+    /// `ok` (alive), `ready` or `not_ready`.
+    status: ProbeStatus,
+}
+
+/// What a probe says.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ProbeStatus {
+    Ok,
+    Ready,
+    NotReady,
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -225,6 +290,28 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     }
 }
 
+/// Upload a module
+///
+/// Stores a component in the registry under its SHA-256 digest, after checking that it is a
+/// valid component of the `sluice:function/processor` world and compiling it. Uploading a
+/// stored module again changes nothing. The body is the raw module bytes; its content type is
+/// not checked.
+#[utoipa::path(post, path = "/v1/modules", operation_id = "uploadModule", tag = "modules",
+    security(("bearerAuth" = ["admin"])),
+    request_body(
+        description = "The component's bytes, at most the module size limit (`max_module_bytes`, default 32 MiB).",
+        content((ModuleBytes = "application/wasm"), (ModuleBytes = "application/octet-stream")),
+    ),
+    responses(
+        (status = 200, description = "Already stored: the module as stored first.", body = ModuleInfo),
+        (status = 201, description = "Stored.", body = ModuleInfo,
+            headers(("Location" = String, description = "`/v1/modules/{digest}`."))),
+        (status = 400, response = BadRequest),
+        (status = 413, response = ModuleTooLarge),
+        (status = 422, description = "`invalid_module`: not a valid component of the processor world.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn upload_module(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -238,10 +325,33 @@ async fn upload_module(
     Ok((status, [(header::LOCATION, location)], Json(stored.info)).into_response())
 }
 
+/// List the stored modules
+///
+/// Every module in the registry, sorted by digest.
+#[utoipa::path(get, path = "/v1/modules", operation_id = "listModules", tag = "modules",
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "The modules.", body = ModuleList),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn list_modules(_: CanRead, State(state): State<AdminState>) -> Result<Json<ModuleList>, ApiError> {
     Ok(Json(ModuleList { modules: state.manager.registry().list().await? }))
 }
 
+/// Describe a module
+///
+/// A stored module and the pipelines that use it.
+#[utoipa::path(get, path = "/v1/modules/{digest}", operation_id = "getModule", tag = "modules",
+    params(DigestParam),
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "The module.", body = ModuleDetail),
+        (status = 400, response = BadRequest),
+        (status = 404, response = ModuleNotFound),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn module_info(
     _: CanRead,
     State(state): State<AdminState>,
@@ -253,6 +363,21 @@ async fn module_info(
     }
 }
 
+/// Delete a module
+///
+/// Removes a module from the registry, unless a pipeline runs it or keeps it as a version to
+/// roll back to (409).
+#[utoipa::path(delete, path = "/v1/modules/{digest}", operation_id = "deleteModule", tag = "modules",
+    params(DigestParam),
+    security(("bearerAuth" = ["admin"])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = BadRequest),
+        (status = 404, response = ModuleNotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn delete_module(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -263,10 +388,30 @@ async fn delete_module(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List the pipelines
+///
+/// Every pipeline of this runtime, briefly, sorted by name.
+#[utoipa::path(get, path = "/v1/pipelines", operation_id = "listPipelines", tag = "pipelines",
+    security(("bearerAuth" = ["read"])),
+    responses((status = 200, description = "The pipelines.", body = PipelineList)),
+)]
 async fn list_pipelines(_: CanRead, State(state): State<AdminState>) -> Json<PipelineList> {
     Json(PipelineList { pipelines: state.manager.list().await })
 }
 
+/// Describe a pipeline
+///
+/// One pipeline in full: state, kept module versions, spec, counters and partitions, and its
+/// consumer group's committed offsets asked of the broker (`offsets_error` says why they are
+/// missing when the broker cannot be asked).
+#[utoipa::path(get, path = "/v1/pipelines/{name}", operation_id = "getPipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "The pipeline.", body = PipelineReport),
+        (status = 404, response = PipelineNotFound),
+    ),
+)]
 async fn get_pipeline(
     _: CanRead,
     State(state): State<AdminState>,
@@ -301,6 +446,28 @@ async fn applied(
     Ok((status, Json(ApplyResult { result, pipeline, module })).into_response())
 }
 
+/// Create or update a pipeline
+///
+/// Creates the pipeline and starts it (201), or updates it (200): a change of `module` alone is
+/// a hot reload between two batches; any other change restarts the pipeline, which resumes from
+/// its committed offsets; a paused pipeline stays paused. The module must be in the registry
+/// already (see `POST /v1/modules`, or `POST /v1/deploy` for both in one call). The spec's
+/// `name` may be left out; when given it must be the path's.
+#[utoipa::path(put, path = "/v1/pipelines/{name}", operation_id = "putPipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    request_body(content = PipelineSpec, description = "The pipeline spec, at most 1 MiB; its `name` may be left out."),
+    responses(
+        (status = 200, description = "Updated: `result` is `reloaded`, `updated` or `unchanged`.", body = ApplyResult),
+        (status = 201, description = "Created and started: `result` is `created`.", body = ApplyResult),
+        (status = 400, description = "`invalid_json` (not JSON) or `malformed_digest` (the spec's `module`).", body = ErrorBody),
+        (status = 404, response = ModuleNotFound),
+        (status = 413, response = JsonTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "`invalid_spec`, `invalid_module` (the stored module cannot be loaded) or `pipeline_start_failed` (a missing topic, an unreachable broker or cache).", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn put_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -313,6 +480,28 @@ async fn put_pipeline(
     applied(&state, &name, result, None).await
 }
 
+/// Deploy a module and a pipeline in one call
+///
+/// Checks the spec, stores the module in the registry, then creates or updates the pipeline
+/// `spec.name` to run it, as `PUT /v1/pipelines/{name}` does. A spec that is not valid (422
+/// `invalid_spec`) is refused before the module is stored; a module that is not valid (422
+/// `invalid_module`) is refused before the pipeline changes. When the pipeline then cannot
+/// start, the module stays stored.
+#[utoipa::path(post, path = "/v1/deploy", operation_id = "deploy", tag = "pipelines",
+    security(("bearerAuth" = ["admin"])),
+    request_body(
+        content = DeployForm, content_type = "multipart/form-data",
+        description = "A form of two parts: `spec` (JSON) and `module` (the component's bytes). The body may be at most the module size limit plus 1 MiB.",
+    ),
+    responses(
+        (status = 200, description = "Updated: `result` is `reloaded`, `updated` or `unchanged`; `module` is the stored module.", body = ApplyResult),
+        (status = 201, description = "Created and started: `result` is `created`; `module` is the stored module.", body = ApplyResult),
+        (status = 400, description = "`invalid_multipart`: not a multipart form, a missing `spec` or `module` part, or another part.", body = ErrorBody),
+        (status = 413, response = ModuleTooLarge),
+        (status = 422, description = "`invalid_spec`, `invalid_module` or `pipeline_start_failed`.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn deploy(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -365,6 +554,20 @@ async fn deploy(
     applied(&state, &name, result, Some(info)).await
 }
 
+/// Delete a pipeline
+///
+/// Stops the pipeline, committing what it processed, and forgets it. Its consumer group and
+/// committed offsets stay on the cluster: a pipeline created again with the same name resumes
+/// from them. Its modules stay in the registry.
+#[utoipa::path(delete, path = "/v1/pipelines/{name}", operation_id = "deletePipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, response = PipelineNotFound),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn delete_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -375,6 +578,29 @@ async fn delete_pipeline(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Switch a pipeline to another module
+///
+/// Hot reload: the new module is loaded and checked first, then each partition switches to it
+/// between two batches, without stopping the pipeline (a paused pipeline runs it when resumed).
+/// The body is either the module's bytes (any content type but JSON: the module is stored in
+/// the registry first, after checking that the pipeline exists) or `{"module": digest}` as
+/// `application/json` for a module already stored. A change of module is a new revision.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/reload", operation_id = "reloadPipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    request_body(
+        description = "The new module's bytes (at most the module size limit), or its digest as JSON (at most the 1 MiB JSON limit).",
+        content((ModuleBytes = "application/wasm"), (ModuleBytes = "application/octet-stream"), (ReloadRequest = "application/json")),
+    ),
+    responses(
+        (status = 200, description = "Switched, or `unchanged` when the module named is the one running.", body = ModuleChange),
+        (status = 400, description = "`invalid_json`, `malformed_digest` or `bad_request`.", body = ErrorBody),
+        (status = 404, description = "`pipeline_not_found` or `module_not_found`.", body = ErrorBody),
+        (status = 413, description = "`module_too_large`: module bytes over the module size limit; `body_too_large`: a JSON body over the 1 MiB limit.", body = ErrorBody),
+        (status = 422, description = "`invalid_module`: not a valid component of the processor world.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn reload_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -407,6 +633,25 @@ async fn reload_pipeline(
     Ok(Json(detached(async move { manager.reload(&name, &digest).await }).await?))
 }
 
+/// Go back to a kept module version
+///
+/// Switches the pipeline, as a hot reload, to the newest kept version before the current one
+/// that runs another module, or to `revision`. The rollback is itself a new revision, so a
+/// second rollback undoes the first. An empty body is `{}`.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/rollback", operation_id = "rollbackPipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    request_body(content = Option<RollbackRequest>, description = "Which version to go back to; may be empty."),
+    responses(
+        (status = 200, description = "Rolled back.", body = ModuleChange),
+        (status = 400, description = "`invalid_json`: the body is not `{}` or `{\"revision\": n}`.", body = ErrorBody),
+        (status = 404, response = PipelineNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = JsonTooLarge),
+        (status = 422, description = "`invalid_module`: the kept module cannot be loaded.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn rollback_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -428,6 +673,19 @@ async fn rollback_pipeline(
     Ok(Json(detached(async move { manager.rollback(&name, request.revision).await }).await?))
 }
 
+/// Pause a pipeline
+///
+/// Stops the pipeline, committing what it processed. It stays paused across runtime restarts
+/// until resumed. Pausing a paused pipeline changes nothing.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/pause", operation_id = "pausePipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    responses(
+        (status = 200, description = "Paused.", body = PipelineSummary),
+        (status = 404, response = PipelineNotFound),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn pause_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -437,6 +695,20 @@ async fn pause_pipeline(
     Ok(Json(detached(async move { manager.pause(&name).await }).await?))
 }
 
+/// Resume a pipeline
+///
+/// Starts a paused (or failed) pipeline again, from its committed offsets. Resuming a running
+/// pipeline changes nothing.
+#[utoipa::path(post, path = "/v1/pipelines/{name}/resume", operation_id = "resumePipeline", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    responses(
+        (status = 200, description = "Running.", body = PipelineSummary),
+        (status = 404, description = "`pipeline_not_found`, or `module_not_found` (its module was removed).", body = ErrorBody),
+        (status = 422, description = "`pipeline_start_failed` or `invalid_module`.", body = ErrorBody),
+        (status = 500, response = InternalError),
+    ),
+)]
 async fn resume_pipeline(
     _: CanAdminister,
     State(state): State<AdminState>,
@@ -446,39 +718,90 @@ async fn resume_pipeline(
     Ok(Json(detached(async move { manager.resume(&name).await }).await?))
 }
 
+/// Reset a paused pipeline's offsets
+///
+/// Commits new offsets for the pipeline's consumer group on every partition of its inputs: each
+/// partition's first record (`earliest`), its end (`latest`), the first record at or after a
+/// time (`timestamp`; the end when there is none), or explicit offsets. The pipeline resumes
+/// from them. It must be paused (409 otherwise).
+#[utoipa::path(post, path = "/v1/pipelines/{name}/offsets", operation_id = "resetOffsets", tag = "pipelines",
+    params(NameParam),
+    security(("bearerAuth" = ["admin"])),
+    request_body(content = ResetRequest, description = "Where to start: `{\"reset\": \"earliest\"}`, `\"latest\"`, `{\"timestamp\": ms}` or `{\"offsets\": {topic: {partition: offset}}}`."),
+    responses(
+        (status = 200, description = "The offsets committed.", body = CommittedOffsets),
+        (status = 400, description = "`invalid_json`: not JSON.", body = ErrorBody),
+        (status = 404, response = PipelineNotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = JsonTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "`invalid_json`: not a reset request; `invalid_spec`: a timestamp, partition or offset out of its range (all are 0 or more).", body = ErrorBody),
+        (status = 500, response = InternalError),
+        (status = 502, response = KafkaError),
+    ),
+)]
 async fn reset_offsets(
     _: CanAdminister,
     State(state): State<AdminState>,
     Path(name): Path<String>,
     body: Result<Json<ResetRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<CommittedOffsets>, ApiError> {
     let request = json_body(body)?;
     let manager = state.manager.clone();
     let committed = detached(async move { manager.reset_offsets(&name, request.reset).await }).await?;
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
-    Ok(Json(serde_json::json!({ "offsets": offsets })))
+    Ok(Json(CommittedOffsets { offsets }))
 }
 
+/// Prometheus metrics
+///
+/// The runtime's counters in the Prometheus text format: pipelines (`sluice_pipeline_*`, with a
+/// `pipeline` label), their caches (`sluice_cache_*`) and the engine (`sluice_engine_*`).
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    security(("bearerAuth" = ["read"])),
+    responses((status = 200, description = "The metrics.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
 async fn metrics(_: CanRead, State(state): State<AdminState>) -> Response {
     let text = metrics::render(&state.manager).await;
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document
+///
+/// The OpenAPI document of the admin API.
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "operations",
+    responses((status = 200, description = "The document.", body = Object)),
+)]
+async fn openapi_document(State(state): State<AdminState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], state.document.to_string()).into_response()
 }
 
+/// Liveness probe
+///
+/// Answers while the process serves the API.
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "operations",
+    responses((status = 200, description = "Alive: `{\"status\": \"ok\"}`.", body = Status)),
+)]
 async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    Json(Status { status: ProbeStatus::Ok })
 }
 
+/// Readiness probe
+///
+/// Ready when the module registry folder in the data directory can be read.
+#[utoipa::path(get, path = "/readyz", operation_id = "ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `{\"status\": \"ready\"}`.", body = Status),
+        (status = 503, description = "Not ready: `{\"status\": \"not_ready\"}`; the reason is in the log.", body = Status),
+    ),
+)]
 async fn readyz(State(state): State<AdminState>) -> Response {
     match state.manager.registry().check().await {
-        Ok(()) => Json(Status { status: "ready" }).into_response(),
+        Ok(()) => Json(Status { status: ProbeStatus::Ready }).into_response(),
         Err(e) => {
             tracing::warn!("admin API not ready: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready" })).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: ProbeStatus::NotReady })).into_response()
         }
     }
 }

@@ -527,7 +527,7 @@ impl Shared {
 }
 
 /// Where a partition worker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum PartitionState {
     /// Processing records.
@@ -622,7 +622,7 @@ impl PipelineStats {
 }
 
 /// One partition as seen by this runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PartitionStatus {
     /// Input topic.
     pub topic: String,
@@ -647,7 +647,7 @@ pub struct PartitionStatus {
 }
 
 /// Where and how fast a partition switched to a reloaded module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ModuleSwitch {
     /// The first offset processed by the new module.
     pub offset: i64,
@@ -657,7 +657,7 @@ pub struct ModuleSwitch {
 }
 
 /// A pipeline's counters and partitions at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PipelineStatus {
     /// The pipeline.
     pub name: String,
@@ -695,7 +695,7 @@ pub struct PipelineStatus {
 }
 
 /// A pipeline's cache, as its function used it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PipelineCacheStatus {
     /// `memory`, `redis` or `memcached`.
     pub backend: &'static str,

@@ -111,8 +111,11 @@ pub enum ManagerError {
     Store(#[from] StoreError),
 }
 
-/// What [`PipelineManager::apply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What [`PipelineManager::apply`] did: `created`, a new pipeline was created and started;
+/// `reloaded`, only the module changed and the running pipeline switched to it between two
+/// batches, without stopping; `updated`, other settings changed and the pipeline restarted with
+/// them (a paused one starts with them when resumed); `unchanged`, the spec was the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Applied {
     /// A new pipeline was created and started.
@@ -139,8 +142,8 @@ pub enum Declared {
     Failed(String),
 }
 
-/// What a reload or rollback did.
-#[derive(Debug, Clone, Serialize)]
+/// What a reload or rollback did: the pipeline after the change, with what was applied.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModuleChange {
     /// `reloaded`; `unchanged` when the module named is the one running.
     pub applied: Applied,
@@ -152,8 +155,10 @@ pub struct ModuleChange {
     pub pipeline: PipelineSummary,
 }
 
-/// A pipeline's state as the runtime sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// A pipeline's state as the runtime sees it: `running`, consuming and processing; `paused`,
+/// paused by an operator; `failed`, should run but could not start (tried again every 5 s);
+/// `stalled`, running but owning no partition while its group has records waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineState {
     /// Consuming and processing.
@@ -168,7 +173,7 @@ pub enum PipelineState {
 }
 
 /// One pipeline, briefly, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PipelineSummary {
     /// The pipeline.
     pub name: String,
@@ -193,7 +198,7 @@ pub struct PipelineSummary {
 }
 
 /// One pipeline in full.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PipelineReport {
     /// The pipeline.
     pub name: String,

@@ -14,22 +14,35 @@ use sluice_kafka::source::ConsumerSpec;
 pub const DEFAULT_OUTPUT: &str = "default";
 
 /// One pipeline: consume `inputs`, run the function on every record, produce to `outputs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Unknown fields are refused (`422 invalid_spec` over the admin API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "clicks",
+    "inputs": ["clicks"],
+    "outputs": {"default": "clicks.enriched"},
+    "module": "sha256:9f2c0a5b3d1e4f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c",
+    "processing": {"batch_size": 200, "on_failure": "dead-letter"}
+}))]
 pub struct PipelineSpec {
     /// Unique name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`. It names the consumer group
     /// (`sluice.<name>`), the default cache namespace and the default dead-letter topic.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     /// Topics to consume.
+    #[schema(min_items = 1)]
     pub inputs: Vec<String>,
     /// Output topics by name. The output named `default` receives outputs without a target;
     /// a function names another with `target`. Outputs naming an undeclared target fail
     /// their input record.
     pub outputs: BTreeMap<String, String>,
-    /// The function: where its component is (a file path for `sluice serve`).
+    /// The function: where its component is (a file path for `sluice serve`; over the admin
+    /// API the digest of a module in the registry, `sha256:<hex>` or `<hex>`).
     pub module: String,
-    /// The cache the function's `cache` calls use: `memory://` (the default), `redis://...`,
-    /// `memcache://...`.
+    /// The cache the function's `cache` calls use: `memory://` (the default),
+    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...`. A user name or password in
+    /// the URL is kept in the stored spec only: answers, errors and logs show the URL with its
+    /// user info replaced by `***`.
     #[serde(default = "default_cache")]
     pub cache: String,
     /// The cache namespace; the pipeline's name when absent. Pipelines that name the same
@@ -51,26 +64,33 @@ fn default_cache() -> String {
     "memory://".into()
 }
 
-/// How records are batched, retried and failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How records are batched, retried and failed. Every field is optional; a value out of its
+/// range is refused (`422 invalid_spec` over the admin API) naming the setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Processing {
     /// Most records per function call: 1 to [`MAX_BATCH_SIZE`] (100,000). Default 500.
+    #[schema(minimum = 1, maximum = 100000)]
     pub batch_size: usize,
     /// Most record bytes (key + value) per function call: 1 to [`MAX_BATCH_MAX_BYTES`]
     /// (16 MiB). Default 4 MiB.
+    #[schema(minimum = 1, maximum = 16777216)]
     pub batch_max_bytes: usize,
     /// How long a batch waits for more records once it has one: 0 to [`MAX_LINGER_MS`]
     /// (60,000 ms). Default 20 ms.
+    #[schema(minimum = 0, maximum = 60000)]
     pub linger_ms: u64,
     /// Retries of a record that failed with a retryable error (a cache outage, a timeout),
     /// after the first attempt: 0 to [`MAX_RETRIES`] (100). Default 5.
+    #[schema(minimum = 0, maximum = 100)]
     pub max_retries: u32,
     /// Delay before the first retry, doubled each time up to `retry_backoff_max_ms`: 1 to
     /// [`MAX_RETRY_BACKOFF_MS`] (60,000 ms). Default 100 ms.
+    #[schema(minimum = 1, maximum = 60000)]
     pub retry_backoff_ms: u64,
     /// Longest delay between retries: `retry_backoff_ms` to [`MAX_RETRY_BACKOFF_MAX_MS`]
     /// (600,000 ms). Default 5,000 ms.
+    #[schema(minimum = 1, maximum = 600000)]
     pub retry_backoff_max_ms: u64,
     /// What happens to a record that failed for good. Default `dead-letter`.
     pub on_failure: FailurePolicy,
@@ -145,8 +165,10 @@ impl Processing {
 }
 
 /// What happens to a record that failed for good (a fatal error, a trap, or retries spent).
-/// The names follow Kafka Connect's `errors.tolerance` and dead-letter conventions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The names follow Kafka Connect's `errors.tolerance` and dead-letter conventions:
+/// `dead-letter` writes it, with error headers, to the dead-letter topic; `skip` logs and counts
+/// it; `block` stops its partition at the record until an operator acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
     /// Write the original record, with error headers, to the dead-letter topic; go on.

@@ -48,9 +48,10 @@ const DIGEST_HEX_LEN: usize = 64;
 const TMP_SUFFIX: &str = ".tmp";
 
 /// What the registry knows about a stored module (its metadata file).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModuleInfo {
     /// The content digest, `sha256:<hex>`.
+    #[schema(pattern = "^sha256:[0-9a-f]{64}$")]
     pub digest: String,
     /// Size of the module binary in bytes.
     pub size: u64,

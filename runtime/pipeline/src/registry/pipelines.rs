@@ -32,7 +32,7 @@ pub enum DesiredState {
 }
 
 /// One module version a pipeline ran.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revision {
     /// 1 for the first deploy, one more for each change of module.
     pub revision: u64,
@@ -41,6 +41,7 @@ pub struct Revision {
     /// When this version was put in place, in seconds since the Unix epoch.
     pub deployed_at: u64,
     /// `deploy`, `reload` or `rollback`.
+    #[schema(examples("deploy", "reload", "rollback"))]
     pub cause: String,
     /// A later revision replaced this one before any partition took it up: it never
     /// processed a record (reloads in quick succession are merged).
