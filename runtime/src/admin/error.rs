@@ -119,6 +119,7 @@ impl ApiError {
     /// | 422 | `invalid_module`, `invalid_spec`, `invalid_json`, `pipeline_start_failed` |
     /// | 500 | `internal_error` |
     /// | 502 | `kafka_error` |
+    /// | 504 | `stop_timeout` (a pause, delete or update whose pipeline did not stop in time) |
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Manager(error) => match error {
@@ -129,6 +130,7 @@ impl ApiError {
                 ManagerError::Start { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "pipeline_start_failed"),
                 ManagerError::Kafka(_) => (StatusCode::BAD_GATEWAY, "kafka_error"),
                 ManagerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+                ManagerError::StopTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "stop_timeout"),
             },
             ApiError::BadJson { status, .. } => (*status, "invalid_json"),
             ApiError::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
