@@ -9,6 +9,7 @@ mod examples;
 mod fuzz;
 mod kafka_broker;
 mod limits;
+mod locking;
 mod modules;
 mod pipelines;
 mod scaffold;
