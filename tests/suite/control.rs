@@ -549,3 +549,147 @@ fn serve_refuses_an_open_admin_api_off_loopback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("refusing to serve the admin API on 0.0.0.0:0 without a token"), "{stderr}");
 }
+
+/// The bound on every read below: listing, a report and `/metrics` answer within it whatever
+/// the broker or a change is doing (a bound on the answer, not a speed measurement).
+const READ_BOUND: Duration = Duration::from_secs(1);
+
+/// `GET path` on the API at `url`, given up after [`READ_BOUND`]: the status and the body.
+fn get_within_bound(url: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read as _, Write as _};
+    let deadline = std::time::Instant::now() + READ_BOUND;
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let address: std::net::SocketAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, READ_BOUND).map_err(|e| e.to_string())?;
+    let remaining = || deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
+    stream.set_write_timeout(Some(remaining())).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    loop {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("GET {path}: no whole answer within {READ_BOUND:?}"));
+        }
+        stream.set_read_timeout(Some(remaining())).map_err(|e| e.to_string())?;
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(e) => return Err(format!("GET {path}: no whole answer within {READ_BOUND:?}: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or(format!("GET {path}: {text}"))?;
+    Ok((status, text))
+}
+
+/// Reads the list, the report of `name` and `/metrics`, each within [`READ_BOUND`], and
+/// returns the state the report gives.
+async fn reads_answer_within_the_bound(url: &str, name: &str, during: &str) -> String {
+    let (url, name, during) = (url.to_string(), name.to_string(), during.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut state = String::new();
+        for path in ["/v1/pipelines".to_string(), format!("/v1/pipelines/{name}"), "/metrics".to_string()] {
+            let (status, text) = get_within_bound(&url, &path).unwrap_or_else(|e| panic!("{during}: {e}"));
+            assert_eq!(status, 200, "{during}: GET {path}: {text}");
+            if path.ends_with(&name) {
+                let body = &text[text.find("\r\n\r\n").map_or(0, |at| at + 4)..];
+                // The body may be chunked: the state is found in the text either way.
+                let at = body.find("\"state\":\"").map(|at| at + 9).unwrap_or_else(|| panic!("{during}: {body}"));
+                state = body[at..].split('"').next().unwrap_or_default().to_string();
+            }
+        }
+        state
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second_during_changes_and_retries() {
+    let World { mut broker, dir, serve, topics } = World::start();
+    let name = pipeline_name(&topics);
+    deploy(serve.url(), &topics, "tagged-v1").await;
+    let other = self::topics(&broker);
+    let other_name = pipeline_name(&other);
+    deploy(serve.url(), &other, "tagged-v1").await;
+    wait_for_report(serve.url(), &name, "partitions owned", |r| r["status"]["owned_partitions"] == PARTITIONS).await;
+
+    broker.stop();
+    for _ in 0..3 {
+        reads_answer_within_the_bound(serve.url(), &name, "broker gone").await;
+    }
+
+    // An update that restarts the pipeline waits on the broker (checking its topics): reads
+    // answer meanwhile.
+    let mut changed = spec(&topics);
+    changed["processing"]["batch_size"] = 60.into();
+    changed["module"] = api(serve.url(), {
+        let path = format!("/v1/pipelines/{name}");
+        move |c| c.get(&path)
+    })
+    .await
+    .unwrap()["spec"]["module"]
+        .clone();
+    let update = tokio::spawn({
+        let (url, path) = (serve.url().to_string(), format!("/v1/pipelines/{name}"));
+        async move {
+            let client = AdminClient::new(&url, None);
+            tokio::task::spawn_blocking(move || client.put_json(&path, &changed)).await.unwrap()
+        }
+    });
+    let mut reads_during_update = 0;
+    while !update.is_finished() || reads_during_update == 0 {
+        reads_answer_within_the_bound(serve.url(), &name, "update under way").await;
+        reads_during_update += 1;
+    }
+    let updated = update.await.unwrap();
+    eprintln!("reads during the update: {reads_during_update}; the update answered {updated:?}");
+
+    // A pause stops the pipeline with the broker gone (its final commit waits for it): reads
+    // answer meanwhile.
+    let pause = tokio::spawn({
+        let url = serve.url().to_string();
+        let name = name.clone();
+        async move { act(&url, &name, "pause", json!({})).await }
+    });
+    let mut reads_during_pause = 0;
+    while !pause.is_finished() || reads_during_pause == 0 {
+        reads_answer_within_the_bound(serve.url(), &name, "pause under way").await;
+        reads_during_pause += 1;
+    }
+    let paused = pause.await.unwrap().expect("pause with the broker gone");
+    assert_eq!(paused["state"], "paused", "{paused}");
+    eprintln!("reads during the pause: {reads_during_pause}");
+
+    // A restart with the broker gone: the other pipeline cannot start and is retried every
+    // 5 s, each try waiting on the broker. Reads answer meanwhile, and a change of the paused
+    // pipeline does not wait for the retries.
+    drop(serve);
+    let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < deadline {
+        let state = reads_answer_within_the_bound(serve.url(), &other_name, "retries under way").await;
+        assert_eq!(state, "failed", "the other pipeline cannot start with the broker gone");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(serve.log().contains("trying again every"), "{}", serve.log());
+    let mut changed = spec(&topics);
+    changed["processing"]["batch_size"] = 70.into();
+    changed["module"] = api(serve.url(), {
+        let path = format!("/v1/pipelines/{name}");
+        move |c| c.get(&path)
+    })
+    .await
+    .unwrap()["spec"]["module"]
+        .clone();
+    let url = serve.url().to_string();
+    let path = format!("/v1/pipelines/{name}");
+    let answer = tokio::task::spawn_blocking(move || AdminClient::new(&url, None).put_json(&path, &changed))
+        .await
+        .unwrap()
+        .expect("an update of the paused pipeline while the other is retried");
+    assert_eq!((answer["result"].as_str(), answer["pipeline"]["state"].as_str()), (Some("updated"), Some("paused")));
+
+    broker.restart();
+    wait_for_report(serve.url(), &other_name, "the retried start", |r| r["state"] == "running").await;
+}

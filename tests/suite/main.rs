@@ -10,6 +10,7 @@ mod fuzz;
 mod kafka_broker;
 mod layering;
 mod limits;
+mod locking;
 mod modules;
 mod pipelines;
 mod scaffold;

@@ -111,6 +111,7 @@ pub enum ApiError {
 /// | `pipeline_start_failed` | 422 | The pipeline could not start: a missing topic, an unreachable broker or cache. |
 /// | `internal_error` | 500 | A failure inside the runtime (disk, store); the details are in its log, not in the response. |
 /// | `kafka_error` | 502 | A request to the Kafka cluster failed; the message is the cluster's answer. |
+/// | `stop_timeout` | 504 | A pause, delete or update whose pipeline did not stop within the stop limit (`STOP_TIMEOUT`, 30 s); the pipeline shows as `stopping` until it has. |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)] // The table above says what each code means.
@@ -135,11 +136,12 @@ pub enum ErrorCode {
     PipelineStartFailed,
     InternalError,
     KafkaError,
+    StopTimeout,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the table.
-    pub const ALL: [ErrorCode; 20] = {
+    pub const ALL: [ErrorCode; 21] = {
         use ErrorCode::*;
         [
             MalformedDigest,
@@ -162,6 +164,7 @@ impl ErrorCode {
             PipelineStartFailed,
             InternalError,
             KafkaError,
+            StopTimeout,
         ]
     };
 
@@ -189,6 +192,7 @@ impl ErrorCode {
             PipelineStartFailed => "pipeline_start_failed",
             InternalError => "internal_error",
             KafkaError => "kafka_error",
+            StopTimeout => "stop_timeout",
         }
     }
 }
@@ -233,6 +237,7 @@ impl ApiError {
                 ManagerError::Start { .. } => (StatusCode::UNPROCESSABLE_ENTITY, PipelineStartFailed),
                 ManagerError::Kafka(_) => (StatusCode::BAD_GATEWAY, KafkaError),
                 ManagerError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, InternalError),
+                ManagerError::StopTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, StopTimeout),
             },
             ApiError::BadJson { status, .. } => (*status, InvalidJson),
             ApiError::JsonTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, BodyTooLarge),

@@ -66,7 +66,7 @@ use auth::{CanAdminister, CanRead};
 use error::ErrorBody;
 use openapi::{
     BadRequest, Conflict, DeployForm, DigestParam, InternalError, JsonTooLarge, KafkaError, ModuleBytes,
-    ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, UnsupportedMediaType,
+    ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, StopTimeout, UnsupportedMediaType,
 };
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
@@ -465,6 +465,7 @@ async fn applied(
         (status = 413, response = JsonTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "`invalid_spec`, `invalid_module` (the stored module cannot be loaded) or `pipeline_start_failed` (a missing topic, an unreachable broker or cache).", body = ErrorBody),
+        (status = 504, response = StopTimeout),
         (status = 500, response = InternalError),
     ),
 )]
@@ -499,6 +500,7 @@ async fn put_pipeline(
         (status = 400, description = "`invalid_multipart`: not a multipart form, a missing `spec` or `module` part, or another part.", body = ErrorBody),
         (status = 413, response = ModuleTooLarge),
         (status = 422, description = "`invalid_spec`, `invalid_module` or `pipeline_start_failed`.", body = ErrorBody),
+        (status = 504, response = StopTimeout),
         (status = 500, response = InternalError),
     ),
 )]
@@ -565,6 +567,7 @@ async fn deploy(
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, response = PipelineNotFound),
+        (status = 504, response = StopTimeout),
         (status = 500, response = InternalError),
     ),
 )]
@@ -683,6 +686,7 @@ async fn rollback_pipeline(
     responses(
         (status = 200, description = "Paused.", body = PipelineSummary),
         (status = 404, response = PipelineNotFound),
+        (status = 504, response = StopTimeout),
         (status = 500, response = InternalError),
     ),
 )]

@@ -123,6 +123,7 @@ pub async fn render(manager: &PipelineManager) -> String {
             PipelineState::Paused => "paused",
             PipelineState::Failed => "failed",
             PipelineState::Stalled => "stalled",
+            PipelineState::Stopping => "stopping",
         };
         let up = f64::from(u8::from(summary.state == PipelineState::Running));
         f.gauge("sluice_pipeline_up", "1 when the pipeline runs.", &[p[0], ("state", state)], up);

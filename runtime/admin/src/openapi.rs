@@ -34,7 +34,7 @@ pub const BEARER: &str = "bearerAuth";
     components(
         schemas(ErrorBody),
         responses(Unauthorized, Forbidden, RequestTimeout, InternalError, BadRequest, ModuleNotFound,
-            PipelineNotFound, Conflict, ModuleTooLarge, JsonTooLarge, UnsupportedMediaType, KafkaError),
+            PipelineNotFound, Conflict, ModuleTooLarge, JsonTooLarge, UnsupportedMediaType, KafkaError, StopTimeout),
     )
 )]
 pub struct AdminApi;
@@ -124,6 +124,9 @@ error_responses! {
     UnsupportedMediaType;
     /// `kafka_error`: a request to the Kafka cluster failed.
     KafkaError;
+    /// `stop_timeout`: the pipeline did not stop within the stop limit (30 s); it shows as
+    /// `stopping` until it has.
+    StopTimeout;
 }
 
 /// The document's description: tokens, limits and errors, with the limits' current defaults.

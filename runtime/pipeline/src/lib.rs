@@ -190,28 +190,13 @@ impl Pipeline {
 
     /// Counters and per-partition state, now.
     pub fn status(&self) -> PipelineStatus {
-        let cache = PipelineCacheStatus {
-            backend: self.shared.cache.kind(),
-            namespace: self.shared.cache.namespace().to_string(),
-            stats: self.shared.cache.stats().snapshot(),
-        };
-        let module = self.shared.module.borrow().module.digest().to_string();
-        let mut status = self.shared.stats.snapshot(&self.shared.spec.name, module, cache);
-        {
-            let ownership = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner());
-            status.owned_partitions = ownership.owned;
-            status.stalled = ownership.stalled.clone();
-        }
-        status.broker_outages = self.shared.watch.outages();
-        status.broker_unreachable_ms = self.shared.watch.unreachable_for().map(|d| d.as_millis() as u64);
-        for partition in &mut status.partitions {
-            // The high watermark librdkafka last reported for the partition: no broker round trip.
-            let high = self.shared.source.high_watermark(&partition.topic, partition.partition);
-            if let (Some(high), Some(next)) = (high, partition.next_offset) {
-                partition.lag = Some((high - next).max(0));
-            }
-        }
-        status
+        self.observer().status()
+    }
+
+    /// A read-only handle on the pipeline's status that outlives this value's borrow: what the
+    /// manager's reads use, without waiting for a change of the pipeline.
+    pub fn observer(&self) -> PipelineObserver {
+        PipelineObserver { shared: self.shared.clone() }
     }
 
     /// The module the pipeline runs now (workers switch to it at their next batch).
@@ -261,7 +246,7 @@ impl Pipeline {
     /// Whether the pipeline is stalled: it has owned no partition for [`STALL_AFTER`] while
     /// its consumer group has records waiting and commits nothing.
     pub fn stalled(&self) -> Option<String> {
-        self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).stalled.clone()
+        self.observer().stalled()
     }
 
     /// Stops and leaves the consumer group (other members take the partitions over now):
@@ -282,6 +267,46 @@ impl Pipeline {
         let _ = self.shutdown.send(how);
         let _ = self.task.await;
         tracing::info!(pipeline = %self.shared.spec.name, "pipeline stopped");
+    }
+}
+
+/// A read-only handle on a running [`Pipeline`]'s status ([`Pipeline::observer`]). Cheap to
+/// clone; reading takes only the short locks of the counters, never a change's.
+#[derive(Clone)]
+pub struct PipelineObserver {
+    shared: Arc<Shared>,
+}
+
+impl PipelineObserver {
+    /// The pipeline's counters and per-partition state, now.
+    pub fn status(&self) -> PipelineStatus {
+        let cache = PipelineCacheStatus {
+            backend: self.shared.cache.kind(),
+            namespace: self.shared.cache.namespace().to_string(),
+            stats: self.shared.cache.stats().snapshot(),
+        };
+        let module = self.shared.module.borrow().module.digest().to_string();
+        let mut status = self.shared.stats.snapshot(&self.shared.spec.name, module, cache);
+        {
+            let ownership = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner());
+            status.owned_partitions = ownership.owned;
+            status.stalled = ownership.stalled.clone();
+        }
+        status.broker_outages = self.shared.watch.outages();
+        status.broker_unreachable_ms = self.shared.watch.unreachable_for().map(|d| d.as_millis() as u64);
+        for partition in &mut status.partitions {
+            // The high watermark librdkafka last reported for the partition: no broker round trip.
+            let high = self.shared.source.high_watermark(&partition.topic, partition.partition);
+            if let (Some(high), Some(next)) = (high, partition.next_offset) {
+                partition.lag = Some((high - next).max(0));
+            }
+        }
+        status
+    }
+
+    /// Why the pipeline is stalled, when it is (see [`Pipeline::stalled`]).
+    pub fn stalled(&self) -> Option<String> {
+        self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).stalled.clone()
     }
 }
 

@@ -4,40 +4,81 @@
 //! the pipeline store in the data directory. Every change (create, update, reload, rollback,
 //! pause, resume, delete) is applied to the running pipeline first and then written to the
 //! store, so that a restart ([`PipelineManager::open`]) brings back every pipeline as it was,
-//! running or paused, resuming from its committed offsets. Operations on pipelines are
-//! serialised; reads ([`PipelineManager::list`], [`PipelineManager::get`]) only wait for the
-//! change in progress.
+//! running or paused, resuming from its committed offsets.
+//!
+//! Locking is per pipeline. A short-held map (a std `RwLock`, never held across an `.await`)
+//! leads from each name to the pipeline's slot. A slot has an async lock that serialises the
+//! changes of that one pipeline, held across its start, stop and store writes, and a view:
+//! a copy of its record and state, with a handle on the running pipeline's live counters,
+//! published when each change ends (and at its steps). Reads ([`PipelineManager::list`],
+//! [`PipelineManager::get`], [`PipelineManager::statuses`]) take only the map and the views,
+//! so they never wait for a change or a broker, except that a report waits at most
+//! [`OFFSETS_TIMEOUT`] for its consumer group's offsets. A change of one pipeline never waits
+//! for another's; the retry of pipelines that cannot start ([`RESTART_INTERVAL`]) takes each
+//! one's lock in turn, skipping one a change holds. A create takes the slot of its name (made
+//! if missing) before it starts anything, so two creates of one name are serialised and a
+//! shutdown sees every pipeline; a failed create and a delete take the slot out of the map,
+//! and a change that waited on a slot taken out looks the name up again. Module deletes and
+//! applies meet at module pins (an apply pins its module until its record names it), so of a delete and an apply of one module only
+//! one succeeds.
+//!
+//! A pause, delete or update waits for the pipeline to stop at most [`STOP_TIMEOUT`]
+//! ([`ManagerConfig::stop_timeout`]); past it the call fails with
+//! [`ManagerError::StopTimeout`], the stop goes on in the background, and the pipeline shows
+//! as [`PipelineState::Stopping`] until it ends; its next start waits for it.
 //!
 //! A module change on a running pipeline is a hot reload: the new module is loaded (compiled
 //! and checked) before anything changes, then each partition worker switches to it between
 //! two batches ([`Pipeline::reload`]). Any other change of the spec restarts the pipeline,
 //! which commits what it processed and resumes from there.
 
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use serde::Serialize;
-
-use sluice_cache::{self as cache, Cache, CacheBackend, MemoryCache, Namespace};
-use sluice_engine::{Engine, EngineConfig, Limits, Module};
-use sluice_kafka::KafkaConfig;
-use sluice_kafka::source::{self, PartitionOffsets};
 
 use crate::registry::pipelines::{
     DEFAULT_KEEP_VERSIONS, DesiredState, PipelineRecord, PipelineStore, Revision, StoreError,
 };
 use crate::registry::{ModuleInfo, ModuleRegistry, RegistryError, Stored, canonical_digest};
 use crate::spec::{PipelineSpec, SpecError, StartPosition};
-use crate::{Pipeline, PipelineCacheStatus, PipelineStats, PipelineStatus, StartOptions};
+use crate::{Pipeline, PipelineCacheStatus, PipelineObserver, PipelineStats, PipelineStatus, StartOptions};
+use sluice_cache::{self as cache, Cache, CacheBackend, MemoryCache, Namespace};
+use sluice_engine::{Engine, EngineConfig, Limits, Module};
+use sluice_kafka::KafkaConfig;
+use sluice_kafka::source::{self, PartitionOffsets};
 
 /// How often pipelines that should run but could not start (the broker was down at start-up,
 /// say) are tried again.
 pub const RESTART_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The longest a pause, delete or update waits for a pipeline to stop, by default
+/// ([`ManagerConfig::stop_timeout`]). Above the stop's own budgets, which bound it even with
+/// the cluster gone: [`crate::STOP_ACK_GRACE`], [`crate::STOP_COMMIT_TIMEOUT`]
+/// and [`crate::STOP_FLUSH_TIMEOUT`], 5 s each, and a second to leave the group.
+/// Past it the call fails with [`ManagerError::StopTimeout`] and the stop goes on in the
+/// background, the pipeline shown as [`PipelineState::Stopping`].
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a pipeline report ([`PipelineManager::get`]) waits for the broker's answer
+/// about its consumer group's offsets; past it the report comes without them, its
+/// `offsets_error` saying so. The lookup goes on, and reports asked meanwhile wait for it
+/// rather than start another.
+pub const OFFSETS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long after it began a finished lookup of a group's offsets still answers reports, so
+/// that a lookup slower than [`OFFSETS_TIMEOUT`] reaches the next report rather than being
+/// begun again.
+const OFFSETS_REUSE: Duration = Duration::from_secs(1);
 
 /// How to open a [`PipelineManager`].
 #[derive(Clone)]
@@ -57,6 +98,9 @@ pub struct ManagerConfig {
     /// This runtime's node id, the static member name of its pipelines in their consumer
     /// groups. `None`: the id kept in the data directory (made on first start).
     pub node_id: Option<String>,
+    /// The longest a pause, delete or update waits for a pipeline to stop. Default
+    /// [`STOP_TIMEOUT`].
+    pub stop_timeout: Duration,
 }
 
 /// Creates one topic on the cluster (for `sluice dev`, whose embedded cluster creates topics
@@ -73,6 +117,7 @@ impl ManagerConfig {
             keep_versions: DEFAULT_KEEP_VERSIONS,
             create_topics: None,
             node_id: None,
+            stop_timeout: STOP_TIMEOUT,
         }
     }
 }
@@ -109,6 +154,17 @@ pub enum ManagerError {
     /// The pipeline store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The pipeline did not stop within the stop time limit; its stop goes on.
+    #[error(
+        "pipeline {name} did not stop within {limit:?} (the stop time limit); it is `stopping` until its stop ends, \
+         then paused if it was paused or deleted, or started again if it was updated; repeat the call then"
+    )]
+    StopTimeout {
+        /// The pipeline.
+        name: String,
+        /// The limit ([`ManagerConfig::stop_timeout`]).
+        limit: Duration,
+    },
 }
 
 /// What [`PipelineManager::apply`] did: `created`, a new pipeline was created and started;
@@ -170,6 +226,9 @@ pub enum PipelineState {
     /// Running, but it has owned no partition for [`crate::STALL_AFTER`] while its
     /// consumer group has records waiting and commits nothing: see the status for why.
     Stalled,
+    /// Stopping: a pause, delete or update is waiting for it to stop, or its stop outlasted
+    /// the stop time limit ([`STOP_TIMEOUT`]) and goes on.
+    Stopping,
 }
 
 /// One pipeline, briefly, for listings.
@@ -244,7 +303,131 @@ struct Inner {
     memory: Arc<MemoryCache>,
     /// Modules loaded so far, by digest: a rollback to a version loaded before is instant.
     modules: Mutex<HashMap<String, Module>>,
-    pipelines: tokio::sync::Mutex<BTreeMap<String, Managed>>,
+    /// Every pipeline's slot, by name. Held only to find, add or remove a slot, never across
+    /// an `.await`: a change holds its own pipeline's lock, not this one.
+    pipelines: RwLock<BTreeMap<String, Arc<PipelineSlot>>>,
+    /// The modules applies in progress are about to use, and those being deleted.
+    pins: Mutex<ModulePins>,
+    /// See [`ManagerConfig::stop_timeout`].
+    stop_timeout: Duration,
+}
+
+/// What keeps a module delete and an apply of that module from both succeeding: an apply pins
+/// its module before it checks that the module is stored and unpins it once the pipeline's
+/// record names it; a delete refuses a pinned module and marks it while it deletes, and an
+/// apply refuses a module so marked.
+#[derive(Default)]
+struct ModulePins {
+    /// Applies in progress, by module digest.
+    applying: HashMap<String, usize>,
+    /// Modules being deleted.
+    deleting: HashSet<String>,
+}
+
+/// An apply's pin on its module ([`ModulePins`]), released on drop.
+struct ModulePin<'a> {
+    inner: &'a Inner,
+    digest: String,
+}
+
+impl Drop for ModulePin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = pins.applying.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                pins.applying.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// One pipeline's place in the manager: the lock its changes take, and what reads see.
+#[derive(Default)]
+struct PipelineSlot {
+    /// The pipeline, held by the change in progress (start, stop, update, delete) for as long
+    /// as it takes. `None` while the pipeline is being created, or once it is deleted.
+    change: Arc<tokio::sync::Mutex<Option<Managed>>>,
+    /// What reads see, published by every change when it ends and at its steps; `None` until
+    /// the pipeline is created and after it is deleted. Held only to copy an `Arc`.
+    view: Mutex<Option<Arc<View>>>,
+    /// The last broker lookup of the consumer group's offsets, with when it began: shared
+    /// by the reports that ask while it is under way or within [`OFFSETS_REUSE`] of its start.
+    offsets: Mutex<Option<(std::time::Instant, OffsetsLookup)>>,
+}
+
+/// A lookup of a consumer group's offsets on the broker, shared by whoever waits for it.
+type OffsetsLookup = Shared<BoxFuture<'static, Result<Vec<PartitionOffsets>, String>>>;
+
+impl PipelineSlot {
+    fn view(&self) -> Option<Arc<View>> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes `managed` what reads see.
+    fn publish(&self, managed: Option<&Managed>) {
+        let view = managed.map(|m| Arc::new(m.view()));
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
+    }
+
+    /// The lookup of the group's offsets under way or just done, or a new one. A report that
+    /// gave up waiting leaves the answer to the next one.
+    fn offsets_lookup(&self, spec: &PipelineSpec, kafka: &KafkaConfig) -> OffsetsLookup {
+        let mut slot = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, lookup)) =
+            slot.as_ref().filter(|(began, lookup)| lookup.peek().is_none() || began.elapsed() < OFFSETS_REUSE)
+        {
+            return lookup.clone();
+        }
+        let (spec, kafka) = (spec.clone(), kafka.clone());
+        let lookup = async move {
+            match tokio::task::spawn_blocking(move || source::group_offsets(&spec.consumer_spec(), &kafka)).await {
+                Ok(Ok(offsets)) => Ok(offsets),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(e) => Err(format!("offset task failed: {e}")),
+            }
+        }
+        .boxed()
+        .shared();
+        *slot = Some((std::time::Instant::now(), lookup.clone()));
+        lookup
+    }
+}
+
+/// A change of one pipeline in progress: holds its slot's lock, and publishes what reads see
+/// when it ends, however it ends. A slot left without a pipeline (a failed create, a delete)
+/// leaves the manager with it.
+struct Change<'a> {
+    manager: &'a PipelineManager,
+    name: String,
+    slot: Arc<PipelineSlot>,
+    guard: tokio::sync::OwnedMutexGuard<Option<Managed>>,
+}
+
+impl Change<'_> {
+    /// The slot, to publish a step, and the pipeline.
+    fn parts(&mut self) -> (&PipelineSlot, &mut Option<Managed>) {
+        (&self.slot, &mut self.guard)
+    }
+
+    /// The pipeline, or [`ManagerError::NotFound`].
+    fn managed(&mut self) -> Result<(&PipelineSlot, &mut Managed), ManagerError> {
+        let name = &self.name;
+        let managed = self.guard.as_mut().ok_or_else(|| not_found(name))?;
+        Ok((&self.slot, managed))
+    }
+}
+
+impl Drop for Change<'_> {
+    fn drop(&mut self) {
+        self.slot.publish(self.guard.as_ref());
+        if self.guard.is_none() {
+            let mut pipelines = self.manager.inner.pipelines.write().unwrap_or_else(|p| p.into_inner());
+            if pipelines.get(&self.name).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+                pipelines.remove(&self.name);
+            }
+        }
+    }
 }
 
 /// A pipeline the manager keeps.
@@ -256,14 +439,60 @@ struct Managed {
     cache: Option<Cache>,
     /// Why it is not running although it should.
     failure: Option<String>,
+    /// A stop still under way because it outlasted [`ManagerConfig::stop_timeout`].
+    stopping: Option<Stopping>,
+}
+
+/// A pipeline's stop, run as a task of its own so that a change waits for it only so long.
+struct Stopping {
+    task: tokio::task::JoinHandle<()>,
+    /// Set when the stop has finished.
+    done: Arc<AtomicBool>,
+}
+
+/// How a pipeline stops (see [`Pipeline::stop`] and [`Pipeline::stop_for_restart`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopKind {
+    /// It leaves its consumer group: a pause, a delete.
+    Leave,
+    /// It starts again at once as the same group member: an update.
+    Restart,
 }
 
 impl Managed {
     fn new(record: PipelineRecord) -> Managed {
-        Managed { record, running: None, stats: Arc::default(), cache: None, failure: None }
+        Managed { record, running: None, stats: Arc::default(), cache: None, failure: None, stopping: None }
     }
 
+    fn view(&self) -> View {
+        View {
+            record: self.record.clone(),
+            running: self.running.as_ref().map(Pipeline::observer),
+            stopping: self.stopping.as_ref().map(|s| s.done.clone()),
+            stats: self.stats.clone(),
+            cache: self.cache.clone(),
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+/// A pipeline as reads see it: a copy made at the end (or a step) of its last change, and a
+/// handle on the running pipeline's live counters.
+struct View {
+    record: PipelineRecord,
+    running: Option<PipelineObserver>,
+    /// Set while a stop that outlasted its time limit is under way: `true` once it finished.
+    stopping: Option<Arc<AtomicBool>>,
+    stats: Arc<PipelineStats>,
+    cache: Option<Cache>,
+    failure: Option<String>,
+}
+
+impl View {
     fn state(&self) -> PipelineState {
+        if self.stopping.as_ref().is_some_and(|done| !done.load(Ordering::SeqCst)) {
+            return PipelineState::Stopping;
+        }
         match (self.record.state, &self.running) {
             (DesiredState::Paused, _) => PipelineState::Paused,
             (DesiredState::Running, Some(pipeline)) if pipeline.stalled().is_some() => PipelineState::Stalled,
@@ -299,6 +528,11 @@ impl Managed {
             lag: status.partitions.iter().filter_map(|p| p.lag).sum(),
             partitions: status.owned_partitions,
         }
+    }
+
+    /// Whether the retry loop should try to start it.
+    fn should_start(&self) -> bool {
+        self.record.state == DesiredState::Running && self.running.is_none()
     }
 }
 
@@ -337,20 +571,22 @@ impl PipelineManager {
                 _data_dir_lock: data_dir_lock,
                 memory: Arc::new(MemoryCache::new()),
                 modules: Mutex::default(),
-                pipelines: tokio::sync::Mutex::default(),
+                pipelines: RwLock::default(),
+                pins: Mutex::default(),
+                stop_timeout: config.stop_timeout,
             }),
         };
-        {
-            let mut pipelines = manager.inner.pipelines.lock().await;
-            for record in records {
-                let name = record.spec.name.clone();
-                let mut managed = Managed::new(record);
-                if managed.record.state == DesiredState::Running {
-                    manager.start(&mut managed).await;
-                }
-                tracing::info!(pipeline = %name, state = ?managed.state(), revision = managed.record.revision(), "pipeline restored");
-                pipelines.insert(name, managed);
+        for record in records {
+            let name = record.spec.name.clone();
+            let mut managed = Managed::new(record);
+            if managed.record.state == DesiredState::Running {
+                manager.start(&mut managed).await;
             }
+            tracing::info!(pipeline = %name, state = ?managed.view().state(), revision = managed.record.revision(), "pipeline restored");
+            let slot = PipelineSlot::default();
+            slot.publish(Some(&managed));
+            *slot.change.lock().await = Some(managed);
+            manager.inner.pipelines.write().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::new(slot));
         }
         tokio::spawn(restart_failed(Arc::downgrade(&manager.inner)));
         Ok(manager)
@@ -364,11 +600,6 @@ impl PipelineManager {
     /// The module registry.
     pub fn registry(&self) -> &ModuleRegistry {
         &self.inner.registry
-    }
-
-    /// The cluster.
-    pub fn kafka(&self) -> &KafkaConfig {
-        &self.inner.kafka
     }
 
     /// Creates the pipeline `spec.name`, or updates it to `spec`. `spec.module` is the digest
@@ -385,45 +616,43 @@ impl PipelineManager {
     pub async fn apply_declared(&self, spec: PipelineSpec) -> Result<Declared, ManagerError> {
         spec.validate()?;
         let declared = declaration_digest(&spec);
-        {
-            let pipelines = self.inner.pipelines.lock().await;
-            if let Some(managed) = pipelines.get(&spec.name) {
-                let record = &managed.record;
-                if record.declared.as_deref() == Some(declared.as_str()) {
-                    if record.spec != spec {
-                        let current = record.revisions.last();
-                        tracing::info!(
-                            pipeline = %spec.name,
-                            "the config file declares it as it was first applied, but it was changed since over the API \
-                             (now revision {}, module {}, by {}); keeping the stored state; edit the file to apply it again",
-                            record.revision(),
-                            record.spec.module,
-                            current.map_or("deploy", |r| r.cause.as_str())
-                        );
-                    }
-                    return Ok(Declared::Kept);
-                }
+        if let Some(view) = self.view(&spec.name) {
+            let record = &view.record;
+            if record.declared.as_deref() == Some(declared.as_str()) {
                 if record.spec != spec {
-                    tracing::info!(pipeline = %spec.name, "the config file's declaration changed since it was last applied: applying it");
+                    let current = record.revisions.last();
+                    tracing::info!(
+                        pipeline = %spec.name,
+                        "the config file declares it as it was first applied, but it was changed since over the API \
+                         (now revision {}, module {}, by {}); keeping the stored state; edit the file to apply it again",
+                        record.revision(),
+                        record.spec.module,
+                        current.map_or("deploy", |r| r.cause.as_str())
+                    );
                 }
+                return Ok(Declared::Kept);
+            }
+            if record.spec != spec {
+                tracing::info!(pipeline = %spec.name, "the config file's declaration changed since it was last applied: applying it");
             }
         }
-        let outcome = match self.apply_with_cause(spec.clone(), "deploy").await {
+        let (spec, module, _pin) = self.prepare(spec).await?;
+        let mut change = self.change_or_create(&spec.name).await;
+        let outcome = match self.apply_locked(&mut change, spec.clone(), module, "deploy").await {
             Ok((applied, _)) => Declared::Applied(applied),
             Err(ManagerError::Start { reason, .. }) => {
-                let mut pipelines = self.inner.pipelines.lock().await;
-                if !pipelines.contains_key(&spec.name) {
+                let (_, managed) = change.parts();
+                if managed.is_none() {
                     tracing::error!(pipeline = %spec.name, "pipeline not started: {reason}; trying again every {RESTART_INTERVAL:?}");
-                    let mut managed = Managed::new(PipelineRecord::new(spec.clone()));
-                    managed.failure = Some(reason.clone());
-                    pipelines.insert(spec.name.clone(), managed);
+                    let mut failed = Managed::new(PipelineRecord::new(spec.clone()));
+                    failed.failure = Some(reason.clone());
+                    *managed = Some(failed);
                 }
                 Declared::Failed(reason)
             }
             Err(e) => return Err(e),
         };
-        let mut pipelines = self.inner.pipelines.lock().await;
-        if let Some(managed) = pipelines.get_mut(&spec.name) {
+        if let (_, Some(managed)) = change.parts() {
             let mut record = managed.record.clone();
             record.declared = Some(declared);
             self.save(&record).await?;
@@ -455,11 +684,8 @@ impl PipelineManager {
 
     /// Switches the pipeline to the module `digest` (in the registry) without stopping it.
     pub async fn reload(&self, name: &str, digest: &str) -> Result<ModuleChange, ManagerError> {
-        let spec = {
-            let pipelines = self.inner.pipelines.lock().await;
-            let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
-            PipelineSpec { module: digest.to_string(), ..managed.record.spec.clone() }
-        };
+        let view = self.view(name).ok_or_else(|| not_found(name))?;
+        let spec = PipelineSpec { module: digest.to_string(), ..view.record.spec.clone() };
         let (applied, superseded) = self.apply_with_cause(spec, "reload").await?;
         Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
@@ -469,9 +695,8 @@ impl PipelineManager {
     /// a second rollback undoes the first.
     pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<ModuleChange, ManagerError> {
         let spec = {
-            let pipelines = self.inner.pipelines.lock().await;
-            let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
-            let record = &managed.record;
+            let view = self.view(name).ok_or_else(|| not_found(name))?;
+            let record = &view.record;
             let target = match to {
                 Some(revision) => record.find(revision).ok_or_else(|| {
                     let kept: Vec<u64> = record.revisions.iter().map(|r| r.revision).collect();
@@ -493,27 +718,32 @@ impl PipelineManager {
     }
 
     /// Stops the pipeline, committing what it processed; it stays paused across restarts.
+    ///
+    /// The pause is saved first. A stop that outlasts [`ManagerConfig::stop_timeout`] fails
+    /// the call with [`ManagerError::StopTimeout`]; the pipeline is then `stopping` until the
+    /// stop ends, and `paused` after.
     pub async fn pause(&self, name: &str) -> Result<PipelineSummary, ManagerError> {
-        let mut pipelines = self.inner.pipelines.lock().await;
-        let managed = pipelines.get_mut(name).ok_or_else(|| not_found(name))?;
+        let mut change = self.change(name).await?;
+        let (slot, managed) = change.managed()?;
         if managed.record.state != DesiredState::Paused {
             let mut record = managed.record.clone();
             record.state = DesiredState::Paused;
             self.save(&record).await?;
             managed.record = record;
-            if let Some(pipeline) = managed.running.take() {
-                pipeline.stop().await;
-            }
             managed.failure = None;
+            self.stop_within_limit(slot, managed, StopKind::Leave).await?;
             tracing::info!(pipeline = %name, "pipeline paused");
+        } else {
+            // Paused before, but its stop outlasted the limit: wait for it again.
+            self.finish_stopping(managed).await?;
         }
-        Ok(managed.summary())
+        Ok(managed.view().summary())
     }
 
     /// Starts a paused (or failed) pipeline again, from its committed offsets.
     pub async fn resume(&self, name: &str) -> Result<PipelineSummary, ManagerError> {
-        let mut pipelines = self.inner.pipelines.lock().await;
-        let managed = pipelines.get_mut(name).ok_or_else(|| not_found(name))?;
+        let mut change = self.change(name).await?;
+        let (_, managed) = change.managed()?;
         if managed.running.is_none() {
             let module = self.module(&managed.record.spec.module).await?;
             self.start_with(managed, module).await?;
@@ -525,17 +755,31 @@ impl PipelineManager {
             }
             tracing::info!(pipeline = %name, "pipeline resumed");
         }
-        Ok(managed.summary())
+        Ok(managed.view().summary())
     }
 
     /// Stops the pipeline and forgets it. Its consumer group and committed offsets stay on
     /// the cluster, so a pipeline created again with the same name resumes from them.
+    ///
+    /// A stop that outlasts [`ManagerConfig::stop_timeout`] fails the call with
+    /// [`ManagerError::StopTimeout`] and leaves the pipeline paused (saved so), `stopping`
+    /// until the stop ends; the delete can then be repeated.
     pub async fn delete(&self, name: &str) -> Result<(), ManagerError> {
-        let mut pipelines = self.inner.pipelines.lock().await;
-        let managed = pipelines.remove(name).ok_or_else(|| not_found(name))?;
-        if let Some(pipeline) = managed.running {
-            pipeline.stop().await;
+        let mut change = self.change(name).await?;
+        let (slot, managed) = change.managed()?;
+        if let Err(e) = self.stop_within_limit(slot, managed, StopKind::Leave).await {
+            if managed.record.state != DesiredState::Paused {
+                let mut record = managed.record.clone();
+                record.state = DesiredState::Paused;
+                managed.record.state = DesiredState::Paused;
+                if let Err(save) = self.save(&record).await {
+                    tracing::error!(pipeline = %name, "cannot save it paused after its stop outlasted the limit: {save}");
+                }
+            }
+            return Err(e);
         }
+        let (_, managed) = change.parts();
+        *managed = None;
         let store = self.inner.store.clone();
         let name = name.to_string();
         blocking(move || store.remove(&name)).await
@@ -545,13 +789,15 @@ impl PipelineManager {
     pub async fn reset_offsets(&self, name: &str, to: StartPosition) -> Result<Vec<(String, i32, i64)>, ManagerError> {
         to.validate()
             .map_err(|reason| SpecError { pipeline: name.to_string(), reason: format!("offsets reset: {reason}") })?;
-        let pipelines = self.inner.pipelines.lock().await;
-        let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
+        let mut change = self.change(name).await?;
+        let (_, managed) = change.managed()?;
         if managed.running.is_some() || managed.record.state != DesiredState::Paused {
             return Err(ManagerError::Conflict(format!(
                 "pipeline {name} is running: pause it before resetting its offsets"
             )));
         }
+        // Its consumer must be gone: Kafka refuses commits from outside a group with members.
+        self.finish_stopping(managed).await?;
         let (spec, kafka) = (managed.record.spec.clone(), self.inner.kafka.clone());
         tokio::task::spawn_blocking(move || source::reset_offsets(&spec.consumer_spec(), &kafka, &to))
             .await
@@ -559,90 +805,89 @@ impl PipelineManager {
             .map_err(|e| ManagerError::Kafka(format!("{e:#}")))
     }
 
-    /// Every pipeline, by name.
+    /// Every pipeline, by name. Never waits for a change or the broker.
     pub async fn list(&self) -> Vec<PipelineSummary> {
-        self.inner.pipelines.lock().await.values().map(Managed::summary).collect()
+        self.views().iter().map(|v| v.summary()).collect()
     }
 
-    /// One pipeline, briefly.
+    /// One pipeline, briefly. Never waits for a change or the broker.
     pub async fn summary(&self, name: &str) -> Result<PipelineSummary, ManagerError> {
-        let pipelines = self.inner.pipelines.lock().await;
-        pipelines.get(name).map(Managed::summary).ok_or_else(|| not_found(name))
+        self.view(name).map(|v| v.summary()).ok_or_else(|| not_found(name))
     }
 
     /// One pipeline's counters and partitions, without asking the broker anything.
     pub async fn get_status(&self, name: &str) -> Result<PipelineStatus, ManagerError> {
-        let pipelines = self.inner.pipelines.lock().await;
-        pipelines.get(name).map(Managed::status).ok_or_else(|| not_found(name))
+        self.view(name).map(|v| v.status()).ok_or_else(|| not_found(name))
     }
 
-    /// One pipeline in full, with its consumer group's offsets asked of the broker.
+    /// One pipeline in full, with its consumer group's offsets asked of the broker. Never
+    /// waits for a change; waits for the broker at most [`OFFSETS_TIMEOUT`], after which the
+    /// report comes without offsets and `offsets_error` says why.
     pub async fn get(&self, name: &str) -> Result<PipelineReport, ManagerError> {
-        let mut report = {
-            let pipelines = self.inner.pipelines.lock().await;
-            let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
-            PipelineReport {
-                name: name.to_string(),
-                state: managed.state(),
-                error: managed.failure.clone(),
-                revision: managed.record.revision(),
-                revisions: managed.record.revisions.clone(),
-                // The cache URL's user info stays in the stored spec only.
-                spec: PipelineSpec {
-                    cache: cache::redact_url(&managed.record.spec.cache),
-                    ..managed.record.spec.clone()
-                },
-                status: managed.status(),
-                offsets: Vec::new(),
-                offsets_error: None,
-            }
+        let slot = self.slot(name).ok_or_else(|| not_found(name))?;
+        let view = slot.view().ok_or_else(|| not_found(name))?;
+        let mut report = PipelineReport {
+            name: name.to_string(),
+            state: view.state(),
+            error: view.failure.clone(),
+            revision: view.record.revision(),
+            revisions: view.record.revisions.clone(),
+            // The cache URL's user info stays in the stored spec only.
+            spec: PipelineSpec { cache: cache::redact_url(&view.record.spec.cache), ..view.record.spec.clone() },
+            status: view.status(),
+            offsets: Vec::new(),
+            offsets_error: None,
         };
-        let (spec, kafka) = (report.spec.clone(), self.inner.kafka.clone());
-        match tokio::task::spawn_blocking(move || source::group_offsets(&spec.consumer_spec(), &kafka)).await {
+        let lookup = slot.offsets_lookup(&view.record.spec, &self.inner.kafka);
+        match tokio::time::timeout(OFFSETS_TIMEOUT, lookup).await {
             Ok(Ok(offsets)) => report.offsets = offsets,
-            Ok(Err(e)) => report.offsets_error = Some(format!("{e:#}")),
-            Err(e) => report.offsets_error = Some(format!("offset task failed: {e}")),
+            Ok(Err(e)) => report.offsets_error = Some(e),
+            Err(_) => {
+                report.offsets_error =
+                    Some(format!("the broker did not answer within {OFFSETS_TIMEOUT:?} (OFFSETS_TIMEOUT)"))
+            }
         }
         Ok(report)
     }
 
-    /// Every pipeline's status, for metrics.
+    /// Every pipeline's status, for metrics. Never waits for a change or the broker.
     pub async fn statuses(&self) -> Vec<(PipelineSummary, PipelineStatus)> {
-        self.inner.pipelines.lock().await.values().map(|m| (m.summary(), m.status())).collect()
+        self.views().iter().map(|v| (v.summary(), v.status())).collect()
     }
 
     /// The pipelines whose kept versions use the module `digest`.
     pub async fn module_users(&self, digest: &str) -> Result<Vec<String>, ManagerError> {
         let digest = canonical_digest(digest)?;
-        let pipelines = self.inner.pipelines.lock().await;
-        Ok(pipelines
-            .values()
-            .filter(|m| m.record.revisions.iter().any(|r| r.module == digest))
-            .map(|m| m.record.spec.name.clone())
-            .collect())
+        Ok(self.users_of(&digest))
     }
 
     /// Deletes the module `digest` from the registry, unless a pipeline runs or keeps it.
-    /// The check and the delete are one step under the pipelines' lock, under which
-    /// [`PipelineManager::apply`] also checks that its module is stored: of a delete and an
-    /// apply of one module, only one can succeed.
+    /// Of a delete and an apply of one module, only one succeeds: the delete
+    /// refuses a module an apply in progress has pinned, and an apply refuses a module being
+    /// deleted or no longer stored.
     pub async fn delete_module(&self, digest: &str) -> Result<(), ManagerError> {
         let digest = canonical_digest(digest)?;
-        let pipelines = self.inner.pipelines.lock().await;
-        let users: Vec<&str> = pipelines
-            .values()
-            .filter(|m| m.record.revisions.iter().any(|r| r.module == digest))
-            .map(|m| m.record.spec.name.as_str())
-            .collect();
-        if !users.is_empty() {
-            return Err(ManagerError::Conflict(format!(
-                "module {digest} is used by pipelines {users:?} (as the current or a kept version); delete or update them first"
-            )));
+        {
+            let mut pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
+            let mut users = self.users_of(&digest);
+            if pins.applying.contains_key(&digest) {
+                users.push("(a deploy in progress)".to_string());
+            }
+            if !users.is_empty() {
+                return Err(ManagerError::Conflict(format!(
+                    "module {digest} is used by pipelines {users:?} (as the current or a kept version); delete or update them first"
+                )));
+            }
+            if !pins.deleting.insert(digest.clone()) {
+                return Err(ManagerError::Conflict(format!("module {digest} is being deleted already")));
+            }
         }
-        self.inner.registry.delete(&digest).await?;
-        self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
-        drop(pipelines);
-        Ok(())
+        let deleted = self.inner.registry.delete(&digest).await;
+        if deleted.is_ok() {
+            self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+        }
+        self.inner.pins.lock().unwrap_or_else(|p| p.into_inner()).deleting.remove(&digest);
+        Ok(deleted?)
     }
 
     /// This runtime's node id.
@@ -661,8 +906,25 @@ impl PipelineManager {
     /// same member.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let mut pipelines = self.inner.pipelines.lock().await;
-        let stopping = pipelines.values_mut().filter_map(|m| m.running.take()).map(Pipeline::stop);
+        // A pipeline created from now on is in this list, or its start sees the flag.
+        let slots: Vec<(String, Arc<PipelineSlot>)> = {
+            let pipelines = self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner());
+            pipelines.iter().map(|(name, slot)| (name.clone(), slot.clone())).collect()
+        };
+        let stopping = slots.into_iter().map(|(name, slot)| async move {
+            // Waits for the change in progress on this pipeline, if any.
+            let mut change = self.lock(name, slot).await;
+            let (slot, managed) = change.parts();
+            let Some(managed) = managed else { return };
+            if let Some(pipeline) = managed.running.take() {
+                slot.publish(Some(managed));
+                pipeline.stop().await;
+            }
+            if let Some(stopping) = managed.stopping.as_mut() {
+                let _ = (&mut stopping.task).await;
+            }
+            managed.stopping = None;
+        });
         futures_util::future::join_all(stopping).await;
     }
 
@@ -670,33 +932,124 @@ impl PipelineManager {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Applies `spec`; also returns the revision a module change superseded, if any.
-    async fn apply_with_cause(
-        &self,
-        mut spec: PipelineSpec,
-        cause: &str,
-    ) -> Result<(Applied, Option<u64>), ManagerError> {
+    /// The slot of pipeline `name`, if there is one.
+    fn slot(&self, name: &str) -> Option<Arc<PipelineSlot>> {
+        self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Pipeline `name` as reads see it.
+    fn view(&self, name: &str) -> Option<Arc<View>> {
+        self.slot(name)?.view()
+    }
+
+    /// Every pipeline as reads see it, by name.
+    fn views(&self) -> Vec<Arc<View>> {
+        let slots: Vec<Arc<PipelineSlot>> =
+            self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        slots.iter().filter_map(|s| s.view()).collect()
+    }
+
+    /// The pipelines whose records name the module `digest`, as current or kept version.
+    fn users_of(&self, digest: &str) -> Vec<String> {
+        self.views()
+            .iter()
+            .filter(|v| v.record.revisions.iter().any(|r| r.module == digest))
+            .map(|v| v.record.spec.name.clone())
+            .collect()
+    }
+
+    /// Takes the lock of `slot`, pipeline `name`'s, waiting for the change in progress.
+    async fn lock(&self, name: String, slot: Arc<PipelineSlot>) -> Change<'_> {
+        let guard = slot.change.clone().lock_owned().await;
+        Change { manager: self, name, slot, guard }
+    }
+
+    /// Whether `slot` is pipeline `name`'s slot now (not one deleted meanwhile).
+    fn is_current(&self, name: &str, slot: &Arc<PipelineSlot>) -> bool {
+        self.inner.pipelines.read().unwrap_or_else(|p| p.into_inner()).get(name).is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    /// A change of the existing pipeline `name`.
+    async fn change(&self, name: &str) -> Result<Change<'_>, ManagerError> {
+        loop {
+            let slot = self.slot(name).ok_or_else(|| not_found(name))?;
+            let change = self.lock(name.to_string(), slot).await;
+            if self.is_current(name, &change.slot) {
+                return Ok(change);
+            }
+        }
+    }
+
+    /// A change of pipeline `name`, which is created (a slot without a pipeline yet) if
+    /// missing. Two creates of one name are serialised by the slot's lock: the second finds
+    /// the pipeline the first made.
+    async fn change_or_create(&self, name: &str) -> Change<'_> {
+        loop {
+            let slot = self
+                .inner
+                .pipelines
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(name.to_string())
+                .or_default()
+                .clone();
+            let change = self.lock(name.to_string(), slot).await;
+            if self.is_current(name, &change.slot) {
+                return change;
+            }
+        }
+    }
+
+    /// Checks `spec`, loads its module (before anything changes: a bad module leaves the
+    /// pipeline as it is) and pins it against deletes until the returned pin is dropped.
+    async fn prepare(&self, mut spec: PipelineSpec) -> Result<(PipelineSpec, Module, ModulePin<'_>), ManagerError> {
         spec.validate()?;
         spec.module = canonical_digest(&spec.module)?;
-        // Loaded (and checked) before anything changes: a bad module leaves the pipeline as is.
         let module = self.module(&spec.module).await?;
-        let mut pipelines = self.inner.pipelines.lock().await;
-        // Deleted since it was loaded? Deletes check users under this lock (delete_module).
+        let pin = {
+            let mut pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
+            if pins.deleting.contains(&spec.module) {
+                return Err(RegistryError::NotFound { digest: spec.module }.into());
+            }
+            *pins.applying.entry(spec.module.clone()).or_default() += 1;
+            ModulePin { inner: &self.inner, digest: spec.module.clone() }
+        };
+        // Deleted since it was loaded? A delete that began after the pin refuses it.
         if self.inner.registry.info(&spec.module).await?.is_none() {
             return Err(RegistryError::NotFound { digest: spec.module }.into());
         }
-        let Some(managed) = pipelines.get_mut(&spec.name) else {
+        Ok((spec, module, pin))
+    }
+
+    /// Applies `spec`; also returns the revision a module change superseded, if any.
+    async fn apply_with_cause(&self, spec: PipelineSpec, cause: &str) -> Result<(Applied, Option<u64>), ManagerError> {
+        // Dropped after the change, so the record names the module before the pin goes.
+        let (spec, module, _pin) = self.prepare(spec).await?;
+        let mut change = self.change_or_create(&spec.name).await;
+        self.apply_locked(&mut change, spec, module, cause).await
+    }
+
+    /// Applies `spec` (checked, its module loaded) under the pipeline's lock.
+    async fn apply_locked(
+        &self,
+        change: &mut Change<'_>,
+        spec: PipelineSpec,
+        module: Module,
+        cause: &str,
+    ) -> Result<(Applied, Option<u64>), ManagerError> {
+        let (slot, managed) = change.parts();
+        let Some(managed) = managed else {
             let name = spec.name.clone();
-            let mut managed = Managed::new(PipelineRecord::new(spec));
-            self.start_with(&mut managed, module).await?;
-            if let Err(e) = self.save(&managed.record).await {
-                if let Some(pipeline) = managed.running.take() {
-                    pipeline.stop().await;
+            let mut created = Managed::new(PipelineRecord::new(spec));
+            self.start_with(&mut created, module).await?;
+            if let Err(e) = self.save(&created.record).await {
+                if let Err(stop) = self.stop_within_limit(slot, &mut created, StopKind::Leave).await {
+                    tracing::error!(pipeline = %name, "{stop}");
                 }
                 return Err(e);
             }
             tracing::info!(pipeline = %name, "pipeline created");
-            pipelines.insert(name, managed);
+            *managed = Some(created);
             return Ok((Applied::Created, None));
         };
         let old = managed.record.spec.clone();
@@ -718,9 +1071,9 @@ impl PipelineManager {
         if settings_changed && managed.running.is_some() {
             // Check the new settings where possible before stopping the running pipeline.
             self.check_topics(&record.spec).await?;
-            let previous = managed.running.take().expect("checked above");
-            // Started again at once, as the same group member.
-            previous.stop_for_restart().await;
+            // Started again at once, as the same group member. A stop that outlasts its
+            // limit leaves the old spec, `stopping`, then restarted by the retry loop.
+            self.stop_within_limit(slot, managed, StopKind::Restart).await?;
             let old_record = std::mem::replace(&mut managed.record, record.clone());
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running.
@@ -743,6 +1096,49 @@ impl PipelineManager {
         }
         managed.record = record;
         Ok((if settings_changed { Applied::Updated } else { Applied::Reloaded }, superseded))
+    }
+
+    /// Stops the running pipeline, if any, as `how`, waiting for it (and for a stop left from
+    /// before) at most [`ManagerConfig::stop_timeout`]. Past that, the stop goes on in the
+    /// background, the pipeline is `stopping`, and the call answers
+    /// [`ManagerError::StopTimeout`].
+    async fn stop_within_limit(
+        &self,
+        slot: &PipelineSlot,
+        managed: &mut Managed,
+        how: StopKind,
+    ) -> Result<(), ManagerError> {
+        if let Some(pipeline) = managed.running.take() {
+            let done = Arc::new(AtomicBool::new(false));
+            let finished = done.clone();
+            let task = tokio::spawn(async move {
+                match how {
+                    StopKind::Leave => pipeline.stop().await,
+                    StopKind::Restart => pipeline.stop_for_restart().await,
+                }
+                finished.store(true, Ordering::SeqCst);
+            });
+            managed.stopping = Some(Stopping { task, done });
+            if how == StopKind::Leave {
+                // Reads see it stopping while it stops; one that restarts shows as running,
+                // unless its stop outlasts the limit.
+                slot.publish(Some(managed));
+            }
+        }
+        self.finish_stopping(managed).await
+    }
+
+    /// Waits at most [`ManagerConfig::stop_timeout`] for the pipeline's stop under way, if any.
+    async fn finish_stopping(&self, managed: &mut Managed) -> Result<(), ManagerError> {
+        let Some(stopping) = managed.stopping.as_mut() else { return Ok(()) };
+        let limit = self.inner.stop_timeout;
+        if tokio::time::timeout(limit, &mut stopping.task).await.is_err() {
+            let name = managed.record.spec.name.clone();
+            tracing::warn!(pipeline = %name, "the pipeline did not stop within {limit:?}; its stop goes on");
+            return Err(ManagerError::StopTimeout { name, limit });
+        }
+        managed.stopping = None;
+        Ok(())
     }
 
     /// The module `digest`, loaded once and kept.
@@ -779,11 +1175,14 @@ impl PipelineManager {
         }
     }
 
+    /// Starts the pipeline, once a stop of it still under way has ended (the new consumer
+    /// joins the group as the same member).
     async fn start_with(&self, managed: &mut Managed, module: Module) -> Result<(), ManagerError> {
         let spec = managed.record.spec.clone();
         if self.shutting_down() {
             return Err(ManagerError::Start { name: spec.name, reason: "the runtime is shutting down".into() });
         }
+        self.finish_stopping(managed).await?;
         let start_error = |e: anyhow::Error| ManagerError::Start { name: spec.name.clone(), reason: format!("{e:#}") };
         if self.inner.create_topics.is_some() {
             self.check_topics(&spec).await?;
@@ -844,6 +1243,20 @@ impl PipelineManager {
         let (store, record) = (self.inner.store.clone(), record.clone());
         blocking(move || store.save(&record)).await
     }
+
+    /// Tries once to start pipeline `name` (`slot`), which should run but does not, unless a
+    /// change of it is under way (that change decides).
+    async fn retry_start(&self, name: String, slot: Arc<PipelineSlot>) {
+        let Ok(guard) = slot.change.clone().try_lock_owned() else { return };
+        let mut change = Change { manager: self, name, slot, guard };
+        let (_, Some(managed)) = change.parts() else { return };
+        if managed.record.state == DesiredState::Running && managed.running.is_none() {
+            self.start(managed).await;
+            if managed.running.is_some() {
+                tracing::info!(pipeline = %managed.record.spec.name, "pipeline started after an earlier failure");
+            }
+        }
+    }
 }
 
 /// The file in the data directory a runtime holds locked while it runs.
@@ -895,7 +1308,8 @@ async fn blocking(work: impl FnOnce() -> Result<(), StoreError> + Send + 'static
 }
 
 /// Tries again, every [`RESTART_INTERVAL`], to start the pipelines that should run but do
-/// not; ends with the manager.
+/// not, all at once, each under its own lock: a retry waiting on the broker holds back
+/// neither reads nor changes of other pipelines. Ends with the manager.
 async fn restart_failed(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(RESTART_INTERVAL).await;
@@ -904,14 +1318,14 @@ async fn restart_failed(inner: std::sync::Weak<Inner>) {
         if manager.shutting_down() {
             return;
         }
-        let mut pipelines = manager.inner.pipelines.lock().await;
-        for managed in pipelines.values_mut() {
-            if managed.record.state == DesiredState::Running && managed.running.is_none() {
-                manager.start(managed).await;
-                if managed.running.is_some() {
-                    tracing::info!(pipeline = %managed.record.spec.name, "pipeline started after an earlier failure");
-                }
-            }
-        }
+        let failed: Vec<(String, Arc<PipelineSlot>)> = {
+            let pipelines = manager.inner.pipelines.read().unwrap_or_else(|p| p.into_inner());
+            pipelines
+                .iter()
+                .filter(|(_, slot)| slot.view().is_some_and(|v| v.should_start()))
+                .map(|(name, slot)| (name.clone(), slot.clone()))
+                .collect()
+        };
+        futures_util::future::join_all(failed.into_iter().map(|(name, slot)| manager.retry_start(name, slot))).await;
     }
 }
