@@ -2,6 +2,7 @@
 
 mod admin;
 mod cache_conformance;
+mod cache_contract;
 mod cache_resilience;
 mod cache_tls;
 mod control;
