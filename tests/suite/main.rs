@@ -13,3 +13,4 @@ mod limits;
 mod modules;
 mod pipelines;
 mod scaffold;
+mod serve_engine_limits;
