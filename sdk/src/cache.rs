@@ -1,7 +1,8 @@
 //! The pipeline's key-value cache, shared by every partition of the pipeline.
 //!
 //! Every backend (in-memory, Redis, Memcached, and the native [`testing`](crate::testing)
-//! stand-in) gives these calls the same meaning:
+//! stand-in) gives these calls the same meaning, checked by the same code (the
+//! `sluice-contract` crate, which the runtime uses too):
 //!
 //! - **Keys** are 1 to [`MAX_KEY_BYTES`] (200) bytes of UTF-8 without whitespace or control
 //!   characters; other keys fail with [`CacheError::InvalidKey`]. The runtime namespaces keys
@@ -10,8 +11,8 @@
 //!   [`CacheError::TooLarge`].
 //! - **TTLs** are whole seconds from 1 to [`MAX_TTL_SECONDS`] (2,592,000, 30 days); `None`
 //!   means no expiry. A [`Duration`] is rounded **up** to whole seconds (250 ms becomes 1 s).
-//!   Other TTLs (zero, over 30 days) fail with [`CacheError::InvalidArgument`]. An expired key
-//!   reads as missing.
+//!   Other TTLs (zero, over 30 days) fail with [`CacheError::InvalidArgument`]: a TTL of zero
+//!   is an error, not "no expiry". An expired key reads as missing.
 //! - **Counters**: [`incr`] creates a missing key as 0, then adds `delta`, so the first call
 //!   returns `delta`. The TTL applies only when the call creates the key; incrementing an
 //!   existing counter keeps its expiry (a fixed window). Counters are stored as decimal text,
@@ -19,6 +20,9 @@
 //!   `i64` range, fails with [`CacheError::NotANumber`].
 //! - **Batches**: [`get_many`], [`set_many`] and [`incr_many`] take at most
 //!   [`MAX_BATCH_ENTRIES`] (1,000) keys or entries, else [`CacheError::InvalidArgument`].
+//! - **Several broken rules**: a call fails on the first it breaks, in the order key, value,
+//!   TTL (`set`, `incr`); batch size, TTL, then each entry (`get_many`, `set_many`,
+//!   `incr_many`).
 //! - **Outages** fail with [`CacheError::Unavailable`]; converted with `?` into an
 //!   [`Error`](crate::Error), that becomes a retryable record error.
 //!
@@ -26,7 +30,6 @@
 //! values derived from the record, and count with [`incr`] only where a replay counting twice
 //! is acceptable or where the key itself makes the count idempotent.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -34,66 +37,20 @@ use serde::de::DeserializeOwned;
 
 use crate::Result;
 
+use sluice_contract::cache::limits;
+
 /// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 200;
+pub const MAX_KEY_BYTES: usize = limits::MAX_KEY_BYTES;
 /// Largest value, in bytes.
-pub const MAX_VALUE_BYTES: usize = 1_000_000;
+pub const MAX_VALUE_BYTES: usize = limits::MAX_VALUE_BYTES;
 /// Longest TTL, in seconds (30 days).
-pub const MAX_TTL_SECONDS: u32 = 2_592_000;
+pub const MAX_TTL_SECONDS: u32 = limits::MAX_TTL_SECONDS;
 /// Most keys or entries in one `get_many`, `set_many` or `incr_many` call.
-pub const MAX_BATCH_ENTRIES: usize = 1_000;
+pub const MAX_BATCH_ENTRIES: usize = limits::MAX_BATCH_KEYS;
 
-/// Why a cache call failed. Each variant carries a message for operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CacheError {
-    /// The backend could not be reached or did not answer in time; the call may succeed later.
-    Unavailable(String),
-    /// The key is empty, too long, or has whitespace or control characters.
-    InvalidKey(String),
-    /// The value is larger than [`MAX_VALUE_BYTES`].
-    TooLarge(String),
-    /// `incr` on a value that is not a signed 64-bit decimal integer, or that would overflow.
-    NotANumber(String),
-    /// Any other argument out of range (a TTL of 0 or over 30 days, too many keys).
-    InvalidArgument(String),
-    /// Any other backend failure.
-    Other(String),
-}
-
-impl CacheError {
-    /// `true` for [`CacheError::Unavailable`]: the only cache error worth retrying.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, CacheError::Unavailable(_))
-    }
-
-    /// The message the error carries.
-    pub fn message(&self) -> &str {
-        match self {
-            CacheError::Unavailable(m)
-            | CacheError::InvalidKey(m)
-            | CacheError::TooLarge(m)
-            | CacheError::NotANumber(m)
-            | CacheError::InvalidArgument(m)
-            | CacheError::Other(m) => m,
-        }
-    }
-}
-
-impl fmt::Display for CacheError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self {
-            CacheError::Unavailable(_) => "cache unavailable",
-            CacheError::InvalidKey(_) => "invalid cache key",
-            CacheError::TooLarge(_) => "cache value too large",
-            CacheError::NotANumber(_) => "cache value is not a number",
-            CacheError::InvalidArgument(_) => "invalid cache argument",
-            CacheError::Other(_) => "cache error",
-        };
-        write!(f, "{what}: {}", self.message())
-    }
-}
-
-impl std::error::Error for CacheError {}
+/// Why a cache call failed. Each variant carries a message for operators. The same type as
+/// the runtime's, from the contract both share.
+pub use sluice_contract::cache::CacheError;
 
 /// A TTL as the host takes it: whole seconds, rounded up; too large a TTL saturates, so the host
 /// rejects it as out of range.

@@ -5,9 +5,11 @@
 //! `#[test]` runs on its own thread, so tests never see each other's state. Tests that run
 //! several steps on one thread can start over with [`reset`].
 //!
-//! The stand-in cache follows the same rules as the runtime's caches (see [`crate::cache`]):
-//! the key, value, TTL and batch limits, counters created at 0 and stored as decimal text, TTLs
-//! that apply only when `incr` creates a key, and expiry measured with [`Instant`].
+//! The stand-in cache follows the same rules as the runtime's caches (see [`crate::cache`]),
+//! checked by the same code (the `sluice-contract` crate): the key, value, TTL and batch limits
+//! in the same order, counters created at 0 and stored as decimal text, TTLs that apply only
+//! when `incr` creates a key, and expiry measured with [`Instant`]. The contract's conformance
+//! cases run against both in the integration suite.
 //!
 //! ```
 //! use sluice_sdk::{cache, testing, Output, Outputs, Record, Result};
@@ -119,7 +121,8 @@ fn with_host<R>(f: impl FnOnce(&mut Host) -> R) -> R {
 /// The host calls of the `cache`, `log` and `config` modules on native targets.
 pub(crate) mod stand_in {
     use super::*;
-    use crate::cache::{CacheError, MAX_BATCH_ENTRIES, MAX_KEY_BYTES, MAX_TTL_SECONDS, MAX_VALUE_BYTES};
+    use crate::cache::CacheError;
+    use sluice_contract::cache as contract;
 
     type CacheResult<T> = std::result::Result<T, CacheError>;
 
@@ -133,66 +136,13 @@ pub(crate) mod stand_in {
         })
     }
 
-    fn check_key(key: &str) -> CacheResult<()> {
-        if key.is_empty() {
-            return Err(CacheError::InvalidKey("key is empty".to_owned()));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(CacheError::InvalidKey(format!(
-                "key is {} bytes, over the limit of {MAX_KEY_BYTES}",
-                key.len()
-            )));
-        }
-        if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(CacheError::InvalidKey(format!("key {key:?} has whitespace or control characters")));
-        }
-        Ok(())
-    }
-
-    fn check_value(value: &[u8]) -> CacheResult<()> {
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(CacheError::TooLarge(format!(
-                "value is {} bytes, over the limit of {MAX_VALUE_BYTES}",
-                value.len()
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_ttl(ttl_seconds: Option<u32>) -> CacheResult<Option<Duration>> {
-        match ttl_seconds {
-            None => Ok(None),
-            Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Ok(Some(Duration::from_secs(u64::from(s)))),
-            Some(s) => Err(CacheError::InvalidArgument(format!("TTL of {s} s is outside 1..={MAX_TTL_SECONDS} s"))),
-        }
-    }
-
-    fn check_batch(len: usize) -> CacheResult<()> {
-        if len > MAX_BATCH_ENTRIES {
-            return Err(CacheError::InvalidArgument(format!(
-                "{len} entries in one call, over the limit of {MAX_BATCH_ENTRIES}"
-            )));
-        }
-        Ok(())
+    /// A TTL the contract has accepted, as a duration.
+    fn ttl(ttl_seconds: Option<u32>) -> Option<Duration> {
+        ttl_seconds.map(|s| Duration::from_secs(u64::from(s)))
     }
 
     fn live<'a>(cache: &'a HashMap<String, Entry>, key: &str, now: Instant) -> Option<&'a Entry> {
         cache.get(key).filter(|entry| entry.is_live(now))
-    }
-
-    /// Parses a counter in the one form every host backend accepts: `0`, or an optional `-`
-    /// and digits without leading zeros (`42`, `-3`; not `007`, `+5` or `-0`), within `i64`.
-    fn parse_counter(bytes: &[u8]) -> Option<i64> {
-        let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
-        let canonical = match digits {
-            [b'0'] => digits.len() == bytes.len(),
-            [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
-            _ => false,
-        };
-        if !canonical {
-            return None;
-        }
-        std::str::from_utf8(bytes).ok()?.parse().ok()
     }
 
     fn incr_one(
@@ -204,49 +154,46 @@ pub(crate) mod stand_in {
     ) -> CacheResult<i64> {
         let (value, expires_at) = match live(cache, key, now) {
             Some(entry) => {
-                let current = parse_counter(&entry.value).ok_or_else(|| {
-                    CacheError::NotANumber(format!("value at {key:?} is not a signed 64-bit decimal integer"))
-                })?;
-                let value = current.checked_add(delta).ok_or_else(|| {
-                    CacheError::NotANumber(format!("{current} + {delta} at {key:?} overflows a signed 64-bit integer"))
-                })?;
+                let current = contract::parse_counter(key, &entry.value)?;
+                let value = contract::add_to_counter(key, current, delta)?;
                 (value, entry.expires_at)
             }
             None => (delta, ttl.map(|ttl| now + ttl)),
         };
-        cache.insert(key.to_owned(), Entry { value: value.to_string().into_bytes(), expires_at });
+        cache.insert(key.to_owned(), Entry { value: contract::format_counter(value).into_bytes(), expires_at });
         Ok(value)
     }
 
     pub(crate) fn cache_get(key: &str) -> CacheResult<Option<Vec<u8>>> {
         with_cache(|cache, now| {
-            check_key(key)?;
+            contract::check_get(key)?;
             Ok(live(cache, key, now).map(|entry| entry.value.clone()))
         })
     }
 
     pub(crate) fn cache_get_many(keys: &[&str]) -> CacheResult<Vec<Option<Vec<u8>>>> {
         with_cache(|cache, now| {
-            check_batch(keys.len())?;
-            keys.iter().try_for_each(|key| check_key(key))?;
+            contract::check_get_many(keys.iter().copied())?;
             Ok(keys.iter().map(|key| live(cache, key, now).map(|entry| entry.value.clone())).collect())
         })
     }
 
     pub(crate) fn cache_set(key: &str, value: &[u8], ttl_seconds: Option<u32>) -> CacheResult<()> {
-        cache_set_many(&[(key, value)], ttl_seconds)
+        with_cache(|cache, now| {
+            contract::check_set(key, value, ttl_seconds)?;
+            cache.insert(
+                key.to_owned(),
+                Entry { value: value.to_vec(), expires_at: ttl(ttl_seconds).map(|ttl| now + ttl) },
+            );
+            Ok(())
+        })
     }
 
     pub(crate) fn cache_set_many(entries: &[(&str, &[u8])], ttl_seconds: Option<u32>) -> CacheResult<()> {
         with_cache(|cache, now| {
-            check_batch(entries.len())?;
-            let ttl = check_ttl(ttl_seconds)?;
+            contract::check_set_many(entries.iter().copied(), ttl_seconds)?;
             for (key, value) in entries {
-                check_key(key)?;
-                check_value(value)?;
-            }
-            for (key, value) in entries {
-                let entry = Entry { value: value.to_vec(), expires_at: ttl.map(|ttl| now + ttl) };
+                let entry = Entry { value: value.to_vec(), expires_at: ttl(ttl_seconds).map(|ttl| now + ttl) };
                 cache.insert((*key).to_owned(), entry);
             }
             Ok(())
@@ -255,24 +202,21 @@ pub(crate) mod stand_in {
 
     pub(crate) fn cache_incr(key: &str, delta: i64, ttl_seconds: Option<u32>) -> CacheResult<i64> {
         with_cache(|cache, now| {
-            check_key(key)?;
-            let ttl = check_ttl(ttl_seconds)?;
-            incr_one(cache, key, delta, ttl, now)
+            contract::check_incr(key, ttl_seconds)?;
+            incr_one(cache, key, delta, ttl(ttl_seconds), now)
         })
     }
 
     pub(crate) fn cache_incr_many(entries: &[(&str, i64)], ttl_seconds: Option<u32>) -> CacheResult<Vec<i64>> {
         with_cache(|cache, now| {
-            check_batch(entries.len())?;
-            let ttl = check_ttl(ttl_seconds)?;
-            entries.iter().try_for_each(|(key, _)| check_key(key))?;
-            entries.iter().map(|(key, delta)| incr_one(cache, key, *delta, ttl, now)).collect()
+            contract::check_incr_many(entries.iter().map(|(key, _)| *key), ttl_seconds)?;
+            entries.iter().map(|(key, delta)| incr_one(cache, key, *delta, ttl(ttl_seconds), now)).collect()
         })
     }
 
     pub(crate) fn cache_delete(key: &str) -> CacheResult<bool> {
         with_cache(|cache, now| {
-            check_key(key)?;
+            contract::check_get(key)?;
             Ok(cache.remove(key).is_some_and(|entry| entry.is_live(now)))
         })
     }
@@ -291,21 +235,6 @@ pub(crate) mod stand_in {
 
     pub(crate) fn config_all() -> Vec<(String, String)> {
         with_host(|host| host.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::parse_counter;
-
-        #[test]
-        fn counters_are_plain_decimal_text() {
-            assert_eq!(parse_counter(b"42"), Some(42));
-            assert_eq!(parse_counter(b"-3"), Some(-3));
-            assert_eq!(parse_counter(b"9223372036854775807"), Some(i64::MAX));
-            for bad in [&b""[..], b"-", b"+1", b" 1", b"1.5", b"abc", b"9223372036854775808"] {
-                assert_eq!(parse_counter(bad), None, "{bad:?}");
-            }
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod cache_conformance;
+mod cache_contract;
 mod cache_resilience;
 mod cache_tls;
 mod control;
@@ -14,3 +15,4 @@ mod locking;
 mod modules;
 mod pipelines;
 mod scaffold;
+mod serve_engine_limits;

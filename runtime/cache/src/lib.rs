@@ -32,75 +32,22 @@ pub use url::{CacheUrl, connect, redact_url};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
-/// Limits on cache calls. They are the same on every backend, so a function that works on the
-/// in-memory cache works unchanged on Memcached or Redis.
-pub mod limits {
-    /// Longest key a function may use, in bytes (before the namespace prefix). Memcached allows
-    /// 250 bytes in all; the rest is kept for the namespace.
-    pub const MAX_KEY_BYTES: usize = 200;
-    /// Longest namespace, in bytes.
-    pub const MAX_NAMESPACE_BYTES: usize = 48;
-    /// Largest value, in bytes. Memcached's default item size is 1 MiB including its own
-    /// overhead; this leaves room for it.
-    pub const MAX_VALUE_BYTES: usize = 1_000_000;
-    /// Longest TTL, in seconds (30 days). Memcached reads larger TTLs as absolute Unix times.
-    pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 60 * 60;
-    /// Most keys in one `get-many` or entries in one `set-many`.
-    pub const MAX_BATCH_KEYS: usize = 1_000;
-    /// Most bytes the host buffers for one `get-many` answer before handing it to the guest.
-    pub const MAX_HOST_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
-}
+/// Limits on cache calls, from the contract the SDK shares: the same on every backend, so a
+/// function that works on the in-memory cache works unchanged on Memcached or Redis.
+pub use sluice_contract::cache::limits;
 
-/// Why a cache call failed. The variants match the WIT `cache-error` variant one to one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CacheError {
-    /// The backend could not be reached or did not answer in time.
-    #[error("cache unavailable: {0}")]
-    Unavailable(String),
-    /// The key is empty, too long, or has forbidden characters.
-    #[error("invalid cache key: {0}")]
-    InvalidKey(String),
-    /// A value (or a batch answer) is larger than the limit.
-    #[error("cache value too large: {0}")]
-    TooLarge(String),
-    /// `incr` on a value that is not a signed 64-bit decimal, or an overflow.
-    #[error("cache value is not a number: {0}")]
-    NotANumber(String),
-    /// Another argument is out of range.
-    #[error("invalid cache argument: {0}")]
-    InvalidArgument(String),
-    /// Any other backend failure.
-    #[error("cache error: {0}")]
-    Other(String),
-}
+/// Why a cache call failed, from the contract the SDK shares. The variants match the WIT
+/// `cache-error` variant one to one.
+pub use sluice_contract::cache::CacheError;
 
-/// How the message of an [`CacheError::Unavailable`] for a deadline that passed starts; see
-/// [`CacheError::timed_out`].
-const TIMED_OUT_PREFIX: &str = "timed out after ";
+/// The contract's rules of a key, and of the counter text `incr` reads and writes.
+pub use sluice_contract::cache::{add_to_counter, check_key, format_counter, parse_counter};
 
-impl CacheError {
-    /// `true` when the same call may succeed later.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, CacheError::Unavailable(_))
-    }
-
-    /// The [`CacheError::Unavailable`] of a call to `backend` (e.g. `redis at 10.0.0.5:6379`)
-    /// that did not complete within `timeout`. Backends build every deadline error with this, so
-    /// [`CacheError::is_timeout`] can tell a slow backend from an unreachable one.
-    pub fn timed_out(backend: &str, timeout: Duration) -> CacheError {
-        CacheError::Unavailable(format!("{TIMED_OUT_PREFIX}{} ms: {backend} did not answer", timeout.as_millis()))
-    }
-
-    /// `true` for an [`CacheError::Unavailable`] made by [`CacheError::timed_out`]: the backend
-    /// did not answer in time (as opposed to refusing or dropping the connection).
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, CacheError::Unavailable(message) if message.starts_with(TIMED_OUT_PREFIX))
-    }
-}
+use sluice_contract::cache as contract;
 
 /// A storage backend for [`Cache`]. Implementations receive keys that are already validated
 /// and namespaced, values within [`limits::MAX_VALUE_BYTES`], and TTLs within range.
@@ -143,13 +90,7 @@ pub struct Namespace(Arc<str>);
 impl Namespace {
     /// A namespace of 1 to [`limits::MAX_NAMESPACE_BYTES`] ASCII letters, digits, `_`, `-`, `.`.
     pub fn new(name: &str) -> Result<Self, CacheError> {
-        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-        if name.is_empty() || name.len() > limits::MAX_NAMESPACE_BYTES || !name.chars().all(valid_char) {
-            return Err(CacheError::InvalidArgument(format!(
-                "namespace {name:?} must be 1 to {} ASCII letters, digits, '_', '-' or '.'",
-                limits::MAX_NAMESPACE_BYTES
-            )));
-        }
+        contract::check_namespace(name)?;
         Ok(Namespace(name.into()))
     }
 
@@ -160,11 +101,7 @@ impl Namespace {
 
     /// The backend key for a function's `key`: `<namespace>:<key>`.
     fn qualify(&self, key: &str) -> String {
-        let mut full = String::with_capacity(self.0.len() + 1 + key.len());
-        full.push_str(&self.0);
-        full.push(':');
-        full.push_str(key);
-        full
+        contract::qualify(&self.0, key)
     }
 }
 
@@ -338,8 +275,8 @@ impl Cache {
     }
 
     async fn get_many_checked(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        check_batch_len(keys.len())?;
-        let keys = keys.iter().map(|k| self.key(k)).collect::<Result<Vec<_>, _>>()?;
+        contract::check_get_many(keys.iter().map(String::as_str))?;
+        let keys = keys.iter().map(|k| self.namespace.qualify(k)).collect::<Vec<_>>();
         let values = self.timed(self.backend.get_many(&keys)).await?;
         let buffered: usize = values.iter().flatten().map(Vec::len).sum();
         if buffered > limits::MAX_HOST_BUFFERED_BYTES {
@@ -354,10 +291,8 @@ impl Cache {
     /// See the WIT `cache.set`.
     pub async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
         let result = async {
-            let key = self.key(key)?;
-            check_value(value)?;
-            check_ttl(ttl_seconds)?;
-            self.timed(self.backend.set(&key, value, ttl_seconds)).await
+            contract::check_set(key, value, ttl_seconds)?;
+            self.timed(self.backend.set(&self.namespace.qualify(key), value, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -367,12 +302,8 @@ impl Cache {
     /// See the WIT `cache.set-many`.
     pub async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
         let result = async {
-            check_batch_len(entries.len())?;
-            check_ttl(ttl_seconds)?;
-            let entries = entries
-                .iter()
-                .map(|(k, v)| Ok((self.key(k)?, check_value(v).map(|()| v.clone())?)))
-                .collect::<Result<Vec<_>, CacheError>>()?;
+            contract::check_set_many(entries.iter().map(|(k, v)| (k.as_str(), v.as_slice())), ttl_seconds)?;
+            let entries = entries.iter().map(|(k, v)| (self.namespace.qualify(k), v.clone())).collect::<Vec<_>>();
             self.timed(self.backend.set_many(&entries, ttl_seconds)).await
         }
         .await;
@@ -383,9 +314,8 @@ impl Cache {
     /// See the WIT `cache.incr`.
     pub async fn incr(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, CacheError> {
         let result = async {
-            let key = self.key(key)?;
-            check_ttl(ttl_seconds)?;
-            self.timed(self.backend.incr(&key, delta, ttl_seconds)).await
+            contract::check_incr(key, ttl_seconds)?;
+            self.timed(self.backend.incr(&self.namespace.qualify(key), delta, ttl_seconds)).await
         }
         .await;
         self.count_write(&result);
@@ -395,10 +325,8 @@ impl Cache {
     /// See the WIT `cache.incr-many`.
     pub async fn incr_many(&self, entries: &[(String, i64)], ttl_seconds: Option<u32>) -> Result<Vec<i64>, CacheError> {
         let result = async {
-            check_batch_len(entries.len())?;
-            check_ttl(ttl_seconds)?;
-            let entries =
-                entries.iter().map(|(k, d)| Ok((self.key(k)?, *d))).collect::<Result<Vec<_>, CacheError>>()?;
+            contract::check_incr_many(entries.iter().map(|(k, _)| k.as_str()), ttl_seconds)?;
+            let entries = entries.iter().map(|(k, d)| (self.namespace.qualify(k), *d)).collect::<Vec<_>>();
             self.timed(self.backend.incr_many(&entries, ttl_seconds)).await
         }
         .await;
@@ -457,111 +385,22 @@ impl Cache {
         self.stats.count(result);
     }
 
+    /// The backend key of `key`, checked as a `get` or `delete` checks it.
     fn key(&self, key: &str) -> Result<String, CacheError> {
-        check_key(key)?;
+        contract::check_get(key)?;
         Ok(self.namespace.qualify(key))
     }
 }
 
-/// Checks a function's key against the rules every backend shares (those of memcached's text
-/// protocol): 1 to [`limits::MAX_KEY_BYTES`] bytes, no spaces or control characters.
-pub fn check_key(key: &str) -> Result<(), CacheError> {
-    if key.is_empty() {
-        return Err(CacheError::InvalidKey("key is empty".into()));
-    }
-    if key.len() > limits::MAX_KEY_BYTES {
-        return Err(CacheError::InvalidKey(format!(
-            "key of {} bytes is over the {} byte limit",
-            key.len(),
-            limits::MAX_KEY_BYTES
-        )));
-    }
-    if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(CacheError::InvalidKey(format!(
-            "key {key:?} contains {c:?}; spaces and control characters are not allowed"
-        )));
-    }
-    Ok(())
-}
-
-fn check_value(value: &[u8]) -> Result<(), CacheError> {
-    if value.len() > limits::MAX_VALUE_BYTES {
-        return Err(CacheError::TooLarge(format!(
-            "value of {} bytes is over the {} byte limit",
-            value.len(),
-            limits::MAX_VALUE_BYTES
-        )));
-    }
-    Ok(())
-}
-
-fn check_ttl(ttl_seconds: Option<u32>) -> Result<(), CacheError> {
-    match ttl_seconds {
-        Some(ttl) if ttl == 0 || ttl > limits::MAX_TTL_SECONDS => Err(CacheError::InvalidArgument(format!(
-            "TTL of {ttl} s is out of range: use 1 to {} s, or no TTL",
-            limits::MAX_TTL_SECONDS
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn check_batch_len(len: usize) -> Result<(), CacheError> {
-    if len > limits::MAX_BATCH_KEYS {
-        return Err(CacheError::InvalidArgument(format!(
-            "{len} keys in one call is over the {} key limit",
-            limits::MAX_BATCH_KEYS
-        )));
-    }
-    Ok(())
-}
-
-/// Parses a stored counter: signed 64-bit decimal text in its one canonical form, the form
-/// `incr` writes: an optional `-`, then digits without leading zeros (`0`, `42`, `-3`; not `007`,
-/// `+5`, `-0` or ` 5`). Shared by backends that keep counters as text and must agree on what a
-/// number is; the canonical form is what Redis' `INCRBY` accepts, so all backends agree.
-pub fn parse_counter(key: &str, raw: &[u8]) -> Result<i64, CacheError> {
-    let digits = raw.strip_prefix(b"-").unwrap_or(raw);
-    let canonical = match digits {
-        [b'0'] => digits.len() == raw.len(),
-        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
-        _ => false,
-    };
-    canonical
-        .then(|| std::str::from_utf8(raw).ok()?.parse::<i64>().ok())
-        .flatten()
-        .ok_or_else(|| CacheError::NotANumber(format!("value at {key:?} is not a signed 64-bit decimal integer")))
-}
-
-/// Adds `delta` to `current`, or says why it cannot.
-pub fn add_to_counter(key: &str, current: i64, delta: i64) -> Result<i64, CacheError> {
-    current
-        .checked_add(delta)
-        .ok_or_else(|| CacheError::NotANumber(format!("incr of {current} by {delta} at {key:?} overflows 64 bits")))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn counters_are_read_only_in_their_canonical_decimal_form() {
-        for (text, value) in [("0", 0), ("42", 42), ("-3", -3), ("9223372036854775807", i64::MAX)] {
-            assert_eq!(parse_counter("k", text.as_bytes()), Ok(value), "{text}");
-        }
-        assert_eq!(parse_counter("k", b"-9223372036854775808"), Ok(i64::MIN));
-        for text in ["", "-", "007", "+5", "-0", " 5", "5 ", "1.5", "1e3", "9223372036854775808", "٣"] {
-            assert!(matches!(parse_counter("k", text.as_bytes()), Err(CacheError::NotANumber(_))), "{text:?}");
-        }
-    }
-
-    #[test]
-    fn timeouts_are_told_apart_from_other_unavailability() {
+    fn timeouts_are_counted_apart_from_other_unavailability() {
         let timeout = CacheError::timed_out("redis at h:1", Duration::from_millis(500));
-        assert!(timeout.is_timeout() && timeout.is_unavailable());
-        assert_eq!(timeout.to_string(), "cache unavailable: timed out after 500 ms: redis at h:1 did not answer");
-        assert!(!CacheError::Unavailable("redis at h:1 is not reachable".into()).is_timeout());
-        assert!(!CacheError::Other("timed out after 1 ms".into()).is_timeout());
-
         let stats = CacheStats::default();
         stats.count::<()>(&Err(timeout));
         stats.count::<()>(&Err(CacheError::Unavailable("refused".into())));

@@ -16,6 +16,7 @@ use moka::Expiry;
 use moka::ops::compute::Op;
 use moka::sync::Cache as MokaCache;
 
+use super::format_counter;
 use super::{CacheBackend, CacheError, add_to_counter, parse_counter};
 
 /// An in-process cache with a size bound and TTL expiry.
@@ -42,7 +43,7 @@ impl Stored {
     fn to_bytes(&self) -> Vec<u8> {
         match self {
             Stored::Bytes(bytes) => bytes.to_vec(),
-            Stored::Counter(n) => n.load(Ordering::SeqCst).to_string().into_bytes(),
+            Stored::Counter(n) => format_counter(n.load(Ordering::SeqCst)).into_bytes(),
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use sluice_admin::listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_CAP};
 use sluice_admin::{self as admin, AdminConfig, ConnectionLimits, REQUEST_TIMEOUT, check_listen_address};
+use sluice_engine::Limits;
 use sluice_kafka::KafkaConfig;
 use sluice_pipeline::manager::{Declared, ManagerConfig, PipelineManager};
 use sluice_pipeline::registry::pipelines::DEFAULT_KEEP_VERSIONS;
@@ -44,6 +45,12 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// header_read_timeout_secs = 10     # a request head; also the idle keep-alive limit (1 to 600)
 /// max_connections = 256             # open at once (1 to 65,536)
 ///
+/// [engine]                          # limits of every function instance (docs/limits.md)
+/// max_memory_mib = 64               # linear memory per instance (1 to 4,096)
+/// max_cpu_ms_per_call = 2000        # guest CPU time per call (10 to 3,600,000)
+/// call_timeout_ms = 10000           # wall clock per call, host calls included (10 to 3,600,000)
+/// max_module_mib = 32               # largest module accepted (1 to 1,024)
+///
 /// [[pipeline]]                      # optional: pipelines can also be deployed over the API
 /// name = "word-count"
 /// inputs = ["sentences"]
@@ -63,6 +70,9 @@ pub struct ServeConfig {
     /// The admin API.
     #[serde(default)]
     pub admin: AdminSettings,
+    /// The limits of modules and function instances.
+    #[serde(default)]
+    pub engine: EngineSettings,
     /// Module versions kept per pipeline for rollback. Default 10.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: usize,
@@ -167,6 +177,112 @@ impl AdminSettings {
     }
 }
 
+/// The `[engine]` table: the limits an operator sets on modules and function instances
+/// ([`Limits`]), in whole units named by each key. Every key has the default of
+/// [`Limits::default`] and a range checked at start-up ([`EngineSettings::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// [`Limits::max_module_bytes`], in MiB: 1 to [`MAX_MODULE_MIB`]. Default 32.
+    pub max_module_mib: u64,
+    /// [`Limits::max_memory_bytes`], in MiB: 1 to [`MAX_MEMORY_MIB`] (all a 32-bit memory can
+    /// address). Default 64.
+    pub max_memory_mib: u64,
+    /// [`Limits::max_cpu_per_call`], in milliseconds: [`MIN_CALL_MS`] (one epoch tick) to
+    /// [`MAX_CALL_MS`]. Default 2,000.
+    pub max_cpu_ms_per_call: u64,
+    /// [`Limits::call_timeout`], in milliseconds: [`MIN_CALL_MS`] to [`MAX_CALL_MS`].
+    /// Default 10,000.
+    pub call_timeout_ms: u64,
+    /// [`Limits::max_outputs_per_batch`]: 1 to [`MAX_OUTPUTS_PER_BATCH`]. Default 250,000.
+    pub max_outputs_per_batch: u64,
+    /// [`Limits::max_output_bytes_per_batch`], in MiB: 1 to [`MAX_OUTPUT_MIB_PER_BATCH`].
+    /// Default 16.
+    pub max_output_mib_per_batch: u64,
+    /// [`Limits::max_instances`]: 1 to [`MAX_INSTANCES`]. Default 1,000.
+    pub max_instances: u64,
+    /// [`Limits::max_log_line_bytes`]: [`MIN_LOG_LINE_BYTES`] to [`MAX_LOG_LINE_BYTES`].
+    /// Default 4,096.
+    pub max_log_line_bytes: u64,
+}
+
+/// One MiB.
+const MIB: u64 = 1024 * 1024;
+/// The highest `[engine] max_module_mib`: 1 GiB.
+pub const MAX_MODULE_MIB: u64 = 1024;
+/// The highest `[engine] max_memory_mib`: 4 GiB, all a 32-bit linear memory can address.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+/// The lowest `[engine] max_cpu_ms_per_call` and `call_timeout_ms`: one epoch tick
+/// ([`Limits::EPOCH_TICK`]).
+pub const MIN_CALL_MS: u64 = Limits::EPOCH_TICK.as_millis() as u64;
+/// The highest `[engine] max_cpu_ms_per_call` and `call_timeout_ms`: an hour.
+pub const MAX_CALL_MS: u64 = 3_600_000;
+/// The highest `[engine] max_outputs_per_batch`.
+pub const MAX_OUTPUTS_PER_BATCH: u64 = 10_000_000;
+/// The highest `[engine] max_output_mib_per_batch`: 1 GiB.
+pub const MAX_OUTPUT_MIB_PER_BATCH: u64 = 1024;
+/// The highest `[engine] max_instances`. The pooling allocator reserves address space for
+/// every instance's memories up front, so this bounds what one process reserves.
+pub const MAX_INSTANCES: u64 = 4_000;
+/// The lowest `[engine] max_log_line_bytes`.
+pub const MIN_LOG_LINE_BYTES: u64 = 80;
+/// The highest `[engine] max_log_line_bytes`: 1 MiB.
+pub const MAX_LOG_LINE_BYTES: u64 = MIB;
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let limits = Limits::default();
+        EngineSettings {
+            max_module_mib: limits.max_module_bytes as u64 / MIB,
+            max_memory_mib: limits.max_memory_bytes as u64 / MIB,
+            max_cpu_ms_per_call: limits.max_cpu_per_call.as_millis() as u64,
+            call_timeout_ms: limits.call_timeout.as_millis() as u64,
+            max_outputs_per_batch: limits.max_outputs_per_batch as u64,
+            max_output_mib_per_batch: limits.max_output_bytes_per_batch as u64 / MIB,
+            max_instances: u64::from(limits.max_instances),
+            max_log_line_bytes: limits.max_log_line_bytes as u64,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// Checks that every number is in its range; the error names the key and the range.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("[engine] {name} = {value} is out of range: use a whole number from {min} to {max}"))
+            }
+        };
+        check("max_module_mib", self.max_module_mib, 1, MAX_MODULE_MIB)?;
+        check("max_memory_mib", self.max_memory_mib, 1, MAX_MEMORY_MIB)?;
+        check("max_cpu_ms_per_call", self.max_cpu_ms_per_call, MIN_CALL_MS, MAX_CALL_MS)?;
+        check("call_timeout_ms", self.call_timeout_ms, MIN_CALL_MS, MAX_CALL_MS)?;
+        check("max_outputs_per_batch", self.max_outputs_per_batch, 1, MAX_OUTPUTS_PER_BATCH)?;
+        check("max_output_mib_per_batch", self.max_output_mib_per_batch, 1, MAX_OUTPUT_MIB_PER_BATCH)?;
+        check("max_instances", self.max_instances, 1, MAX_INSTANCES)?;
+        check("max_log_line_bytes", self.max_log_line_bytes, MIN_LOG_LINE_BYTES, MAX_LOG_LINE_BYTES)
+    }
+
+    /// The engine's limits: these settings over the defaults of [`Limits`]. Call it on
+    /// validated settings (the values then fit their types).
+    pub fn limits(&self) -> Limits {
+        let bytes = |mib: u64| usize::try_from(mib * MIB).unwrap_or(usize::MAX);
+        Limits {
+            max_module_bytes: bytes(self.max_module_mib),
+            max_memory_bytes: bytes(self.max_memory_mib),
+            max_cpu_per_call: Duration::from_millis(self.max_cpu_ms_per_call),
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            max_outputs_per_batch: usize::try_from(self.max_outputs_per_batch).unwrap_or(usize::MAX),
+            max_output_bytes_per_batch: bytes(self.max_output_mib_per_batch),
+            max_instances: u32::try_from(self.max_instances).unwrap_or(u32::MAX),
+            max_log_line_bytes: usize::try_from(self.max_log_line_bytes).unwrap_or(usize::MAX),
+            ..Limits::default()
+        }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("sluice-data")
 }
@@ -198,6 +314,7 @@ impl ServeConfig {
             data_dir: default_data_dir(),
             kafka: KafkaConfig::new(brokers.to_string()),
             admin: AdminSettings::default(),
+            engine: EngineSettings::default(),
             keep_versions: DEFAULT_KEEP_VERSIONS,
             pipelines: Vec::new(),
             node_id: None,
@@ -218,6 +335,7 @@ impl ServeConfig {
         }
         config.kafka.validate().map_err(anyhow::Error::msg)?;
         config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        config.engine.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         Ok(config)
     }
 }
@@ -225,7 +343,9 @@ impl ServeConfig {
 /// Opens the runtime of `config`: restores the stored pipelines, then creates or updates the
 /// pipelines of the config file from their module files.
 pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
+    config.engine.validate().map_err(anyhow::Error::msg)?;
     let manager = PipelineManager::open(ManagerConfig {
+        limits: config.engine.limits(),
         keep_versions: config.keep_versions,
         node_id: config.node_id.clone(),
         ..ManagerConfig::new(&config.data_dir, config.kafka.clone())
@@ -340,6 +460,68 @@ mod tests {
             assert_eq!(admin(&format!("{setting} = 1")).validate(), Ok(()), "{setting} = 1");
             assert_eq!(admin(&format!("{setting} = {max}")).validate(), Ok(()), "{setting} = {max}");
         }
+    }
+
+    fn engine(table: &str) -> EngineSettings {
+        let config: ServeConfig = toml::from_str(&format!("[kafka]\nbrokers = \"b:9092\"\n[engine]\n{table}")).unwrap();
+        config.engine
+    }
+
+    #[test]
+    fn engine_limits_default_to_the_engine_defaults_and_are_read_from_the_engine_table() {
+        let config: ServeConfig = toml::from_str("[kafka]\nbrokers = \"b:9092\"").unwrap();
+        assert_eq!(config.engine.limits(), Limits::default());
+        assert_eq!(config.engine.validate(), Ok(()));
+        let set = engine(
+            "max_module_mib = 8\nmax_memory_mib = 16\nmax_cpu_ms_per_call = 500\ncall_timeout_ms = 3000\n\
+             max_outputs_per_batch = 1000\nmax_output_mib_per_batch = 2\nmax_instances = 50\nmax_log_line_bytes = 200",
+        );
+        assert_eq!(set.validate(), Ok(()));
+        assert_eq!(
+            set.limits(),
+            Limits {
+                max_module_bytes: 8 * 1024 * 1024,
+                max_memory_bytes: 16 * 1024 * 1024,
+                max_cpu_per_call: Duration::from_millis(500),
+                call_timeout: Duration::from_secs(3),
+                max_outputs_per_batch: 1000,
+                max_output_bytes_per_batch: 2 * 1024 * 1024,
+                max_instances: 50,
+                max_log_line_bytes: 200,
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn engine_numbers_out_of_range_are_refused_naming_the_key_and_its_range() {
+        for (setting, min, max) in [
+            ("max_module_mib", 1, MAX_MODULE_MIB),
+            ("max_memory_mib", 1, MAX_MEMORY_MIB),
+            ("max_cpu_ms_per_call", MIN_CALL_MS, MAX_CALL_MS),
+            ("call_timeout_ms", MIN_CALL_MS, MAX_CALL_MS),
+            ("max_outputs_per_batch", 1, MAX_OUTPUTS_PER_BATCH),
+            ("max_output_mib_per_batch", 1, MAX_OUTPUT_MIB_PER_BATCH),
+            ("max_instances", 1, MAX_INSTANCES),
+            ("max_log_line_bytes", MIN_LOG_LINE_BYTES, MAX_LOG_LINE_BYTES),
+        ] {
+            for value in [min - 1, max + 1] {
+                let error = engine(&format!("{setting} = {value}")).validate().unwrap_err();
+                let range = format!("from {min} to {max}");
+                assert!(error.contains(&format!("[engine] {setting} = {value}")) && error.contains(&range), "{error}");
+            }
+            assert_eq!(engine(&format!("{setting} = {min}")).validate(), Ok(()), "{setting} = {min}");
+            assert_eq!(engine(&format!("{setting} = {max}")).validate(), Ok(()), "{setting} = {max}");
+        }
+        let unknown = toml::from_str::<ServeConfig>("[kafka]\nbrokers = \"b:9092\"\n[engine]\nmax_memory = 5");
+        assert!(unknown.unwrap_err().to_string().contains("max_memory"), "an unknown key is refused");
+    }
+
+    #[test]
+    fn an_engine_at_the_highest_memory_and_instance_limits_can_be_built() {
+        let settings = engine(&format!("max_memory_mib = {MAX_MEMORY_MIB}\nmax_instances = {MAX_INSTANCES}"));
+        let config = crate::engine::EngineConfig { limits: settings.limits(), ..Default::default() };
+        crate::engine::Engine::new(config).expect("the pooling allocator reserves what the highest limits need");
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::Engine;
@@ -19,32 +18,9 @@ const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 /// Version and layer of a component (`0d 00 01 00`).
 const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
 
-/// The content digest that names a module: `sha256:<hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ModuleDigest(Arc<str>);
-
-impl ModuleDigest {
-    /// The digest of `bytes`.
-    pub fn of(bytes: &[u8]) -> Self {
-        ModuleDigest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))).into())
-    }
-
-    /// The hexadecimal part.
-    pub fn hex(&self) -> &str {
-        &self.0["sha256:".len()..]
-    }
-
-    /// The first 12 hex digits, for logs.
-    pub fn short(&self) -> &str {
-        &self.hex()[..12]
-    }
-}
-
-impl fmt::Display for ModuleDigest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// The content digest that names a module, `sha256:<hex>`: defined by the contract crate, so
+/// every part of Sluice parses and shows it the same way.
+pub use sluice_contract::ModuleDigest;
 
 /// Why a module was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

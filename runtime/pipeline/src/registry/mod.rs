@@ -41,9 +41,9 @@ pub mod pipelines;
 pub const MODULES_DIR: &str = "modules";
 
 /// The prefix of a digest in its text form, `sha256:<hex>`.
-const DIGEST_PREFIX: &str = "sha256:";
+const DIGEST_PREFIX: &str = sluice_contract::DIGEST_PREFIX;
 /// Hex digits in a SHA-256 digest.
-const DIGEST_HEX_LEN: usize = 64;
+const DIGEST_HEX_LEN: usize = sluice_contract::DIGEST_HEX_LEN;
 /// The ending of every temporary file.
 const TMP_SUFFIX: &str = ".tmp";
 
@@ -138,14 +138,12 @@ pub fn canonical_digest(text: &str) -> Result<String, RegistryError> {
     parse_digest(text).map(|hex| format!("{DIGEST_PREFIX}{hex}"))
 }
 
-/// The hex part of a digest given as `sha256:<hex>` or `<hex>`, lowercased.
+/// The hex part of a digest given as `sha256:<hex>` or `<hex>`, lowercased (the contract's
+/// [`ModuleDigest::parse`]).
 pub fn parse_digest(text: &str) -> Result<String, RegistryError> {
-    let hex = text.strip_prefix(DIGEST_PREFIX).unwrap_or(text);
-    if hex.len() == DIGEST_HEX_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(hex.to_ascii_lowercase())
-    } else {
-        Err(RegistryError::MalformedDigest { text: text.chars().take(100).collect() })
-    }
+    ModuleDigest::parse(text)
+        .map(|digest| digest.hex().to_owned())
+        .map_err(|error| RegistryError::MalformedDigest { text: error.text })
 }
 
 /// The uploaded modules of one runtime, stored under `<data_dir>/modules/`. Cheap to clone.
