@@ -8,10 +8,10 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use std::time::Duration;
 
+use sluice_api::{ErrorBody, ErrorDetail};
 use sluice_engine::ModuleError;
 use sluice_pipeline::manager::ManagerError;
 use sluice_pipeline::registry::RegistryError;
@@ -87,18 +87,6 @@ pub enum ApiError {
     },
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
-}
-
 /// The message of every 500 response; the details are in the log.
 const INTERNAL_MESSAGE: &str = "internal error in the Sluice runtime; the details are in its log";
 
@@ -172,7 +160,8 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        let mut response = (status, Json(ErrorBody { error: ErrorDetail { code, message } })).into_response();
+        let mut response =
+            (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message } })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -51,16 +51,19 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
 
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
 pub use listener::{ConnectionLimits, serve};
 
 use auth::{CanAdminister, CanRead};
+use sluice_api::{
+    ApplyResult, CommittedOffset, ModuleDetail, ModuleList, OffsetList, PipelineList, ReloadRequest, ResetRequest,
+    RollbackRequest, Status,
+};
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
-use sluice_pipeline::spec::{PipelineSpec, StartPosition};
+use sluice_pipeline::spec::PipelineSpec;
 
 /// The most bytes of a JSON request body (a pipeline spec with its settings).
 pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
@@ -127,70 +130,6 @@ async fn detached<T: Send + 'static>(
         Ok(result) => Ok(result?),
         Err(e) => Err(ApiError::Registry(registry::RegistryError::Task { digest: "*".into(), reason: e.to_string() })),
     }
-}
-
-/// The body of `GET /v1/modules`.
-#[derive(Debug, Serialize)]
-struct ModuleList {
-    modules: Vec<ModuleInfo>,
-}
-
-/// A module's metadata and the pipelines that use it.
-#[derive(Debug, Serialize)]
-struct ModuleDetail {
-    #[serde(flatten)]
-    info: ModuleInfo,
-    used_by: Vec<String>,
-}
-
-/// The body of `GET /v1/pipelines`.
-#[derive(Debug, Serialize)]
-struct PipelineList {
-    pipelines: Vec<PipelineSummary>,
-}
-
-/// The answer to a create, update or deploy.
-#[derive(Debug, Serialize)]
-struct ApplyResult {
-    result: Applied,
-    pipeline: PipelineSummary,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    module: Option<ModuleInfo>,
-}
-
-/// The body of a reload given by digest.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReloadRequest {
-    module: String,
-}
-
-/// The body of a rollback.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    revision: Option<u64>,
-}
-
-/// The body of an offset reset.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResetRequest {
-    reset: StartPosition,
-}
-
-/// One committed offset of a reset.
-#[derive(Debug, Serialize)]
-struct CommittedOffset {
-    topic: String,
-    partition: i32,
-    offset: i64,
-}
-
-/// The body of the probes.
-#[derive(Debug, Serialize)]
-struct Status {
-    status: &'static str,
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -451,13 +390,13 @@ async fn reset_offsets(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     body: Result<Json<ResetRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<OffsetList>, ApiError> {
     let request = json_body(body)?;
     let manager = state.manager.clone();
     let committed = detached(async move { manager.reset_offsets(&name, request.reset).await }).await?;
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
-    Ok(Json(serde_json::json!({ "offsets": offsets })))
+    Ok(Json(OffsetList { offsets }))
 }
 
 async fn metrics(_: CanRead, State(state): State<AdminState>) -> Response {
@@ -470,15 +409,15 @@ async fn openapi() -> Response {
 }
 
 async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    Json(Status { status: "ok".into() })
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
     match state.manager.registry().check().await {
-        Ok(()) => Json(Status { status: "ready" }).into_response(),
+        Ok(()) => Json(Status { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!("admin API not ready: {e}");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready" })).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Status { status: "not_ready".into() })).into_response()
         }
     }
 }

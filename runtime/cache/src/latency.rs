@@ -43,7 +43,7 @@ impl LatencyHistogram {
 }
 
 /// A plain copy of a [`LatencyHistogram`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LatencySnapshot {
     /// Calls recorded.
     pub count: u64,

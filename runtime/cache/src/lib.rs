@@ -202,7 +202,7 @@ pub struct CacheStats {
 }
 
 /// A plain copy of [`CacheStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStatsSnapshot {
     /// Keys found.
     pub hits: u64,

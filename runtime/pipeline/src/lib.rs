@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -191,7 +192,7 @@ impl Pipeline {
     /// Counters and per-partition state, now.
     pub fn status(&self) -> PipelineStatus {
         let cache = PipelineCacheStatus {
-            backend: self.shared.cache.kind(),
+            backend: self.shared.cache.kind().into(),
             namespace: self.shared.cache.namespace().to_string(),
             stats: self.shared.cache.stats().snapshot(),
         };
@@ -527,7 +528,7 @@ impl Shared {
 }
 
 /// Where a partition worker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum PartitionState {
     /// Processing records.
@@ -622,7 +623,7 @@ impl PipelineStats {
 }
 
 /// One partition as seen by this runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// Input topic.
     pub topic: String,
@@ -647,7 +648,7 @@ pub struct PartitionStatus {
 }
 
 /// Where and how fast a partition switched to a reloaded module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleSwitch {
     /// The first offset processed by the new module.
     pub offset: i64,
@@ -657,7 +658,7 @@ pub struct ModuleSwitch {
 }
 
 /// A pipeline's counters and partitions at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineStatus {
     /// The pipeline.
     pub name: String,
@@ -695,10 +696,10 @@ pub struct PipelineStatus {
 }
 
 /// A pipeline's cache, as its function used it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PipelineCacheStatus {
     /// `memory`, `redis` or `memcached`.
-    pub backend: &'static str,
+    pub backend: String,
     /// The key namespace.
     pub namespace: String,
     /// Hits, misses, errors, timeouts and latency.

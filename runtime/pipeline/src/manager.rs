@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use serde::Deserialize;
 use serde::Serialize;
 
 use sluice_cache::{self as cache, Cache, CacheBackend, MemoryCache, Namespace};
@@ -112,7 +113,7 @@ pub enum ManagerError {
 }
 
 /// What [`PipelineManager::apply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Applied {
     /// A new pipeline was created and started.
@@ -140,7 +141,7 @@ pub enum Declared {
 }
 
 /// What a reload or rollback did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModuleChange {
     /// `reloaded`; `unchanged` when the module named is the one running.
     pub applied: Applied,
@@ -153,7 +154,7 @@ pub struct ModuleChange {
 }
 
 /// A pipeline's state as the runtime sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineState {
     /// Consuming and processing.
@@ -168,7 +169,7 @@ pub enum PipelineState {
 }
 
 /// One pipeline, briefly, for listings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineSummary {
     /// The pipeline.
     pub name: String,
@@ -193,7 +194,7 @@ pub struct PipelineSummary {
 }
 
 /// One pipeline in full.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineReport {
     /// The pipeline.
     pub name: String,
@@ -273,7 +274,7 @@ impl Managed {
         }
         let spec = &self.record.spec;
         let cache = PipelineCacheStatus {
-            backend: self.cache.as_ref().map_or("none", Cache::kind),
+            backend: self.cache.as_ref().map_or("none", Cache::kind).into(),
             namespace: spec.namespace().to_string(),
             stats: self.cache.as_ref().map(|c| c.stats().snapshot()).unwrap_or_default(),
         };
