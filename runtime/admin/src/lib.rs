@@ -34,6 +34,10 @@
 //! at most [`ConnectionLimits::max_connections`] are open at once ([`serve`], the one serving
 //! function of `sluice serve` and `sluice dev`). Errors are JSON, `{"error": {"code": "...", "message":
 //! "..."}}`; [`ApiError::status_and_code`] lists the codes.
+//!
+//! The bodies of requests and answers are types of `sluice-api` (and of `sluice-pipeline`,
+//! re-exported there), which the client deserialises: a change of a body is a change of
+//! that crate.
 
 pub mod auth;
 pub mod error;
