@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice::client::{AdminClient, ApiFailure};
+use sluice::api::{
+    AdminClient, Applied, ApplyResult, ClientError, ModuleChange, PartitionStatus, PipelineReport, PipelineState,
+    StartPosition,
+};
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, TansuBroker, consume_all, produce, unique_suffix};
 use sluice_tests::process::{ServeProcess, sluice_binary};
@@ -82,30 +85,30 @@ fn tagged(record: &ConsumedRecord) -> Tagged {
 }
 
 /// Waits until `check` holds for the pipeline's report, returning it.
-async fn wait_for_report(url: &str, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for_report(url: &str, name: &str, what: &str, check: impl Fn(&PipelineReport) -> bool) -> PipelineReport {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let path = format!("/v1/pipelines/{name}");
-        let report = api(url, move |c| c.get(&path)).await.expect("pipeline report");
+        let name = name.to_string();
+        let report = api(url, move |c| c.get_pipeline(&name)).await.expect("pipeline report");
         if check(&report) {
             return report;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; last report: {report:#}");
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; last report: {report:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// `true` when every partition's worker runs `digest` and has processed a batch with it.
-fn all_partitions_run(report: &Value, digest: &str) -> bool {
-    let partitions = report["status"]["partitions"].as_array().cloned().unwrap_or_default();
+fn all_partitions_run(report: &PipelineReport, digest: &str) -> bool {
+    let partitions = &report.status.partitions;
     partitions.len() == PARTITIONS as usize
         && partitions.iter().all(|p| {
-            let processed_after_switch = match (p["next_offset"].as_i64(), p["last_switch"]["offset"].as_i64()) {
+            let processed_after_switch = match (p.next_offset, p.last_switch.map(|s| s.offset)) {
                 (Some(next), Some(switched_at)) => next > switched_at,
                 (Some(_), None) => true,
                 (None, _) => false,
             };
-            p["module"] == digest && processed_after_switch
+            p.module.as_deref() == Some(digest) && processed_after_switch
         })
 }
 
@@ -129,31 +132,36 @@ impl World {
 }
 
 /// Deploys `guest` as the pipeline of `topics` in one call (`POST /v1/deploy`).
-async fn deploy(url: &str, topics: &Topics, guest: &str) -> Value {
+async fn deploy(url: &str, topics: &Topics, guest: &str) -> ApplyResult {
     let (spec, module) = (spec(topics), guests::component(guest));
     api(url, move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy")
 }
 
 /// Reloads the pipeline `name` with the component file `module`.
-async fn reload(url: &str, name: &str, module: PathBuf) -> anyhow::Result<Value> {
-    let path = format!("/v1/pipelines/{name}/reload");
-    api(url, move |c| c.post_module(&path, &module, &mut |_, _| {})).await
+async fn reload(url: &str, name: &str, module: PathBuf) -> Result<ModuleChange, ClientError> {
+    let name = name.to_string();
+    api(url, move |c| c.reload(&name, &module, &mut |_, _| {})).await
 }
 
-/// `POST /v1/pipelines/{name}/{action}` with `body`: pause, resume, rollback, offsets.
-async fn act(url: &str, name: &str, action: &str, body: Value) -> anyhow::Result<Value> {
-    let path = format!("/v1/pipelines/{name}/{action}");
-    api(url, move |c| c.post_json(&path, &body)).await
+/// Runs `call` with the pipeline's name, off the test's async threads: pause, resume,
+/// rollback, offsets.
+async fn act<T: Send + 'static>(
+    url: &str,
+    name: &str,
+    call: impl FnOnce(&AdminClient, &str) -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
+    let name = name.to_string();
+    api(url, move |c| call(&c, &name)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() {
     let World { broker, dir: _dir, serve, topics } = World::start();
     let answer = deploy(serve.url(), &topics, "tagged-v1").await;
-    assert_eq!(answer["result"], "created");
-    assert_eq!(answer["pipeline"]["state"], "running");
-    assert_eq!(answer["pipeline"]["revision"], 1);
-    assert_eq!(answer["module"]["digest"], answer["pipeline"]["module"]);
+    assert_eq!(answer.result, Applied::Created);
+    assert_eq!(answer.pipeline.state, PipelineState::Running);
+    assert_eq!(answer.pipeline.revision, 1);
+    assert_eq!(answer.module.map(|m| m.digest), Some(answer.pipeline.module));
 
     produce_ids(&broker.bootstrap(), &topics.input, 0..200).await;
     let outputs = consume_all(&broker.bootstrap(), &topics.output, 200, WAIT).await;
@@ -163,16 +171,14 @@ async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() 
 
     let name = pipeline_name(&topics);
     let report = wait_for_report(serve.url(), &name, "offsets committed", |r| {
-        r["offsets"]
-            .as_array()
-            .is_some_and(|o| o.iter().map(|p| p["committed"].as_i64().unwrap_or(0)).sum::<i64>() == 200)
+        r.offsets.iter().map(|p| p.committed.unwrap_or(0)).sum::<i64>() == 200
     })
     .await;
-    for partition in report["offsets"].as_array().unwrap() {
-        assert_eq!(partition["lag"], 0, "{partition}");
-        assert_eq!(partition["high_watermark"], 50, "{partition}");
+    for partition in &report.offsets {
+        assert_eq!(partition.lag, 0, "{partition:?}");
+        assert_eq!(partition.high_watermark, 50, "{partition:?}");
     }
-    let metrics = api(serve.url(), |c| c.get_text("/metrics")).await.unwrap();
+    let metrics = api(serve.url(), |c| c.metrics()).await.unwrap();
     assert!(metrics.contains(&format!("sluice_pipeline_records_in_total{{pipeline=\"{name}\"}} 200")), "{metrics}");
 }
 
@@ -198,7 +204,7 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
     let World { broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
     let deployed = deploy(serve.url(), &topics, "tagged-v1").await;
-    let v1_digest = deployed["module"]["digest"].as_str().unwrap().to_string();
+    let v1_digest = deployed.pipeline.module.clone();
 
     let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
     let producer = keep_producing(broker.bootstrap(), topics.input.clone(), next.clone(), stop.clone());
@@ -206,17 +212,17 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
 
     // Reload v2 while records flow.
     let reloaded = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload v2");
-    let v2_digest = reloaded["module"].as_str().unwrap().to_string();
+    let v2_digest = reloaded.pipeline.module.clone();
     assert_ne!(v2_digest, v1_digest);
-    assert_eq!(reloaded["revision"], 2);
-    assert_eq!(reloaded["state"], "running");
+    assert_eq!(reloaded.pipeline.revision, 2);
+    assert_eq!(reloaded.pipeline.state, PipelineState::Running);
     let after_reload =
         wait_for_report(serve.url(), &name, "v2 on every partition", |r| all_partitions_run(r, &v2_digest)).await;
 
     // Roll back to v1 while records flow.
-    let rolled = act(serve.url(), &name, "rollback", json!({})).await.expect("rollback");
-    assert_eq!(rolled["module"], v1_digest.as_str());
-    assert_eq!(rolled["revision"], 3);
+    let rolled = act(serve.url(), &name, |c, name| c.rollback(name, None)).await.expect("rollback");
+    assert_eq!(rolled.pipeline.module, v1_digest);
+    assert_eq!(rolled.pipeline.revision, 3);
     let after_rollback =
         wait_for_report(serve.url(), &name, "v1 again on every partition", |r| all_partitions_run(r, &v1_digest)).await;
 
@@ -247,24 +253,23 @@ async fn hot_reload_and_rollback_under_load_switch_each_partition_once_and_lose_
             });
         let tags: Vec<&str> = runs.iter().map(|(tag, _)| tag.as_str()).collect();
         assert_eq!(tags, ["v1", "v2", "v1"], "partition {partition} switches exactly twice: {runs:?}");
-        let switch = |report: &Value| {
-            report["status"]["partitions"]
-                .as_array()
-                .unwrap()
+        let switch = |report: &PipelineReport| {
+            report
+                .status
+                .partitions
                 .iter()
-                .find(|p| p["partition"] == partition)
-                .and_then(|p| p["last_switch"]["offset"].as_i64())
+                .find(|p: &&PartitionStatus| p.partition == partition)
+                .and_then(|p| p.last_switch.map(|s| s.offset))
                 .unwrap()
         };
         assert_eq!(runs[1].1, switch(&after_reload), "partition {partition}: v2 starts where the runtime says");
         assert_eq!(runs[2].1, switch(&after_rollback), "partition {partition}: v1 resumes where the runtime says");
     }
 
-    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
-    let causes: Vec<&str> =
-        report["revisions"].as_array().unwrap().iter().map(|r| r["cause"].as_str().unwrap()).collect();
+    let report = api(serve.url(), move |c| c.get_pipeline(&name)).await.unwrap();
+    let causes: Vec<&str> = report.revisions.iter().map(|r| r.cause.as_str()).collect();
     assert_eq!(causes, ["deploy", "reload", "rollback"]);
-    assert_eq!(report["status"]["failed"], 0);
+    assert_eq!(report.status.failed, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,13 +282,13 @@ async fn an_invalid_module_on_reload_is_refused_and_the_running_version_keeps_go
     let bad = dir.path().join("core.wasm");
     std::fs::write(&bad, wat::parse_str("(module)").unwrap()).unwrap();
     let error = reload(serve.url(), &name, bad).await.unwrap_err();
-    let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
+    let failure = error.api().expect("an API error");
     assert_eq!((failure.status, failure.code.as_str()), (422, "invalid_module"));
     assert!(failure.message.contains("core WebAssembly module, not a component"), "{}", failure.message);
 
-    let summary = api(serve.url(), move |c| c.get("/v1/pipelines")).await.unwrap();
-    assert_eq!(summary["pipelines"][0]["revision"], 1);
-    assert_eq!(summary["pipelines"][0]["state"], "running");
+    let pipelines = api(serve.url(), move |c| c.list_pipelines()).await.unwrap();
+    assert_eq!(pipelines[0].revision, 1);
+    assert_eq!(pipelines[0].state, PipelineState::Running);
     produce_ids(&broker.bootstrap(), &topics.input, 40..80).await;
     let outputs = consume_all(&broker.bootstrap(), &topics.output, 80, WAIT).await;
     assert_eq!(outputs.len(), 80);
@@ -301,7 +306,7 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
         deploy(serve.url(), topics, "tagged-v1").await;
     }
     reload(serve.url(), &pipeline_name(&running), guests::component("tagged-v2")).await.expect("reload");
-    act(serve.url(), &pipeline_name(&paused), "pause", json!({})).await.expect("pause");
+    act(serve.url(), &pipeline_name(&paused), |c, name| c.pause(name)).await.expect("pause");
     produce_ids(&broker.bootstrap(), &running.input, 0..100).await;
     assert_eq!(consume_all(&broker.bootstrap(), &running.output, 100, WAIT).await.len(), 100);
 
@@ -311,20 +316,14 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
     produce_ids(&broker.bootstrap(), &paused.input, 0..50).await;
     let serve = ServeProcess::start(&broker.bootstrap(), &data, &[]);
 
-    let list = api(serve.url(), |c| c.get("/v1/pipelines")).await.unwrap();
-    let states: BTreeMap<String, (String, u64)> = list["pipelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (p["name"].as_str().unwrap().into(), (p["state"].as_str().unwrap().into(), p["revision"].as_u64().unwrap()))
-        })
-        .collect();
+    let list = api(serve.url(), |c| c.list_pipelines()).await.unwrap();
+    let states: BTreeMap<String, (PipelineState, u64)> =
+        list.into_iter().map(|p| (p.name, (p.state, p.revision))).collect();
     assert_eq!(
         states,
         BTreeMap::from([
-            (pipeline_name(&running), ("running".to_string(), 2)),
-            (pipeline_name(&paused), ("paused".to_string(), 1)),
+            (pipeline_name(&running), (PipelineState::Running, 2)),
+            (pipeline_name(&paused), (PipelineState::Paused, 1)),
         ])
     );
     // The running pipeline resumes after what it committed, with v2; nothing is missing.
@@ -334,7 +333,7 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
     assert!(outputs.iter().filter(|r| tagged(r).id >= 100).all(|r| tagged(r).tag == "v2"));
     // The paused one processed nothing until resumed.
     assert!(consume_all(&broker.bootstrap(), &paused.output, 1, Duration::from_secs(3)).await.is_empty());
-    act(serve.url(), &pipeline_name(&paused), "resume", json!({})).await.expect("resume");
+    act(serve.url(), &pipeline_name(&paused), |c, name| c.resume(name)).await.expect("resume");
     assert_eq!(consume_all(&broker.bootstrap(), &paused.output, 50, WAIT).await.len(), 50);
 }
 
@@ -378,14 +377,14 @@ async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_uncha
     let config = declare(dir.path(), &broker, &topics, "tagged-v1");
     let mut serve = serve_with_config(&config, dir.path().join("first.log"));
     let v2 = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload");
-    assert_eq!((v2["applied"].as_str(), v2["revision"].as_u64()), (Some("reloaded"), Some(2)), "{v2}");
+    assert_eq!((v2.applied, v2.pipeline.revision), (Applied::Reloaded, 2), "{v2:?}");
     serve.terminate();
 
     // The file still says v1, as when it was applied: the API's v2 stays.
     let mut serve = serve_with_config(&config, dir.path().join("second.log"));
-    let list = api(serve.url(), |c| c.get("/v1/pipelines")).await.unwrap();
-    let row = &list["pipelines"][0];
-    assert_eq!((row["revision"].as_u64(), row["module"].clone()), (Some(2), v2["module"].clone()), "{list}");
+    let list = api(serve.url(), |c| c.list_pipelines()).await.unwrap();
+    let row = &list[0];
+    assert_eq!((row.revision, &row.module), (2, &v2.pipeline.module), "{list:?}");
     assert!(
         serve.log().contains("keeping the stored state"),
         "the start-up log says the file and the stored state differ:\n{}",
@@ -399,8 +398,8 @@ async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_uncha
     // A changed file is applied, as a new revision.
     let config = declare(dir.path(), &broker, &topics, "passthrough");
     let serve = serve_with_config(&config, dir.path().join("third.log"));
-    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
-    assert_eq!(report["revision"], 3, "the changed declaration is a new revision: {report:#}");
+    let report = api(serve.url(), move |c| c.get_pipeline(&name)).await.unwrap();
+    assert_eq!(report.revision, 3, "the changed declaration is a new revision: {report:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,12 +414,12 @@ async fn a_declared_pipeline_that_cannot_start_is_failed_and_retried_not_fatal()
     let config = declare(dir.path(), &broker, &topics, "tagged-v1");
     let serve = serve_with_config(&config, dir.path().join("serve.log"));
     let name = pipeline_name(&topics);
-    let report = wait_for_report(serve.url(), &name, "the failed state", |r| r["state"] == "failed").await;
-    let error = report["error"].as_str().unwrap_or_default();
-    assert!(error.contains(&topics.output) && error.contains("do not exist"), "{report:#}");
+    let report = wait_for_report(serve.url(), &name, "the failed state", |r| r.state == PipelineState::Failed).await;
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(error.contains(&topics.output) && error.contains("do not exist"), "{report:#?}");
 
     broker.create_topic(&topics.output, PARTITIONS);
-    wait_for_report(serve.url(), &name, "the retried start", |r| r["state"] == "running").await;
+    wait_for_report(serve.url(), &name, "the retried start", |r| r.state == PipelineState::Running).await;
     produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
     assert_eq!(consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await.len(), 40);
 }
@@ -431,7 +430,7 @@ async fn reloading_the_running_module_answers_unchanged_and_adds_no_revision() {
     let name = pipeline_name(&topics);
     deploy(serve.url(), &topics, "tagged-v1").await;
     let again = reload(serve.url(), &name, guests::component("tagged-v1")).await.expect("reload");
-    assert_eq!((again["applied"].as_str(), again["revision"].as_u64()), (Some("unchanged"), Some(1)), "{again}");
+    assert_eq!((again.applied, again.pipeline.revision), (Applied::Unchanged, 1), "{again:?}");
     let out = cli(serve.url(), &["reload", &name, guests::component("tagged-v1").to_str().unwrap()]);
     assert!(out.contains(&format!("pipeline {name} unchanged")), "{out}");
 }
@@ -441,22 +440,18 @@ async fn reloads_faster_than_batches_mark_the_skipped_revision_superseded() {
     let World { broker: _broker, dir: _dir, serve, topics } = World::start();
     let name = pipeline_name(&topics);
     deploy(serve.url(), &topics, "tagged-v1").await;
-    wait_for_report(serve.url(), &name, "every partition assigned", |r| r["status"]["owned_partitions"] == PARTITIONS)
-        .await;
+    wait_for_report(serve.url(), &name, "every partition assigned", |r| {
+        r.status.owned_partitions == PARTITIONS as usize
+    })
+    .await;
     // No record flows, so no partition takes a revision up between these two reloads.
     let first = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload to v2");
-    assert_eq!(first["revision"], 2);
+    assert_eq!(first.pipeline.revision, 2);
     let second = reload(serve.url(), &name, guests::component("passthrough")).await.expect("reload again");
-    assert_eq!((second["revision"].as_u64(), second["superseded"].as_u64()), (Some(3), Some(2)), "{second}");
-    let report = api(serve.url(), move |c| c.get(&format!("/v1/pipelines/{name}"))).await.unwrap();
-    let superseded: Vec<u64> = report["revisions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["superseded"] == true)
-        .map(|r| r["revision"].as_u64().unwrap())
-        .collect();
-    assert_eq!(superseded, vec![2], "{report:#}");
+    assert_eq!((second.pipeline.revision, second.superseded), (3, Some(2)), "{second:?}");
+    let report = api(serve.url(), move |c| c.get_pipeline(&name)).await.unwrap();
+    let superseded: Vec<u64> = report.revisions.iter().filter(|r| r.superseded).map(|r| r.revision).collect();
+    assert_eq!(superseded, vec![2], "{report:#?}");
     assert!(!serve.log().contains("partition switched"), "no switch is claimed:\n{}", serve.log());
 }
 
@@ -468,17 +463,16 @@ async fn offsets_reset_only_while_paused_and_the_pipeline_resumes_from_them() {
     produce_ids(&broker.bootstrap(), &topics.input, 0..40).await;
     assert_eq!(consume_all(&broker.bootstrap(), &topics.output, 40, WAIT).await.len(), 40);
 
-    let error = act(serve.url(), &name, "offsets", json!({ "reset": "earliest" })).await.unwrap_err();
-    let failure = error.downcast_ref::<ApiFailure>().expect("an API error");
+    let error = act(serve.url(), &name, |c, name| c.reset_offsets(name, StartPosition::Earliest)).await.unwrap_err();
+    let failure = error.api().expect("an API error");
     assert_eq!((failure.status, failure.code.as_str()), (409, "conflict"), "{failure}");
     assert!(failure.message.contains("pause it"), "{failure}");
 
-    act(serve.url(), &name, "pause", json!({})).await.expect("pause");
-    let reset = act(serve.url(), &name, "offsets", json!({ "reset": "earliest" })).await.expect("reset");
-    let offsets: Vec<i64> =
-        reset["offsets"].as_array().unwrap().iter().map(|o| o["offset"].as_i64().unwrap()).collect();
+    act(serve.url(), &name, |c, name| c.pause(name)).await.expect("pause");
+    let reset = act(serve.url(), &name, |c, name| c.reset_offsets(name, StartPosition::Earliest)).await.expect("reset");
+    let offsets: Vec<i64> = reset.iter().map(|o| o.offset).collect();
     assert_eq!(offsets, vec![0; PARTITIONS as usize]);
-    act(serve.url(), &name, "resume", json!({})).await.expect("resume");
+    act(serve.url(), &name, |c, name| c.resume(name)).await.expect("resume");
     // Every record is processed a second time, from the start.
     let outputs = consume_all(&broker.bootstrap(), &topics.output, 80, WAIT).await;
     let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
@@ -612,7 +606,7 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
     let other = self::topics(&broker);
     let other_name = pipeline_name(&other);
     deploy(serve.url(), &other, "tagged-v1").await;
-    wait_for_report(serve.url(), &name, "partitions owned", |r| r["status"]["owned_partitions"] == PARTITIONS).await;
+    wait_for_report(serve.url(), &name, "partitions owned", |r| r.status.owned_partitions == PARTITIONS as usize).await;
 
     broker.stop();
     for _ in 0..3 {
@@ -621,21 +615,11 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
 
     // An update that restarts the pipeline waits on the broker (checking its topics): reads
     // answer meanwhile.
-    let mut changed = spec(&topics);
-    changed["processing"]["batch_size"] = 60.into();
-    changed["module"] = api(serve.url(), {
-        let path = format!("/v1/pipelines/{name}");
-        move |c| c.get(&path)
-    })
-    .await
-    .unwrap()["spec"]["module"]
-        .clone();
+    let mut changed = act(serve.url(), &name, |c, name| c.get_pipeline(name)).await.unwrap().spec;
+    changed.processing.batch_size = 60;
     let update = tokio::spawn({
-        let (url, path) = (serve.url().to_string(), format!("/v1/pipelines/{name}"));
-        async move {
-            let client = AdminClient::new(&url, None);
-            tokio::task::spawn_blocking(move || client.put_json(&path, &changed)).await.unwrap()
-        }
+        let url = serve.url().to_string();
+        async move { api(&url, move |c| c.apply(&changed)).await }
     });
     let mut reads_during_update = 0;
     while !update.is_finished() || reads_during_update == 0 {
@@ -650,7 +634,7 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
     let pause = tokio::spawn({
         let url = serve.url().to_string();
         let name = name.clone();
-        async move { act(&url, &name, "pause", json!({})).await }
+        async move { act(&url, &name, |c, name| c.pause(name)).await }
     });
     let mut reads_during_pause = 0;
     while !pause.is_finished() || reads_during_pause == 0 {
@@ -658,7 +642,7 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
         reads_during_pause += 1;
     }
     let paused = pause.await.unwrap().expect("pause with the broker gone");
-    assert_eq!(paused["state"], "paused", "{paused}");
+    assert_eq!(paused.state, PipelineState::Paused, "{paused:?}");
     eprintln!("reads during the pause: {reads_during_pause}");
 
     // A restart with the broker gone: the other pipeline cannot start and is retried every
@@ -673,23 +657,13 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(serve.log().contains("trying again every"), "{}", serve.log());
-    let mut changed = spec(&topics);
-    changed["processing"]["batch_size"] = 70.into();
-    changed["module"] = api(serve.url(), {
-        let path = format!("/v1/pipelines/{name}");
-        move |c| c.get(&path)
-    })
-    .await
-    .unwrap()["spec"]["module"]
-        .clone();
-    let url = serve.url().to_string();
-    let path = format!("/v1/pipelines/{name}");
-    let answer = tokio::task::spawn_blocking(move || AdminClient::new(&url, None).put_json(&path, &changed))
+    let mut changed = act(serve.url(), &name, |c, name| c.get_pipeline(name)).await.unwrap().spec;
+    changed.processing.batch_size = 70;
+    let answer = api(serve.url(), move |c| c.apply(&changed))
         .await
-        .unwrap()
         .expect("an update of the paused pipeline while the other is retried");
-    assert_eq!((answer["result"].as_str(), answer["pipeline"]["state"].as_str()), (Some("updated"), Some("paused")));
+    assert_eq!((answer.result, answer.pipeline.state), (Applied::Updated, PipelineState::Paused));
 
     broker.restart();
-    wait_for_report(serve.url(), &other_name, "the retried start", |r| r["state"] == "running").await;
+    wait_for_report(serve.url(), &other_name, "the retried start", |r| r.state == PipelineState::Running).await;
 }

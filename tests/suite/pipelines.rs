@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
+use sluice::api::PipelineState;
 use sluice::cache::{Cache, MemoryCache, Namespace};
 use sluice::engine::{Engine, Limits};
 use sluice::kafka::KafkaConfig;
@@ -369,11 +370,11 @@ async fn two_runtimes_split_the_partitions_and_one_takes_over_when_the_other_sto
     // Rows of partitions a runtime gave up in the rebalance are history, not its work now.
     for node in [&first, &second] {
         let name = config_pipeline_name(&config);
-        let report = node.client(None).get(&format!("/v1/pipelines/{name}")).unwrap();
-        let rows = report["status"]["partitions"].as_array().unwrap().clone();
-        let owned = rows.iter().filter(|r| r["owned"] == true).count() as u64;
-        assert_eq!(Some(owned), report["status"]["owned_partitions"].as_u64(), "{report:#}");
-        assert!(rows.iter().filter(|r| r["owned"] == false).all(|r| r["state"] == "stopped"), "{report:#}");
+        let report = node.client(None).get_pipeline(&name).unwrap();
+        let rows = &report.status.partitions;
+        let owned = rows.iter().filter(|r| r.owned).count();
+        assert_eq!(owned, report.status.owned_partitions, "{report:#?}");
+        assert!(rows.iter().filter(|r| !r.owned).all(|r| r.state == PartitionState::Stopped), "{report:#?}");
     }
     assert!(
         missing(&ids(0..TOTAL / 2), &half).is_empty(),
@@ -552,11 +553,7 @@ fn owned(nodes: &[ServeProcess]) -> Vec<u64> {
     nodes
         .iter()
         .map(|node| {
-            node.client(None)
-                .get("/v1/pipelines")
-                .ok()
-                .and_then(|l| l["pipelines"][0]["partitions"].as_u64())
-                .unwrap_or(0)
+            node.client(None).list_pipelines().ok().and_then(|l| l.first().map(|p| p.partitions as u64)).unwrap_or(0)
         })
         .collect()
 }
@@ -602,14 +599,14 @@ async fn a_runtime_that_owns_no_partition_while_records_wait_shows_stalled() {
 
     wait_for_log(survivor, "a stall warning", |log| log.contains("pipeline stalled")).await;
     let client = survivor.client(None);
-    let list = client.get("/v1/pipelines").unwrap();
-    let row = &list["pipelines"][0];
-    assert_eq!(row["state"], "stalled", "{list}");
-    assert_eq!(row["partitions"], 0, "{list}");
-    let report = client.get(&format!("/v1/pipelines/{name}")).unwrap();
-    let reason = report["status"]["stalled"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("owns no partitions") && reason.contains("records waiting"), "{report}");
-    let metrics = client.get_text("/metrics").unwrap();
+    let list = client.list_pipelines().unwrap();
+    let row = &list[0];
+    assert_eq!(row.state, PipelineState::Stalled, "{list:?}");
+    assert_eq!(row.partitions, 0, "{list:?}");
+    let report = client.get_pipeline(&name).unwrap();
+    let reason = report.status.stalled.clone().unwrap_or_default();
+    assert!(reason.contains("owns no partitions") && reason.contains("records waiting"), "{report:?}");
+    let metrics = client.metrics().unwrap();
     assert!(metrics.contains(&format!("sluice_pipeline_stalled{{pipeline=\"{name}\"}} 1")), "{metrics}");
     let warnings = survivor.log().matches("pipeline stalled").count();
     assert_eq!(warnings, 1, "the stall is logged once:\n{}", survivor.log());
@@ -713,7 +710,7 @@ async fn a_broker_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         (1, 1),
         "one line each, naming the pipeline:\n{log}"
     );
-    let metrics = runtime.client(None).get_text("/metrics").unwrap();
+    let metrics = runtime.client(None).metrics().unwrap();
     assert!(metrics.contains(&format!("sluice_pipeline_broker_outages_total{{pipeline=\"{name}\"}} 1")), "{metrics}");
 }
 

@@ -8,10 +8,10 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use std::time::Duration;
 
+pub use sluice_api::{ErrorBody, ErrorCode, ErrorDetail};
 use sluice_engine::ModuleError;
 use sluice_pipeline::manager::ManagerError;
 use sluice_pipeline::registry::RegistryError;
@@ -85,134 +85,6 @@ pub enum ApiError {
         /// The request path.
         path: String,
     },
-}
-
-/// The stable code of an error, for programs to match on:
-///
-/// | code | status | meaning |
-/// |---|---|---|
-/// | `malformed_digest` | 400 | A module digest that is not `sha256:<64 hex>` or `<64 hex>`. |
-/// | `bad_request` | 400 | A request body that cannot be read. |
-/// | `invalid_json` | 400, 415, 422 | A JSON body that is not JSON (400), not sent as `application/json` (415) or has wrong fields (422, or 400 for reload and rollback bodies). |
-/// | `invalid_multipart` | 400 | A deploy body that is not a `multipart/form-data` form of exactly the parts `spec` and `module`. |
-/// | `missing_token` | 401 | No `Authorization: Bearer <token>` header, and tokens are configured. |
-/// | `invalid_token` | 401 | A bearer token that is not one of the configured tokens. |
-/// | `forbidden` | 403 | A read token on a call that needs the admin role, or any token on such a call when no admin token is configured. |
-/// | `module_not_found` | 404 | No module with this digest in the registry. |
-/// | `pipeline_not_found` | 404 | No pipeline of this name. |
-/// | `no_such_endpoint` | 404 | No route matches the path. |
-/// | `method_not_allowed` | 405 | The route exists, but not with this method. |
-/// | `request_timeout` | 408 | The call (reading its body included) took longer than the runtime's request time limit (`request_timeout`, default 120 s). |
-/// | `conflict` | 409 | The call does not fit the current state: a module used or kept by a pipeline, an offset reset of a running pipeline, no earlier module version or an unknown revision to roll back to. |
-/// | `module_too_large` | 413 | A module (or deploy) body over the module size limit (`max_module_bytes`, default 32 MiB). |
-/// | `body_too_large` | 413 | A JSON body over 1 MiB (1048576 bytes). |
-/// | `invalid_module` | 422 | Bytes that are not a valid component of the `sluice:function/processor` world; the message gives the validator's reason and the digest. |
-/// | `invalid_spec` | 422 | A pipeline spec that cannot be read (unknown or missing fields, a name that differs from the path) or cannot run (no `default` output, a bad name or topic, an output that is also an input, a setting out of its range). |
-/// | `pipeline_start_failed` | 422 | The pipeline could not start: a missing topic, an unreachable broker or cache. |
-/// | `internal_error` | 500 | A failure inside the runtime (disk, store); the details are in its log, not in the response. |
-/// | `kafka_error` | 502 | A request to the Kafka cluster failed; the message is the cluster's answer. |
-/// | `stop_timeout` | 504 | A pause, delete or update whose pipeline did not stop within the stop limit (`STOP_TIMEOUT`, 30 s); the pipeline shows as `stopping` until it has. |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(missing_docs)] // The table above says what each code means.
-pub enum ErrorCode {
-    MalformedDigest,
-    BadRequest,
-    InvalidJson,
-    InvalidMultipart,
-    MissingToken,
-    InvalidToken,
-    Forbidden,
-    ModuleNotFound,
-    PipelineNotFound,
-    NoSuchEndpoint,
-    MethodNotAllowed,
-    RequestTimeout,
-    Conflict,
-    ModuleTooLarge,
-    BodyTooLarge,
-    InvalidModule,
-    InvalidSpec,
-    PipelineStartFailed,
-    InternalError,
-    KafkaError,
-    StopTimeout,
-}
-
-impl ErrorCode {
-    /// Every code, in the order of the table.
-    pub const ALL: [ErrorCode; 21] = {
-        use ErrorCode::*;
-        [
-            MalformedDigest,
-            BadRequest,
-            InvalidJson,
-            InvalidMultipart,
-            MissingToken,
-            InvalidToken,
-            Forbidden,
-            ModuleNotFound,
-            PipelineNotFound,
-            NoSuchEndpoint,
-            MethodNotAllowed,
-            RequestTimeout,
-            Conflict,
-            ModuleTooLarge,
-            BodyTooLarge,
-            InvalidModule,
-            InvalidSpec,
-            PipelineStartFailed,
-            InternalError,
-            KafkaError,
-            StopTimeout,
-        ]
-    };
-
-    /// The code as it appears in an error body.
-    pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            MalformedDigest => "malformed_digest",
-            BadRequest => "bad_request",
-            InvalidJson => "invalid_json",
-            InvalidMultipart => "invalid_multipart",
-            MissingToken => "missing_token",
-            InvalidToken => "invalid_token",
-            Forbidden => "forbidden",
-            ModuleNotFound => "module_not_found",
-            PipelineNotFound => "pipeline_not_found",
-            NoSuchEndpoint => "no_such_endpoint",
-            MethodNotAllowed => "method_not_allowed",
-            RequestTimeout => "request_timeout",
-            Conflict => "conflict",
-            ModuleTooLarge => "module_too_large",
-            BodyTooLarge => "body_too_large",
-            InvalidModule => "invalid_module",
-            InvalidSpec => "invalid_spec",
-            PipelineStartFailed => "pipeline_start_failed",
-            InternalError => "internal_error",
-            KafkaError => "kafka_error",
-            StopTimeout => "stop_timeout",
-        }
-    }
-}
-
-/// The body of every error response. `code` is stable and meant for programs; `message` is for
-/// people. 500 responses carry a generic message.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = Error, example = json!({"error": {"code": "pipeline_not_found", "message": "pipeline \"clicks\" does not exist"}}))]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// The code and message of an error.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// The stable code.
-    pub code: ErrorCode,
-    /// What went wrong, naming the module, pipeline or field concerned.
-    pub message: String,
 }
 
 /// The message of every 500 response; the details are in the log.

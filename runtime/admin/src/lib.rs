@@ -36,6 +36,10 @@
 //! at most [`ConnectionLimits::max_connections`] are open at once ([`serve`], the one serving
 //! function of `sluice serve` and `sluice dev`). Errors are JSON, `{"error": {"code": "...", "message":
 //! "..."}}`; [`ApiError::status_and_code`] lists the codes.
+//!
+//! The bodies of requests and answers are types of `sluice-api` (and of `sluice-pipeline`,
+//! re-exported there), which the client deserialises: a change of a body is a change of
+//! that crate.
 
 pub mod auth;
 pub mod error;
@@ -53,7 +57,7 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+
 use utoipa::OpenApi as _;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
@@ -63,14 +67,17 @@ pub use error::ApiError;
 pub use listener::{ConnectionLimits, serve};
 
 use auth::{CanAdminister, CanRead};
-use error::ErrorBody;
 use openapi::{
     BadRequest, Conflict, DeployForm, DigestParam, InternalError, JsonTooLarge, KafkaError, ModuleBytes,
     ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, StopTimeout, UnsupportedMediaType,
 };
+use sluice_api::{
+    ApplyResult, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList, ProbeStatus,
+    ReloadRequest, ResetRequest, RollbackRequest, Status,
+};
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
-use sluice_pipeline::spec::{PipelineSpec, StartPosition};
+use sluice_pipeline::spec::PipelineSpec;
 
 /// The most bytes of a JSON request body (a pipeline spec with its settings).
 pub const MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
@@ -156,106 +163,6 @@ async fn detached<T: Send + 'static>(
         Ok(result) => Ok(result?),
         Err(e) => Err(ApiError::Registry(registry::RegistryError::Task { digest: "*".into(), reason: e.to_string() })),
     }
-}
-
-/// The body of `GET /v1/modules`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct ModuleList {
-    /// Sorted by digest.
-    modules: Vec<ModuleInfo>,
-}
-
-/// A stored module and the pipelines that use it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct ModuleDetail {
-    #[serde(flatten)]
-    info: ModuleInfo,
-    /// The pipelines whose current or kept module versions include this module.
-    used_by: Vec<String>,
-}
-
-/// The body of `GET /v1/pipelines`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct PipelineList {
-    /// Sorted by name.
-    pipelines: Vec<PipelineSummary>,
-}
-
-/// The answer to a create, update or deploy.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct ApplyResult {
-    /// What was done.
-    result: Applied,
-    /// The pipeline after the change.
-    pipeline: PipelineSummary,
-    /// The deployed module (deploy only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    module: Option<ModuleInfo>,
-}
-
-/// The body of a reload given by digest.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ReloadRequest {
-    /// The digest of a module in the registry.
-    #[schema(pattern = "^(sha256:)?[0-9a-fA-F]{64}$")]
-    module: String,
-}
-
-/// The body of a rollback.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct RollbackRequest {
-    /// The kept revision to go back to; when absent, the newest kept version before the current
-    /// one that runs another module.
-    revision: Option<u64>,
-}
-
-/// The body of an offset reset.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(examples(
-    json!({"reset": "earliest"}),
-    json!({"reset": {"timestamp": 1_700_000_000_000_i64}}),
-    json!({"reset": {"offsets": {"clicks": {"0": 42}}}})
-))]
-struct ResetRequest {
-    /// Where the pipeline's consumer group resumes.
-    reset: StartPosition,
-}
-
-/// The answer to an offset reset.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CommittedOffsets {
-    /// The offsets committed for the pipeline's consumer group.
-    offsets: Vec<CommittedOffset>,
-}
-
-/// One committed offset of a reset.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct CommittedOffset {
-    /// Input topic.
-    topic: String,
-    /// Partition.
-    partition: i32,
-    /// The offset committed: the next record the pipeline processes.
-    offset: i64,
-}
-
-/// The body of the probes.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Status {
-    /// `ok` (alive), `ready` or `not_ready`.
-    status: ProbeStatus,
-}
-
-/// What a probe says.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum ProbeStatus {
-    Ok,
-    Ready,
-    NotReady,
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -733,7 +640,7 @@ async fn resume_pipeline(
     security(("bearerAuth" = ["admin"])),
     request_body(content = ResetRequest, description = "Where to start: `{\"reset\": \"earliest\"}`, `\"latest\"`, `{\"timestamp\": ms}` or `{\"offsets\": {topic: {partition: offset}}}`."),
     responses(
-        (status = 200, description = "The offsets committed.", body = CommittedOffsets),
+        (status = 200, description = "The offsets committed.", body = OffsetList),
         (status = 400, description = "`invalid_json`: not JSON.", body = ErrorBody),
         (status = 404, response = PipelineNotFound),
         (status = 409, response = Conflict),
@@ -749,13 +656,13 @@ async fn reset_offsets(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     body: Result<Json<ResetRequest>, JsonRejection>,
-) -> Result<Json<CommittedOffsets>, ApiError> {
+) -> Result<Json<OffsetList>, ApiError> {
     let request = json_body(body)?;
     let manager = state.manager.clone();
     let committed = detached(async move { manager.reset_offsets(&name, request.reset).await }).await?;
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
-    Ok(Json(CommittedOffsets { offsets }))
+    Ok(Json(OffsetList { offsets }))
 }
 
 /// Prometheus metrics

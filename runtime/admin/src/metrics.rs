@@ -174,7 +174,7 @@ pub async fn render(manager: &PipelineManager) -> String {
             }
         }
         let c = &status.cache.stats;
-        let labels = [p[0], ("backend", status.cache.backend)];
+        let labels = [p[0], ("backend", status.cache.backend.as_str())];
         f.counter("sluice_cache_hits_total", "Cache keys found.", &labels, c.hits);
         f.counter("sluice_cache_misses_total", "Cache keys missing.", &labels, c.misses);
         f.counter("sluice_cache_writes_total", "Cache write calls.", &labels, c.writes);

@@ -43,7 +43,7 @@ impl LatencyHistogram {
 }
 
 /// A plain copy of a [`LatencyHistogram`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, serde::Deserialize)]
 pub struct LatencySnapshot {
     /// Calls recorded.
     pub count: u64,

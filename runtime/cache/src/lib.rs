@@ -139,7 +139,7 @@ pub struct CacheStats {
 }
 
 /// A plain copy of [`CacheStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, serde::Deserialize)]
 pub struct CacheStatsSnapshot {
     /// Keys found.
     pub hits: u64,

@@ -330,7 +330,7 @@ pub fn record_bytes(record: &InputRecord) -> usize {
 }
 
 /// One partition of a pipeline's input as its consumer group stands on the broker.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema, serde::Deserialize)]
 pub struct PartitionOffsets {
     /// Input topic.
     pub topic: String,

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -281,7 +282,7 @@ impl PipelineObserver {
     /// The pipeline's counters and per-partition state, now.
     pub fn status(&self) -> PipelineStatus {
         let cache = PipelineCacheStatus {
-            backend: self.shared.cache.kind(),
+            backend: self.shared.cache.kind().to_owned(),
             namespace: self.shared.cache.namespace().to_string(),
             stats: self.shared.cache.stats().snapshot(),
         };
@@ -552,7 +553,7 @@ impl Shared {
 }
 
 /// Where a partition worker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum PartitionState {
     /// Processing records.
@@ -647,7 +648,7 @@ impl PipelineStats {
 }
 
 /// One partition as seen by this runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct PartitionStatus {
     /// Input topic.
     pub topic: String,
@@ -672,7 +673,7 @@ pub struct PartitionStatus {
 }
 
 /// Where and how fast a partition switched to a reloaded module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct ModuleSwitch {
     /// The first offset processed by the new module.
     pub offset: i64,
@@ -682,7 +683,7 @@ pub struct ModuleSwitch {
 }
 
 /// A pipeline's counters and partitions at one moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct PipelineStatus {
     /// The pipeline.
     pub name: String,
@@ -720,10 +721,10 @@ pub struct PipelineStatus {
 }
 
 /// A pipeline's cache, as its function used it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct PipelineCacheStatus {
     /// `memory`, `redis` or `memcached`.
-    pub backend: &'static str,
+    pub backend: String,
     /// The key namespace.
     pub namespace: String,
     /// Hits, misses, errors, timeouts and latency.

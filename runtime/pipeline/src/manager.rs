@@ -44,6 +44,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
+use serde::Deserialize;
 use serde::Serialize;
 
 use crate::registry::pipelines::{
@@ -171,7 +172,7 @@ pub enum ManagerError {
 /// `reloaded`, only the module changed and the running pipeline switched to it between two
 /// batches, without stopping; `updated`, other settings changed and the pipeline restarted with
 /// them (a paused one starts with them when resumed); `unchanged`, the spec was the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Applied {
     /// A new pipeline was created and started.
@@ -199,7 +200,7 @@ pub enum Declared {
 }
 
 /// What a reload or rollback did: the pipeline after the change, with what was applied.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct ModuleChange {
     /// `reloaded`; `unchanged` when the module named is the one running.
     pub applied: Applied,
@@ -214,7 +215,7 @@ pub struct ModuleChange {
 /// A pipeline's state as the runtime sees it: `running`, consuming and processing; `paused`,
 /// paused by an operator; `failed`, should run but could not start (tried again every 5 s);
 /// `stalled`, running but owning no partition while its group has records waiting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineState {
     /// Consuming and processing.
@@ -232,7 +233,7 @@ pub enum PipelineState {
 }
 
 /// One pipeline, briefly, for listings.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct PipelineSummary {
     /// The pipeline.
     pub name: String,
@@ -257,7 +258,7 @@ pub struct PipelineSummary {
 }
 
 /// One pipeline in full.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct PipelineReport {
     /// The pipeline.
     pub name: String,
@@ -507,7 +508,7 @@ impl View {
         }
         let spec = &self.record.spec;
         let cache = PipelineCacheStatus {
-            backend: self.cache.as_ref().map_or("none", Cache::kind),
+            backend: self.cache.as_ref().map_or("none", Cache::kind).into(),
             namespace: spec.namespace().to_string(),
             stats: self.cache.as_ref().map(|c| c.stats().snapshot()).unwrap_or_default(),
         };
