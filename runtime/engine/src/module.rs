@@ -46,6 +46,71 @@ impl fmt::Display for ModuleDigest {
     }
 }
 
+/// The prefix of a digest's text form.
+const DIGEST_PREFIX: &str = "sha256:";
+/// Hex digits in a SHA-256 digest.
+const DIGEST_HEX_LEN: usize = 64;
+
+/// Text that is not a module digest (`sha256:<64 hex digits>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a module digest: expected sha256:<64 hex digits>")]
+pub struct MalformedDigest {
+    /// The text given, cut to its first 100 characters.
+    pub text: String,
+}
+
+impl ModuleDigest {
+    /// Reads the text form `sha256:<64 hex digits>` (hex digits in either case; kept in
+    /// lowercase). Anything else, bare hex included, is refused.
+    pub fn parse(text: &str) -> Result<ModuleDigest, MalformedDigest> {
+        match text.strip_prefix(DIGEST_PREFIX) {
+            Some(hex) if hex.len() == DIGEST_HEX_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(ModuleDigest(format!("{DIGEST_PREFIX}{}", hex.to_ascii_lowercase()).into()))
+            }
+            _ => Err(MalformedDigest { text: text.chars().take(100).collect() }),
+        }
+    }
+
+    /// The text form, `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ModuleDigest {
+    type Err = MalformedDigest;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        ModuleDigest::parse(text)
+    }
+}
+
+impl serde::Serialize for ModuleDigest {
+    /// As its text form, `sha256:<hex>`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ModuleDigest {
+    /// From its text form only ([`ModuleDigest::parse`]).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = ModuleDigest;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a module digest, sha256:<64 hex digits>")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ModuleDigest, E> {
+                ModuleDigest::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
 /// Why a module was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModuleError {
@@ -215,5 +280,29 @@ mod tests {
         assert_eq!(check_header(b"\0asm\x02\0\0\0", 1024), Err(ModuleError::UnknownVersion([2, 0, 0, 0])));
         assert_eq!(check_header(b"\0asm\x0d\0\x01\0", 1024), Ok(()));
         assert_eq!(check_header(&[0; 2048], 1024), Err(ModuleError::TooLarge { size: 2048, limit: 1024 }));
+    }
+
+    #[test]
+    fn a_digest_reads_only_from_its_text_form_and_shows_as_it() {
+        let digest = ModuleDigest::of(b"module");
+        assert_eq!(ModuleDigest::parse(digest.as_str()), Ok(digest.clone()));
+        let upper = format!("sha256:{}", digest.hex().to_ascii_uppercase());
+        assert_eq!(upper.parse::<ModuleDigest>(), Ok(digest.clone()), "hex in either case, kept in lowercase");
+        let hex = digest.hex().to_owned();
+        for text in [
+            hex.as_str(),
+            "sha256:",
+            "f.wasm",
+            &format!("sha256:{}", &hex[1..]),
+            &format!("sha256:{hex}0"),
+            &format!("sha256:{}g", &hex[1..]),
+            &format!("SHA256:{hex}"),
+            &format!("sha512:{hex}"),
+        ] {
+            let error = ModuleDigest::parse(text).unwrap_err();
+            assert!(error.to_string().ends_with("is not a module digest: expected sha256:<64 hex digits>"), "{error}");
+        }
+        let long = "x".repeat(1000);
+        assert_eq!(ModuleDigest::parse(&long).unwrap_err().text.len(), 100, "a long text is cut in the error");
     }
 }
