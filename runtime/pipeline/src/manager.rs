@@ -23,11 +23,13 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use serde::Serialize;
 
-use sluice_cache::{self as cache, Cache, CacheBackend, MemoryCache, Namespace};
+use sluice_cache::{Cache, CacheBackend, MemoryCache, Namespace};
 use sluice_engine::{Engine, EngineConfig, Limits, Module};
 use sluice_kafka::KafkaConfig;
 use sluice_kafka::source::{self, PartitionOffsets};
 
+use crate::registry::module_digest;
+use crate::registry::pipelines::RevisionCause;
 use crate::registry::pipelines::{
     DEFAULT_KEEP_VERSIONS, DesiredState, PipelineRecord, PipelineStore, Revision, StoreError,
 };
@@ -206,7 +208,7 @@ pub struct PipelineReport {
     /// The kept module versions, oldest first; the last is the current one.
     pub revisions: Vec<Revision>,
     /// The spec, its `module` the current digest, its cache URL without user info
-    /// ([`cache::redact_url`]).
+    /// ([`crate::spec::CacheSetting::redacted`]).
     pub spec: PipelineSpec,
     /// Counters since this process started, and the partitions this runtime works on.
     pub status: PipelineStatus,
@@ -277,7 +279,7 @@ impl Managed {
             namespace: spec.namespace().to_string(),
             stats: self.cache.as_ref().map(|c| c.stats().snapshot()).unwrap_or_default(),
         };
-        self.stats.snapshot(&spec.name, spec.module.clone(), cache)
+        self.stats.snapshot(&spec.name, spec.module.to_string(), cache)
     }
 
     fn summary(&self) -> PipelineSummary {
@@ -286,7 +288,7 @@ impl Managed {
             name: self.record.spec.name.clone(),
             state: self.state(),
             revision: self.record.revision(),
-            module: self.record.spec.module.clone(),
+            module: self.record.spec.module.to_string(),
             inputs: self.record.spec.inputs.clone(),
             records_in: status.records_in,
             records_out: status.records_out,
@@ -367,9 +369,11 @@ impl PipelineManager {
     }
 
     /// Creates the pipeline `spec.name`, or updates it to `spec`. `spec.module` is the digest
-    /// of a module in the registry. See [`Applied`] for what an update does.
+    /// of a module in the registry. See [`Applied`] for what an update does. The spec is
+    /// checked as an operator's ([`PipelineSpec::check_given`]).
     pub async fn apply(&self, spec: PipelineSpec) -> Result<Applied, ManagerError> {
-        Ok(self.apply_with_cause(spec, "deploy").await?.0)
+        spec.check_given()?;
+        Ok(self.apply_with_cause(spec, RevisionCause::Deploy).await?.0)
     }
 
     /// Applies a pipeline declared in `sluice serve`'s config file (its `module` a digest in the
@@ -378,7 +382,7 @@ impl PipelineManager {
     /// updated over the API since; a declaration that changed is applied. A pipeline that
     /// cannot start is kept as failed and tried again, like a restored one.
     pub async fn apply_declared(&self, spec: PipelineSpec) -> Result<Declared, ManagerError> {
-        spec.validate()?;
+        spec.check_given()?;
         let declared = declaration_digest(&spec);
         {
             let pipelines = self.inner.pipelines.lock().await;
@@ -393,7 +397,7 @@ impl PipelineManager {
                              (now revision {}, module {}, by {}); keeping the stored state; edit the file to apply it again",
                             record.revision(),
                             record.spec.module,
-                            current.map_or("deploy", |r| r.cause.as_str())
+                            current.map_or(RevisionCause::Deploy, |r| r.cause)
                         );
                     }
                     return Ok(Declared::Kept);
@@ -403,7 +407,7 @@ impl PipelineManager {
                 }
             }
         }
-        let outcome = match self.apply_with_cause(spec.clone(), "deploy").await {
+        let outcome = match self.apply_with_cause(spec.clone(), RevisionCause::Deploy).await {
             Ok((applied, _)) => Declared::Applied(applied),
             Err(ManagerError::Start { reason, .. }) => {
                 let mut pipelines = self.inner.pipelines.lock().await;
@@ -429,9 +433,9 @@ impl PipelineManager {
 
     /// Stores `module` in the registry, then applies `spec` with it: a deploy in one call.
     pub async fn deploy(&self, mut spec: PipelineSpec, module: Bytes) -> Result<(Applied, ModuleInfo), ManagerError> {
-        spec.validate()?;
+        spec.check_given()?;
         let stored = self.store_module(module).await?;
-        spec.module = stored.info.digest.clone();
+        spec.module = module_digest(&stored.info.digest)?;
         Ok((self.apply(spec).await?, stored.info))
     }
 
@@ -453,9 +457,9 @@ impl PipelineManager {
         let spec = {
             let pipelines = self.inner.pipelines.lock().await;
             let managed = pipelines.get(name).ok_or_else(|| not_found(name))?;
-            PipelineSpec { module: digest.to_string(), ..managed.record.spec.clone() }
+            PipelineSpec { module: module_digest(digest)?, ..managed.record.spec.clone() }
         };
-        let (applied, superseded) = self.apply_with_cause(spec, "reload").await?;
+        let (applied, superseded) = self.apply_with_cause(spec, RevisionCause::Reload).await?;
         Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
@@ -483,7 +487,7 @@ impl PipelineManager {
             };
             PipelineSpec { module: target.module.clone(), ..record.spec.clone() }
         };
-        let (applied, superseded) = self.apply_with_cause(spec, "rollback").await?;
+        let (applied, superseded) = self.apply_with_cause(spec, RevisionCause::Rollback).await?;
         Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
@@ -510,7 +514,7 @@ impl PipelineManager {
         let mut pipelines = self.inner.pipelines.lock().await;
         let managed = pipelines.get_mut(name).ok_or_else(|| not_found(name))?;
         if managed.running.is_none() {
-            let module = self.module(&managed.record.spec.module).await?;
+            let module = self.module(managed.record.spec.module.as_str()).await?;
             self.start_with(managed, module).await?;
             if managed.record.state != DesiredState::Running {
                 let mut record = managed.record.clone();
@@ -583,10 +587,7 @@ impl PipelineManager {
                 revision: managed.record.revision(),
                 revisions: managed.record.revisions.clone(),
                 // The cache URL's user info stays in the stored spec only.
-                spec: PipelineSpec {
-                    cache: cache::redact_url(&managed.record.spec.cache),
-                    ..managed.record.spec.clone()
-                },
+                spec: PipelineSpec { cache: managed.record.spec.cache.redacted(), ..managed.record.spec.clone() },
                 status: managed.status(),
                 offsets: Vec::new(),
                 offsets_error: None,
@@ -612,7 +613,7 @@ impl PipelineManager {
         let pipelines = self.inner.pipelines.lock().await;
         Ok(pipelines
             .values()
-            .filter(|m| m.record.revisions.iter().any(|r| r.module == digest))
+            .filter(|m| m.record.revisions.iter().any(|r| r.module.as_str() == digest))
             .map(|m| m.record.spec.name.clone())
             .collect())
     }
@@ -626,7 +627,7 @@ impl PipelineManager {
         let pipelines = self.inner.pipelines.lock().await;
         let users: Vec<&str> = pipelines
             .values()
-            .filter(|m| m.record.revisions.iter().any(|r| r.module == digest))
+            .filter(|m| m.record.revisions.iter().any(|r| r.module.as_str() == digest))
             .map(|m| m.record.spec.name.as_str())
             .collect();
         if !users.is_empty() {
@@ -668,17 +669,16 @@ impl PipelineManager {
     /// Applies `spec`; also returns the revision a module change superseded, if any.
     async fn apply_with_cause(
         &self,
-        mut spec: PipelineSpec,
-        cause: &str,
+        spec: PipelineSpec,
+        cause: RevisionCause,
     ) -> Result<(Applied, Option<u64>), ManagerError> {
         spec.validate()?;
-        spec.module = canonical_digest(&spec.module)?;
         // Loaded (and checked) before anything changes: a bad module leaves the pipeline as is.
-        let module = self.module(&spec.module).await?;
+        let module = self.module(spec.module.as_str()).await?;
         let mut pipelines = self.inner.pipelines.lock().await;
         // Deleted since it was loaded? Deletes check users under this lock (delete_module).
-        if self.inner.registry.info(&spec.module).await?.is_none() {
-            return Err(RegistryError::NotFound { digest: spec.module }.into());
+        if self.inner.registry.info(spec.module.as_str()).await?.is_none() {
+            return Err(RegistryError::NotFound { digest: spec.module.to_string() }.into());
         }
         let Some(managed) = pipelines.get_mut(&spec.name) else {
             let name = spec.name.clone();
@@ -720,7 +720,7 @@ impl PipelineManager {
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running.
                 managed.record = old_record;
-                let previous_module = self.module(&old.module).await?;
+                let previous_module = self.module(old.module.as_str()).await?;
                 if let Err(again) = self.start_with(managed, previous_module).await {
                     tracing::error!(pipeline = %old.name, "cannot restart with the previous spec either: {again}");
                 }
@@ -761,7 +761,7 @@ impl PipelineManager {
     /// Starts a stored pipeline that should run, recording why when it cannot.
     async fn start(&self, managed: &mut Managed) {
         let name = managed.record.spec.name.clone();
-        let result = match self.module(&managed.record.spec.module).await {
+        let result = match self.module(managed.record.spec.module.as_str()).await {
             Ok(module) => self.start_with(managed, module).await,
             Err(e) => Err(e),
         };
@@ -825,12 +825,11 @@ impl PipelineManager {
     /// in-memory backend, so pipelines that name the same namespace share keys, as they would
     /// on Redis; `memory://?capacity_mb=N` gets a backend of its own.
     async fn cache_for(&self, spec: &PipelineSpec) -> anyhow::Result<Cache> {
-        let backend: Arc<dyn CacheBackend> = if matches!(spec.cache.as_str(), "memory://" | "memory:///") {
+        let backend: Arc<dyn CacheBackend> = if spec.cache.is_shared_memory() {
             self.inner.memory.clone()
         } else {
-            cache::connect(&spec.cache)
-                .await
-                .map_err(|e| anyhow::anyhow!("cache {}: {e}", cache::redact_url(&spec.cache)))?
+            // Shown without user info.
+            spec.cache.url().connect().await.map_err(|e| anyhow::anyhow!("cache {}: {e}", spec.cache))?
         };
         Ok(Cache::new(backend, Namespace::new(spec.namespace())?).owned_by(&spec.name))
     }

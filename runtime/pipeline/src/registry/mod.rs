@@ -137,6 +137,12 @@ pub fn canonical_digest(text: &str) -> Result<String, RegistryError> {
     parse_digest(text).map(|hex| format!("{DIGEST_PREFIX}{hex}"))
 }
 
+/// A digest given as `sha256:<hex>` or `<hex>` (as [`canonical_digest`] reads it), typed.
+pub fn module_digest(text: &str) -> Result<ModuleDigest, RegistryError> {
+    let canonical = canonical_digest(text)?;
+    ModuleDigest::parse(&canonical).map_err(|_| RegistryError::MalformedDigest { text: canonical })
+}
+
 /// The hex part of a digest given as `sha256:<hex>` or `<hex>`, lowercased.
 pub fn parse_digest(text: &str) -> Result<String, RegistryError> {
     let hex = text.strip_prefix(DIGEST_PREFIX).unwrap_or(text);
