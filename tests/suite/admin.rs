@@ -635,20 +635,30 @@ async fn spec_running_a_module_not_in_the_registry_is_404() {
     let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", &digest)).await;
     assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "module_not_found"), "{error}");
     assert!(error_message(&error).contains(&digest), "names the module: {error}");
-    // Given by its hex alone.
-    let hex = digest.trim_start_matches("sha256:");
-    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", hex)).await;
-    assert_eq!((status, error_code(&error)), (StatusCode::NOT_FOUND, "module_not_found"), "{error}");
     assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
 }
 
 #[tokio::test]
-async fn spec_with_a_malformed_module_digest_is_400() {
+async fn spec_whose_module_is_not_a_digest_is_422_naming_the_module() {
     let api = Api::open().await;
-    for module in ["f.wasm", "sha256:xyz", "md5:0123"] {
+    let digest = unknown_digest();
+    let hex = digest.trim_start_matches("sha256:");
+    for module in ["f.wasm", "sha256:xyz", "md5:0123", hex, &format!("{digest}0"), ""] {
         let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &spec("x", module)).await;
-        assert_eq!((status, error_code(&error)), (StatusCode::BAD_REQUEST, "malformed_digest"), "{module}: {error}");
+        assert_eq!(
+            (status, error_code(&error)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+            "{module}: {error}"
+        );
+        let message = error_message(&error);
+        assert!(
+            message.contains("module: ") && message.contains("expected sha256:<64 hex digits>"),
+            "{module}: {message}"
+        );
     }
+    let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/x", None, &json!({"module": 7})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert!(error_message(&error).contains("module: invalid type"), "{error}");
     assert_eq!(api.pipelines(None).await, Vec::<Value>::new());
 }
 
@@ -1370,10 +1380,98 @@ async fn a_cache_password_never_leaves_the_process_in_answers_or_errors() {
     // A URL the parser refuses is named without its password too.
     new["cache"] = format!("redis://app:{secret}@127.0.0.1:1/0?bogus=1").into();
     let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/new", Some(&admin_token), &new).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{error}");
     assert!(!error.to_string().contains(&secret), "{error}");
     let (_, _, metrics) = api.get_text("/metrics", Some(&read)).await;
     assert!(!metrics.contains(&secret), "{metrics}");
+}
+
+/// The stored record of pipeline `name` in `data_dir`, as text.
+fn stored_record(data_dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(data_dir.join("pipelines").join(format!("{name}.json"))).unwrap()
+}
+
+#[tokio::test]
+async fn a_bad_cache_url_is_422_naming_the_cache_and_nothing_is_stored_even_for_a_paused_pipeline() {
+    let secret = password();
+    let data_dir = tempfile::tempdir().unwrap();
+    let module = seed_module(data_dir.path(), passthrough()).await;
+    // A paused pipeline is updated without starting: before the cache was typed, a bad URL
+    // was saved as its spec (and only refused at the next start).
+    seed_pipeline(data_dir.path(), spec("paused", &module), DesiredState::Paused);
+    let dir = data_dir.path().to_path_buf();
+    let before = stored_record(&dir, "paused");
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    let bad = [
+        (format!("redis://app:{secret}@127.0.0.1:0"), "port \"0\""),
+        (format!("redis://app:{secret}@127.0.0.1?pool_size=2"), "unknown setting \"pool_size\""),
+        ("127.0.0.1:6379".to_string(), "no scheme"),
+        ("memcache://a,a".to_string(), "listed twice"),
+        ("memory://?capacity_mb=0".to_string(), "capacity_mb=0 is out of range"),
+    ];
+    for name in ["paused", "new"] {
+        for (url, says) in &bad {
+            let mut body = spec(name, &module);
+            body["cache"] = url.clone().into();
+            let (status, error) = api.call_json(Method::PUT, &format!("/v1/pipelines/{name}"), None, &body).await;
+            assert_eq!(
+                (status, error_code(&error)),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"),
+                "{name}, {url}: {error}"
+            );
+            let message = error_message(&error);
+            assert!(message.contains("cache: cache URL") && message.contains(says), "{name}, {url}: {message}");
+            assert!(!message.contains(&secret), "{message}");
+        }
+    }
+    assert_eq!(stored_record(&dir, "paused"), before, "the paused pipeline's record is unchanged");
+    let listed = api.pipelines(None).await;
+    assert_eq!(listed.len(), 1, "no pipeline was created: {listed:?}");
+    let (_, report) = api.get("/v1/pipelines/paused", None).await;
+    assert_eq!((report["state"].as_str(), &report["spec"]["cache"]), (Some("paused"), &json!("memory://")));
+}
+
+#[tokio::test]
+async fn a_get_answer_put_back_with_its_hidden_password_is_refused_and_the_stored_password_kept() {
+    let secret = password();
+    let cache = format!("redis://app:{secret}@127.0.0.1:1/0?connect_timeout_ms=200");
+    let data_dir = tempfile::tempdir().unwrap();
+    let module = seed_module(data_dir.path(), passthrough()).await;
+    let mut paused = spec("paused", &module);
+    paused["cache"] = cache.clone().into();
+    seed_pipeline(data_dir.path(), paused, DesiredState::Paused);
+    let dir = data_dir.path().to_path_buf();
+    let before = stored_record(&dir, "paused");
+    assert!(before.contains(&secret), "the store keeps the password to connect with");
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+
+    let (_, report) = api.get("/v1/pipelines/paused", None).await;
+    let mut answer = report["spec"].clone();
+    assert_eq!(answer["cache"], "redis://***@127.0.0.1:1/0?connect_timeout_ms=200");
+    // Sent back as it is, or with another setting changed: `***` is not a password.
+    for change in [json!(null), json!({"batch_size": 7})] {
+        if !change.is_null() {
+            answer["processing"] = change;
+        }
+        let (status, error) = api.call_json(Method::PUT, "/v1/pipelines/paused", None, &answer).await;
+        assert_eq!((status, error_code(&error)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_spec"), "{error}");
+        let message = error_message(&error);
+        assert!(
+            message.contains("cache: redis://***@127.0.0.1:1/0")
+                && message.contains("write the user name and password again"),
+            "{message}"
+        );
+    }
+    assert_eq!(stored_record(&dir, "paused"), before, "the stored password is kept");
+    // With the password written again, the update is applied and the answers still hide it.
+    answer["cache"] = cache.into();
+    let (status, applied) = api.call_json(Method::PUT, "/v1/pipelines/paused", None, &answer).await;
+    assert_eq!((status, applied["result"].as_str()), (StatusCode::OK, Some("updated")), "{applied}");
+    let (_, report) = api.get("/v1/pipelines/paused", None).await;
+    assert!(!report.to_string().contains(&secret), "{report}");
+    assert_eq!(report["spec"]["processing"]["batch_size"], 7);
 }
 
 #[tokio::test]

@@ -15,6 +15,8 @@ use sluice::api::{
     AdminClient, Applied, ApplyResult, ClientError, ModuleChange, PartitionStatus, PipelineReport, PipelineState,
     StartPosition,
 };
+use sluice::engine::ModuleDigest;
+use sluice::registry::pipelines::RevisionCause;
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, TansuBroker, consume_all, produce, unique_suffix};
 use sluice_tests::process::{ServeProcess, sluice_binary};
@@ -337,9 +339,12 @@ async fn a_restart_restores_each_pipeline_in_its_state_and_it_resumes_from_its_o
     assert_eq!(consume_all(&broker.bootstrap(), &paused.output, 50, WAIT).await.len(), 50);
 }
 
-/// Writes a `sluice serve` config file declaring the pipeline of `topics` with `guest`.
+/// Writes a `sluice serve` config file declaring the pipeline of `topics` with `guest`, its
+/// module a path relative to the file (a copy of the guest next to it).
 fn declare(dir: &std::path::Path, broker: &TansuBroker, topics: &Topics, guest: &str) -> PathBuf {
     let path = dir.join("sluice.toml");
+    std::fs::create_dir_all(dir.join("functions")).unwrap();
+    std::fs::copy(guests::component(guest), dir.join("functions").join(format!("{guest}.wasm"))).unwrap();
     let text = format!(
         r#"data_dir = "{data}"
 
@@ -350,7 +355,7 @@ brokers = "{brokers}"
 name = "{name}"
 inputs = ["{input}"]
 outputs = {{ default = "{output}" }}
-module = "{module}"
+module = "functions/{guest}.wasm"
 processing = {{ linger_ms = 5, batch_size = 50 }}
 "#,
         data = dir.join("data").display(),
@@ -358,7 +363,6 @@ processing = {{ linger_ms = 5, batch_size = 50 }}
         name = pipeline_name(topics),
         input = topics.input,
         output = topics.output,
-        module = guests::component(guest).display(),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -376,6 +380,15 @@ async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_uncha
     let name = pipeline_name(&topics);
     let config = declare(dir.path(), &broker, &topics, "tagged-v1");
     let mut serve = serve_with_config(&config, dir.path().join("first.log"));
+    // The file's module path, relative to the file, is stored and deployed as its digest.
+    let report = api(serve.url(), {
+        let name = name.clone();
+        move |c| c.get_pipeline(&name)
+    })
+    .await
+    .unwrap();
+    let v1 = ModuleDigest::of(&guests::component_bytes("tagged-v1"));
+    assert_eq!((&report.spec.module, report.revisions[0].cause), (&v1, RevisionCause::Deploy), "{report:#?}");
     let v2 = reload(serve.url(), &name, guests::component("tagged-v2")).await.expect("reload");
     assert_eq!((v2.applied, v2.pipeline.revision), (Applied::Reloaded, 2), "{v2:?}");
     serve.terminate();
@@ -400,6 +413,76 @@ async fn a_reload_over_the_api_survives_a_restart_while_the_config_file_is_uncha
     let serve = serve_with_config(&config, dir.path().join("third.log"));
     let report = api(serve.url(), move |c| c.get_pipeline(&name)).await.unwrap();
     assert_eq!(report.revision, 3, "the changed declaration is a new revision: {report:#?}");
+    let passthrough = ModuleDigest::of(&guests::component_bytes("passthrough"));
+    assert_eq!(report.spec.module, passthrough, "the file's new module runs: {report:#?}");
+    let causes: Vec<RevisionCause> = report.revisions.iter().map(|r| r.cause).collect();
+    assert_eq!(causes, [RevisionCause::Deploy, RevisionCause::Reload, RevisionCause::Deploy]);
+}
+
+/// A made-up password for this test run.
+fn cache_password() -> String {
+    format!("pw-{}-{}", std::process::id(), unique_suffix())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_pipeline_whose_cache_is_down_fails_without_its_password_in_log_or_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = cache_password();
+    std::fs::copy(guests::component("passthrough"), dir.path().join("f.wasm")).unwrap();
+    let config = dir.path().join("sluice.toml");
+    // Nothing listens on port 1: neither the broker nor the cache can be reached, and the
+    // cache is what the start tries first.
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+
+[kafka]
+brokers = "127.0.0.1:1"
+
+[[pipeline]]
+name = "cached"
+inputs = ["in"]
+outputs = {{ default = "out" }}
+module = "f.wasm"
+cache = "redis://app:{secret}@127.0.0.1:1/0?connect_timeout_ms=200"
+"#,
+            data = dir.path().join("data").display(),
+        ),
+    )
+    .unwrap();
+    let serve = serve_with_config(&config, dir.path().join("serve.log"));
+    let report =
+        wait_for_report(serve.url(), "cached", "the failed state", |r| r.state == PipelineState::Failed).await;
+    let error = report.error.as_deref().unwrap_or_default();
+    assert!(error.contains("cache redis://***@127.0.0.1:1/0"), "the error names the cache: {report:#?}");
+    // The answer as sent, not only as read back.
+    let sent = serde_json::to_value(&report).unwrap();
+    assert_eq!(sent["spec"]["cache"], "redis://***@127.0.0.1:1/0?connect_timeout_ms=200");
+    assert!(!sent.to_string().contains(&secret), "{sent:#}");
+    let list = api(serve.url(), |c| c.list_pipelines()).await.unwrap();
+    let list = serde_json::to_string(&list).unwrap();
+    assert!(!list.contains(&secret), "{list}");
+    let log = serve.log();
+    assert!(log.contains("pipeline not started") && log.contains("redis://***@127.0.0.1:1"), "{log}");
+    assert!(!log.contains(&secret), "the password is in the log:\n{log}");
+}
+
+#[test]
+fn serve_refuses_a_config_file_whose_cache_url_is_bad_naming_the_cache_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = cache_password();
+    let config = dir.path().join("sluice.toml");
+    let text = format!(
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\n\n[[pipeline]]\nname = \"p\"\ninputs = [\"in\"]\n\
+         outputs = {{ default = \"out\" }}\nmodule = \"f.wasm\"\ncache = \"redis://app:{secret}@h:99999\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(sluice_binary()).arg("serve").arg("--config").arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cache: cache URL \"redis://***@h:99999\": port \"99999\""), "{stderr}");
+    assert!(!stderr.contains(&secret), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ use sluice::api::PipelineState;
 use sluice::cache::{Cache, MemoryCache, Namespace};
 use sluice::engine::{Engine, Limits};
 use sluice::kafka::KafkaConfig;
+use sluice::pipeline::spec::{CacheSetting, ModuleDigest};
 use sluice::pipeline::spec::{FailurePolicy, PipelineSpec, Processing};
 use sluice::pipeline::{PartitionState, Pipeline};
 use sluice_tests::fixtures::{engine_with, load};
@@ -47,8 +48,8 @@ fn spec(name: &str, topics: &Topics, guest: &str) -> PipelineSpec {
         name: format!("{name}-{}", unique_suffix()),
         inputs: vec![topics.input.clone()],
         outputs: BTreeMap::from([("default".to_string(), topics.output.clone())]),
-        module: guests::component(guest).display().to_string(),
-        cache: "memory://".into(),
+        module: ModuleDigest::of(&std::fs::read(guests::component(guest)).expect("the guest is built")),
+        cache: CacheSetting::default(),
         namespace: None,
         config: BTreeMap::new(),
         processing: Processing {
@@ -491,7 +492,7 @@ async fn cache_outage_loses_nothing(cache_url: &str, mut outage: impl FnMut(bool
     let topics = topics(&broker, 2);
     let engine = engine_with(Limits::default());
     let mut spec = spec("outage", &topics, "dedup");
-    spec.cache = cache_url.to_owned();
+    spec.cache = cache_url.parse().expect("a valid cache URL");
     // Retries of ordinary retryable failures are few; an outage is waited out regardless.
     spec.processing.max_retries = 1;
     spec.processing.retry_backoff_max_ms = 500;

@@ -454,8 +454,8 @@ async fn deploy(
     }
     let mut value = value;
     if let Some(object) = value.as_object_mut() {
-        // The module is the uploaded one; the spec need not name it.
-        object.entry("module").or_insert_with(|| "uploaded".into());
+        // The module is the uploaded one, whatever the spec names (it need not name one).
+        object.insert("module".into(), sluice_engine::ModuleDigest::of(&module).to_string().into());
     }
     let spec = spec_for(&name, value)?;
     let manager = state.manager.clone();

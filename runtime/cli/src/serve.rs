@@ -15,6 +15,7 @@ use sluice_admin::{self as admin, AdminConfig, ConnectionLimits, REQUEST_TIMEOUT
 use sluice_engine::Limits;
 use sluice_kafka::KafkaConfig;
 use sluice_pipeline::manager::{Declared, ManagerConfig, PipelineManager};
+use sluice_pipeline::registry::module_digest;
 use sluice_pipeline::registry::pipelines::DEFAULT_KEEP_VERSIONS;
 use sluice_pipeline::spec::PipelineSpec;
 
@@ -76,11 +77,12 @@ pub struct ServeConfig {
     /// Module versions kept per pipeline for rollback. Default 10.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: usize,
-    /// Pipelines to create or update at start-up; their `module` is a file path. A
-    /// declaration is applied when it is new or changed since it was last applied; otherwise
-    /// the stored state (which may have been changed over the API) wins.
+    /// Pipelines to create or update at start-up; their `module` is a file path (relative
+    /// to the config file's folder), stored in the registry at start-up and applied as its
+    /// digest. A declaration is applied when it is new or changed since it was last applied;
+    /// otherwise the stored state (which may have been changed over the API) wins.
     #[serde(default, rename = "pipeline")]
-    pub pipelines: Vec<PipelineSpec>,
+    pub pipelines: Vec<PipelineSpec<PathBuf>>,
     /// This runtime's node id: its pipelines' static member name in their consumer groups.
     /// Default: made once and kept in `<data_dir>/node-id`.
     #[serde(default)]
@@ -324,19 +326,34 @@ impl ServeConfig {
     /// Reads and checks a config file. Relative module paths are taken from the file's folder.
     pub fn load(path: &Path) -> anyhow::Result<ServeConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut config: ServeConfig =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        let mut config: ServeConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config {}: {}", path.display(), toml_error(&text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for spec in &mut config.pipelines {
-            if Path::new(&spec.module).is_relative() {
-                spec.module = base.join(&spec.module).to_string_lossy().into_owned();
+            if spec.module.is_relative() {
+                spec.module = base.join(&spec.module);
             }
-            spec.validate()?;
+            spec.check_given()?;
         }
         config.kafka.validate().map_err(anyhow::Error::msg)?;
         config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.engine.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         Ok(config)
+    }
+}
+
+/// A TOML error as the line and column it is at and its message, without the line itself:
+/// the line may hold a secret (a token, a cache URL's password) that the message leaves out.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
     }
 }
 
@@ -352,9 +369,11 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
     })
     .await?;
     for spec in &config.pipelines {
-        let bytes = std::fs::read(&spec.module).with_context(|| format!("cannot read module {}", spec.module))?;
+        let bytes = std::fs::read(&spec.module)
+            .with_context(|| format!("pipeline {}: cannot read module {}", spec.name, spec.module.display()))?;
         let stored = manager.store_module(bytes.into()).await.with_context(|| format!("pipeline {}", spec.name))?;
-        let spec = PipelineSpec { module: stored.info.digest, ..spec.clone() };
+        let digest = module_digest(&stored.info.digest)?;
+        let spec = spec.clone().with_module(digest);
         match manager.apply_declared(spec.clone()).await? {
             Declared::Applied(applied) => {
                 tracing::info!(pipeline = %spec.name, ?applied, "pipeline from the config file applied")
@@ -522,6 +541,31 @@ mod tests {
         let settings = engine(&format!("max_memory_mib = {MAX_MEMORY_MIB}\nmax_instances = {MAX_INSTANCES}"));
         let config = crate::engine::EngineConfig { limits: settings.limits(), ..Default::default() };
         crate::engine::Engine::new(config).expect("the pooling allocator reserves what the highest limits need");
+    }
+
+    #[test]
+    fn a_config_file_error_names_its_line_but_does_not_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let text = "[kafka]\nbrokers = \"b:9092\"\n\n[[pipeline]]\nname = \"p\"\ninputs = [\"in\"]\n\
+                    outputs = { default = \"out\" }\nmodule = \"f.wasm\"\ncache = \"redis://u:hunter2@h:0\"\n";
+        std::fs::write(&path, text).unwrap();
+        let error = format!("{:#}", ServeConfig::load(&path).unwrap_err());
+        assert!(error.contains("line 9, column 9: cache: cache URL \"redis://***@h:0\": port \"0\""), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_declared_module_path_is_taken_from_the_config_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        let text = "[kafka]\nbrokers = \"b:9092\"\n\n[[pipeline]]\nname = \"p\"\ninputs = [\"in\"]\n\
+                    outputs = { default = \"out\" }\nmodule = \"functions/f.wasm\"\n\n[[pipeline]]\nname = \"q\"\n\
+                    inputs = [\"in\"]\noutputs = { default = \"out\" }\nmodule = \"/abs/g.wasm\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        let modules: Vec<&Path> = config.pipelines.iter().map(|p| p.module.as_path()).collect();
+        assert_eq!(modules, [dir.path().join("functions/f.wasm").as_path(), Path::new("/abs/g.wasm")]);
     }
 
     #[test]

@@ -16,4 +16,4 @@ pub mod conformance;
 mod digest;
 
 #[cfg(feature = "digest")]
-pub use digest::{DIGEST_HEX_LEN, DIGEST_PREFIX, DigestError, ModuleDigest};
+pub use digest::{DIGEST_HEX_LEN, DIGEST_PREFIX, MalformedDigest, ModuleDigest};

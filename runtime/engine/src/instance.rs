@@ -102,19 +102,67 @@ pub enum BatchError {
     },
 }
 
-impl BatchError {
-    /// A short stable name for the fault, used in dead-letter headers and metrics.
-    pub fn kind(&self) -> &'static str {
+/// The kind of a [`BatchError`], without its details: a stable name for dead-letter headers
+/// and metrics, serialised as it (`cpu-limit`, `timeout`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BatchErrorKind {
+    /// [`BatchError::CpuLimit`].
+    CpuLimit,
+    /// [`BatchError::Timeout`].
+    Timeout,
+    /// [`BatchError::MemoryLimit`].
+    MemoryLimit,
+    /// [`BatchError::TableLimit`].
+    TableLimit,
+    /// [`BatchError::StackOverflow`].
+    StackOverflow,
+    /// [`BatchError::Trap`].
+    Trap,
+    /// [`BatchError::OutputLimit`].
+    OutputLimit,
+    /// [`BatchError::ResultCount`].
+    ResultCount,
+    /// [`BatchError::Instantiate`].
+    Instantiate,
+}
+
+impl BatchErrorKind {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
         match self {
-            BatchError::CpuLimit { .. } => "cpu-limit",
-            BatchError::Timeout { .. } => "timeout",
-            BatchError::MemoryLimit { .. } => "memory-limit",
-            BatchError::TableLimit { .. } => "table-limit",
-            BatchError::StackOverflow { .. } => "stack-overflow",
-            BatchError::Trap { .. } => "trap",
-            BatchError::OutputLimit { .. } => "output-limit",
-            BatchError::ResultCount { .. } => "result-count",
-            BatchError::Instantiate { .. } => "instantiate",
+            BatchErrorKind::CpuLimit => "cpu-limit",
+            BatchErrorKind::Timeout => "timeout",
+            BatchErrorKind::MemoryLimit => "memory-limit",
+            BatchErrorKind::TableLimit => "table-limit",
+            BatchErrorKind::StackOverflow => "stack-overflow",
+            BatchErrorKind::Trap => "trap",
+            BatchErrorKind::OutputLimit => "output-limit",
+            BatchErrorKind::ResultCount => "result-count",
+            BatchErrorKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+impl std::fmt::Display for BatchErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl BatchError {
+    /// The kind of fault, whose name is used in dead-letter headers and metrics.
+    pub fn kind(&self) -> BatchErrorKind {
+        match self {
+            BatchError::CpuLimit { .. } => BatchErrorKind::CpuLimit,
+            BatchError::Timeout { .. } => BatchErrorKind::Timeout,
+            BatchError::MemoryLimit { .. } => BatchErrorKind::MemoryLimit,
+            BatchError::TableLimit { .. } => BatchErrorKind::TableLimit,
+            BatchError::StackOverflow { .. } => BatchErrorKind::StackOverflow,
+            BatchError::Trap { .. } => BatchErrorKind::Trap,
+            BatchError::OutputLimit { .. } => BatchErrorKind::OutputLimit,
+            BatchError::ResultCount { .. } => BatchErrorKind::ResultCount,
+            BatchError::Instantiate { .. } => BatchErrorKind::Instantiate,
         }
     }
 

@@ -14,10 +14,10 @@ mod limits;
 mod module;
 
 pub use host::FunctionContext;
-pub use instance::{BatchError, FunctionInstance};
+pub use instance::{BatchError, BatchErrorKind, FunctionInstance};
 pub use limits::Limits;
 
-pub use module::{Module, ModuleDigest, ModuleError};
+pub use module::{MalformedDigest, Module, ModuleDigest, ModuleError};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -20,7 +20,7 @@ const COMPONENT_VERSION: [u8; 4] = [0x0d, 0, 1, 0];
 
 /// The content digest that names a module, `sha256:<hex>`: defined by the contract crate, so
 /// every part of Sluice parses and shows it the same way.
-pub use sluice_contract::ModuleDigest;
+pub use sluice_contract::{MalformedDigest, ModuleDigest};
 
 /// Why a module was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

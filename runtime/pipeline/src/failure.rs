@@ -12,7 +12,7 @@ use std::pin::Pin;
 use tokio::sync::watch;
 
 use super::spec::Processing;
-use sluice_engine::FunctionInstance;
+use sluice_engine::{BatchErrorKind, FunctionInstance};
 use sluice_record::{InputRecord, OutputRecord};
 
 /// What became of one input record.
@@ -24,12 +24,84 @@ pub(crate) enum Outcome {
     Failed(Failure),
 }
 
+/// What kind of failure a record had: a stable name, in the `sluice.error.kind` header of
+/// its dead letter and in logs, serialised as that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// `record-error`: the function returned an error for the record.
+    RecordError,
+    /// `cache-unavailable`: the function returned a retryable error while the cache was
+    /// unavailable.
+    CacheUnavailable,
+    /// `undeclared-output`: an output named a target the pipeline does not declare.
+    UndeclaredOutput,
+    /// The record alone failed the whole call: `cpu-limit`, `timeout`, `trap`, ...
+    Batch(BatchErrorKind),
+}
+
+impl FailureKind {
+    /// Every kind, for tests and documentation.
+    pub const ALL: [FailureKind; 12] = [
+        FailureKind::RecordError,
+        FailureKind::CacheUnavailable,
+        FailureKind::UndeclaredOutput,
+        FailureKind::Batch(BatchErrorKind::CpuLimit),
+        FailureKind::Batch(BatchErrorKind::Timeout),
+        FailureKind::Batch(BatchErrorKind::MemoryLimit),
+        FailureKind::Batch(BatchErrorKind::TableLimit),
+        FailureKind::Batch(BatchErrorKind::StackOverflow),
+        FailureKind::Batch(BatchErrorKind::Trap),
+        FailureKind::Batch(BatchErrorKind::OutputLimit),
+        FailureKind::Batch(BatchErrorKind::ResultCount),
+        FailureKind::Batch(BatchErrorKind::Instantiate),
+    ];
+
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::RecordError => "record-error",
+            FailureKind::CacheUnavailable => "cache-unavailable",
+            FailureKind::UndeclaredOutput => "undeclared-output",
+            FailureKind::Batch(kind) => kind.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FailureKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| format!("{name:?} is not a failure kind"))
+    }
+}
+
+impl serde::Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FailureKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why a record failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
-    /// A stable name: `record-error`, `undeclared-output`, or a batch error kind
-    /// (`cpu-limit`, `timeout`, `trap`, ...).
-    pub kind: &'static str,
+    /// What kind of failure.
+    pub kind: FailureKind,
     /// What went wrong.
     pub message: String,
     /// Whether another try may succeed.
@@ -106,7 +178,7 @@ fn isolate<'a>(
                         Err(e) => {
                             let outage = outage && e.retryable;
                             Outcome::Failed(Failure {
-                                kind: if outage { "cache-unavailable" } else { "record-error" },
+                                kind: if outage { FailureKind::CacheUnavailable } else { FailureKind::RecordError },
                                 message: e.message,
                                 retryable: e.retryable,
                                 attempts: 1,
@@ -118,7 +190,7 @@ fn isolate<'a>(
             }
             Err(error) if records.len() == 1 => {
                 vec![Outcome::Failed(Failure {
-                    kind: error.kind(),
+                    kind: FailureKind::Batch(error.kind()),
                     message: error.to_string(),
                     retryable: error.is_retryable(),
                     attempts: 1,
@@ -153,8 +225,42 @@ pub(crate) fn dead_letter_headers(
         ("sluice.source.topic", record.topic.clone()),
         ("sluice.source.partition", record.partition.to_string()),
         ("sluice.source.offset", record.offset.to_string()),
-        ("sluice.error.kind", failure.kind.to_owned()),
+        ("sluice.error.kind", failure.kind.as_str().to_owned()),
         ("sluice.error.message", failure.message.clone()),
         ("sluice.error.attempts", failure.attempts.to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_kinds_have_the_names_of_dead_letter_headers_and_read_back_from_them() {
+        let names: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "record-error",
+                "cache-unavailable",
+                "undeclared-output",
+                "cpu-limit",
+                "timeout",
+                "memory-limit",
+                "table-limit",
+                "stack-overflow",
+                "trap",
+                "output-limit",
+                "result-count",
+                "instantiate"
+            ]
+        );
+        for kind in FailureKind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+            assert_eq!(serde_json::from_value::<FailureKind>(json).unwrap(), kind);
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert!(serde_json::from_value::<FailureKind>("oops".into()).unwrap_err().to_string().contains("\"oops\""));
+    }
 }

@@ -17,6 +17,9 @@ pub mod spec;
 mod failure;
 mod worker;
 
+/// What kind of failure a record had, as dead-letter headers name it.
+pub use failure::FailureKind;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

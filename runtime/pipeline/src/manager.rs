@@ -47,13 +47,15 @@ use futures_util::future::{BoxFuture, Shared};
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::registry::module_digest;
+use crate::registry::pipelines::RevisionCause;
 use crate::registry::pipelines::{
     DEFAULT_KEEP_VERSIONS, DesiredState, PipelineRecord, PipelineStore, Revision, StoreError,
 };
 use crate::registry::{ModuleInfo, ModuleRegistry, RegistryError, Stored, canonical_digest};
 use crate::spec::{PipelineSpec, SpecError, StartPosition};
 use crate::{Pipeline, PipelineCacheStatus, PipelineObserver, PipelineStats, PipelineStatus, StartOptions};
-use sluice_cache::{self as cache, Cache, CacheBackend, MemoryCache, Namespace};
+use sluice_cache::{Cache, CacheBackend, MemoryCache, Namespace};
 use sluice_engine::{Engine, EngineConfig, Limits, Module};
 use sluice_kafka::KafkaConfig;
 use sluice_kafka::source::{self, PartitionOffsets};
@@ -271,7 +273,7 @@ pub struct PipelineReport {
     /// The kept module versions, oldest first; the last is the current one.
     pub revisions: Vec<Revision>,
     /// The spec, its `module` the current digest, its cache URL without user info
-    /// ([`cache::redact_url`]).
+    /// ([`crate::spec::CacheSetting::redacted`]).
     pub spec: PipelineSpec,
     /// Counters since this process started, and the partitions this runtime works on.
     pub status: PipelineStatus,
@@ -512,7 +514,7 @@ impl View {
             namespace: spec.namespace().to_string(),
             stats: self.cache.as_ref().map(|c| c.stats().snapshot()).unwrap_or_default(),
         };
-        self.stats.snapshot(&spec.name, spec.module.clone(), cache)
+        self.stats.snapshot(&spec.name, spec.module.to_string(), cache)
     }
 
     fn summary(&self) -> PipelineSummary {
@@ -521,7 +523,7 @@ impl View {
             name: self.record.spec.name.clone(),
             state: self.state(),
             revision: self.record.revision(),
-            module: self.record.spec.module.clone(),
+            module: self.record.spec.module.to_string(),
             inputs: self.record.spec.inputs.clone(),
             records_in: status.records_in,
             records_out: status.records_out,
@@ -604,9 +606,11 @@ impl PipelineManager {
     }
 
     /// Creates the pipeline `spec.name`, or updates it to `spec`. `spec.module` is the digest
-    /// of a module in the registry. See [`Applied`] for what an update does.
+    /// of a module in the registry. See [`Applied`] for what an update does. The spec is
+    /// checked as an operator's ([`PipelineSpec::check_given`]).
     pub async fn apply(&self, spec: PipelineSpec) -> Result<Applied, ManagerError> {
-        Ok(self.apply_with_cause(spec, "deploy").await?.0)
+        spec.check_given()?;
+        Ok(self.apply_with_cause(spec, RevisionCause::Deploy).await?.0)
     }
 
     /// Applies a pipeline declared in `sluice serve`'s config file (its `module` a digest in the
@@ -615,7 +619,7 @@ impl PipelineManager {
     /// updated over the API since; a declaration that changed is applied. A pipeline that
     /// cannot start is kept as failed and tried again, like a restored one.
     pub async fn apply_declared(&self, spec: PipelineSpec) -> Result<Declared, ManagerError> {
-        spec.validate()?;
+        spec.check_given()?;
         let declared = declaration_digest(&spec);
         if let Some(view) = self.view(&spec.name) {
             let record = &view.record;
@@ -628,7 +632,7 @@ impl PipelineManager {
                          (now revision {}, module {}, by {}); keeping the stored state; edit the file to apply it again",
                         record.revision(),
                         record.spec.module,
-                        current.map_or("deploy", |r| r.cause.as_str())
+                        current.map_or(RevisionCause::Deploy, |r| r.cause)
                     );
                 }
                 return Ok(Declared::Kept);
@@ -639,7 +643,7 @@ impl PipelineManager {
         }
         let (spec, module, _pin) = self.prepare(spec).await?;
         let mut change = self.change_or_create(&spec.name).await;
-        let outcome = match self.apply_locked(&mut change, spec.clone(), module, "deploy").await {
+        let outcome = match self.apply_locked(&mut change, spec.clone(), module, RevisionCause::Deploy).await {
             Ok((applied, _)) => Declared::Applied(applied),
             Err(ManagerError::Start { reason, .. }) => {
                 let (_, managed) = change.parts();
@@ -664,9 +668,9 @@ impl PipelineManager {
 
     /// Stores `module` in the registry, then applies `spec` with it: a deploy in one call.
     pub async fn deploy(&self, mut spec: PipelineSpec, module: Bytes) -> Result<(Applied, ModuleInfo), ManagerError> {
-        spec.validate()?;
+        spec.check_given()?;
         let stored = self.store_module(module).await?;
-        spec.module = stored.info.digest.clone();
+        spec.module = module_digest(&stored.info.digest)?;
         Ok((self.apply(spec).await?, stored.info))
     }
 
@@ -686,8 +690,8 @@ impl PipelineManager {
     /// Switches the pipeline to the module `digest` (in the registry) without stopping it.
     pub async fn reload(&self, name: &str, digest: &str) -> Result<ModuleChange, ManagerError> {
         let view = self.view(name).ok_or_else(|| not_found(name))?;
-        let spec = PipelineSpec { module: digest.to_string(), ..view.record.spec.clone() };
-        let (applied, superseded) = self.apply_with_cause(spec, "reload").await?;
+        let spec = PipelineSpec { module: module_digest(digest)?, ..view.record.spec.clone() };
+        let (applied, superseded) = self.apply_with_cause(spec, RevisionCause::Reload).await?;
         Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
@@ -714,7 +718,7 @@ impl PipelineManager {
             };
             PipelineSpec { module: target.module.clone(), ..record.spec.clone() }
         };
-        let (applied, superseded) = self.apply_with_cause(spec, "rollback").await?;
+        let (applied, superseded) = self.apply_with_cause(spec, RevisionCause::Rollback).await?;
         Ok(ModuleChange { applied, superseded, pipeline: self.summary(name).await? })
     }
 
@@ -746,7 +750,7 @@ impl PipelineManager {
         let mut change = self.change(name).await?;
         let (_, managed) = change.managed()?;
         if managed.running.is_none() {
-            let module = self.module(&managed.record.spec.module).await?;
+            let module = self.module(managed.record.spec.module.as_str()).await?;
             self.start_with(managed, module).await?;
             if managed.record.state != DesiredState::Running {
                 let mut record = managed.record.clone();
@@ -834,7 +838,7 @@ impl PipelineManager {
             revision: view.record.revision(),
             revisions: view.record.revisions.clone(),
             // The cache URL's user info stays in the stored spec only.
-            spec: PipelineSpec { cache: cache::redact_url(&view.record.spec.cache), ..view.record.spec.clone() },
+            spec: PipelineSpec { cache: view.record.spec.cache.redacted(), ..view.record.spec.clone() },
             status: view.status(),
             offsets: Vec::new(),
             offsets_error: None,
@@ -954,7 +958,7 @@ impl PipelineManager {
     fn users_of(&self, digest: &str) -> Vec<String> {
         self.views()
             .iter()
-            .filter(|v| v.record.revisions.iter().any(|r| r.module == digest))
+            .filter(|v| v.record.revisions.iter().any(|r| r.module.as_str() == digest))
             .map(|v| v.record.spec.name.clone())
             .collect()
     }
@@ -1003,27 +1007,31 @@ impl PipelineManager {
 
     /// Checks `spec`, loads its module (before anything changes: a bad module leaves the
     /// pipeline as it is) and pins it against deletes until the returned pin is dropped.
-    async fn prepare(&self, mut spec: PipelineSpec) -> Result<(PipelineSpec, Module, ModulePin<'_>), ManagerError> {
+    async fn prepare(&self, spec: PipelineSpec) -> Result<(PipelineSpec, Module, ModulePin<'_>), ManagerError> {
         spec.validate()?;
-        spec.module = canonical_digest(&spec.module)?;
-        let module = self.module(&spec.module).await?;
+        let digest = spec.module.to_string();
+        let module = self.module(&digest).await?;
         let pin = {
             let mut pins = self.inner.pins.lock().unwrap_or_else(|p| p.into_inner());
-            if pins.deleting.contains(&spec.module) {
-                return Err(RegistryError::NotFound { digest: spec.module }.into());
+            if pins.deleting.contains(&digest) {
+                return Err(RegistryError::NotFound { digest }.into());
             }
-            *pins.applying.entry(spec.module.clone()).or_default() += 1;
-            ModulePin { inner: &self.inner, digest: spec.module.clone() }
+            *pins.applying.entry(digest.clone()).or_default() += 1;
+            ModulePin { inner: &self.inner, digest: digest.clone() }
         };
         // Deleted since it was loaded? A delete that began after the pin refuses it.
-        if self.inner.registry.info(&spec.module).await?.is_none() {
-            return Err(RegistryError::NotFound { digest: spec.module }.into());
+        if self.inner.registry.info(&digest).await?.is_none() {
+            return Err(RegistryError::NotFound { digest }.into());
         }
         Ok((spec, module, pin))
     }
 
     /// Applies `spec`; also returns the revision a module change superseded, if any.
-    async fn apply_with_cause(&self, spec: PipelineSpec, cause: &str) -> Result<(Applied, Option<u64>), ManagerError> {
+    async fn apply_with_cause(
+        &self,
+        spec: PipelineSpec,
+        cause: RevisionCause,
+    ) -> Result<(Applied, Option<u64>), ManagerError> {
         // Dropped after the change, so the record names the module before the pin goes.
         let (spec, module, _pin) = self.prepare(spec).await?;
         let mut change = self.change_or_create(&spec.name).await;
@@ -1036,7 +1044,7 @@ impl PipelineManager {
         change: &mut Change<'_>,
         spec: PipelineSpec,
         module: Module,
-        cause: &str,
+        cause: RevisionCause,
     ) -> Result<(Applied, Option<u64>), ManagerError> {
         let (slot, managed) = change.parts();
         let Some(managed) = managed else {
@@ -1079,7 +1087,7 @@ impl PipelineManager {
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running.
                 managed.record = old_record;
-                let previous_module = self.module(&old.module).await?;
+                let previous_module = self.module(old.module.as_str()).await?;
                 if let Err(again) = self.start_with(managed, previous_module).await {
                     tracing::error!(pipeline = %old.name, "cannot restart with the previous spec either: {again}");
                 }
@@ -1163,7 +1171,7 @@ impl PipelineManager {
     /// Starts a stored pipeline that should run, recording why when it cannot.
     async fn start(&self, managed: &mut Managed) {
         let name = managed.record.spec.name.clone();
-        let result = match self.module(&managed.record.spec.module).await {
+        let result = match self.module(managed.record.spec.module.as_str()).await {
             Ok(module) => self.start_with(managed, module).await,
             Err(e) => Err(e),
         };
@@ -1230,12 +1238,11 @@ impl PipelineManager {
     /// in-memory backend, so pipelines that name the same namespace share keys, as they would
     /// on Redis; `memory://?capacity_mb=N` gets a backend of its own.
     async fn cache_for(&self, spec: &PipelineSpec) -> anyhow::Result<Cache> {
-        let backend: Arc<dyn CacheBackend> = if matches!(spec.cache.as_str(), "memory://" | "memory:///") {
+        let backend: Arc<dyn CacheBackend> = if spec.cache.is_shared_memory() {
             self.inner.memory.clone()
         } else {
-            cache::connect(&spec.cache)
-                .await
-                .map_err(|e| anyhow::anyhow!("cache {}: {e}", cache::redact_url(&spec.cache)))?
+            // Shown without user info.
+            spec.cache.url().connect().await.map_err(|e| anyhow::anyhow!("cache {}: {e}", spec.cache))?
         };
         Ok(Cache::new(backend, Namespace::new(spec.namespace())?).owned_by(&spec.name))
     }

@@ -1,10 +1,18 @@
 //! What a pipeline is, as an operator declares it: its topics, function, cache, settings for
 //! the function, and how records are batched, retried and failed. Every default is here.
+//!
+//! A spec is typed where its text has a form: the module is a [`ModuleDigest`] and the cache a
+//! [`CacheSetting`], both read (and refused, naming the key) when the spec is read, so a spec
+//! that exists has a well-formed digest and cache URL.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sluice_cache::{CacheError, CacheUrl, redact_url};
+pub use sluice_engine::ModuleDigest;
 pub use sluice_kafka::group::{
     GroupSettings, MAX_TIMESTAMP_MS, MIN_HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_RANGE_MS, StartPosition,
 };
@@ -15,16 +23,21 @@ pub const DEFAULT_OUTPUT: &str = "default";
 
 /// One pipeline: consume `inputs`, run the function on every record, produce to `outputs`.
 /// Unknown fields are refused (`422 invalid_spec` over the admin API).
+///
+/// `M` is what names the function: a [`ModuleDigest`] in the registry, except in the config
+/// file of `sluice serve`, which declares pipelines with a module file path
+/// (`PipelineSpec<PathBuf>`) that the runtime stores and turns into its digest
+/// ([`PipelineSpec::with_module`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({
+#[serde(deny_unknown_fields, bound(deserialize = "M: Deserialize<'de>"))]
+#[schema(bound = "", example = json!({
     "name": "clicks",
     "inputs": ["clicks"],
     "outputs": {"default": "clicks.enriched"},
     "module": "sha256:9f2c0a5b3d1e4f6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c",
     "processing": {"batch_size": 200, "on_failure": "dead-letter"}
 }))]
-pub struct PipelineSpec {
+pub struct PipelineSpec<M = ModuleDigest> {
     /// Unique name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`. It names the consumer group
     /// (`sluice.<name>`), the default cache namespace and the default dead-letter topic.
     #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
@@ -36,15 +49,23 @@ pub struct PipelineSpec {
     /// a function names another with `target`. Outputs naming an undeclared target fail
     /// their input record.
     pub outputs: BTreeMap<String, String>,
-    /// The function: where its component is (a file path for `sluice serve`; over the admin
-    /// API the digest of a module in the registry, `sha256:<hex>` or `<hex>`).
-    pub module: String,
+    /// The function: the digest of its module in the registry, `sha256:<64 hex digits>`
+    /// (anything else, the 64 hex digits alone included, is refused: 422 `invalid_spec` naming
+    /// `module`; a file path in `sluice serve`'s config file). In a deploy it may be left out:
+    /// the deployed module replaces it.
+    #[serde(deserialize_with = "module_field")]
+    #[schema(value_type = String, pattern = "^sha256:[0-9a-fA-F]{64}$")]
+    pub module: M,
     /// The cache the function's `cache` calls use: `memory://` (the default),
-    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...`. A user name or password in
-    /// the URL is kept in the stored spec only: answers, errors and logs show the URL with its
-    /// user info replaced by `***`.
-    #[serde(default = "default_cache")]
-    pub cache: String,
+    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...` (see [`CacheUrl`]). Checked
+    /// when the spec is read: a URL that does not parse is refused (422 `invalid_spec` naming
+    /// `cache`) and nothing is stored. A user name or password in the URL is kept in the
+    /// stored spec only: answers, errors and logs show the URL with its user info replaced by
+    /// `***`. A spec whose URL has `***` for its user info (a GET answer sent back) is
+    /// refused: write the user name and password again.
+    #[serde(default, deserialize_with = "cache_field")]
+    #[schema(value_type = String, default = "memory://")]
+    pub cache: CacheSetting,
     /// The cache namespace; the pipeline's name when absent. Pipelines that name the same
     /// namespace share their keys.
     #[serde(default)]
@@ -60,8 +81,140 @@ pub struct PipelineSpec {
     pub group: GroupSettings,
 }
 
-fn default_cache() -> String {
-    "memory://".into()
+/// Reads the `module` key, naming it when it is refused.
+fn module_field<'de, D: Deserializer<'de>, M: Deserialize<'de>>(deserializer: D) -> Result<M, D::Error> {
+    M::deserialize(deserializer).map_err(|e| serde::de::Error::custom(format_args!("module: {e}")))
+}
+
+/// Reads the `cache` key, naming it when it is refused.
+fn cache_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<CacheSetting, D::Error> {
+    CacheSetting::deserialize(deserializer).map_err(|e| serde::de::Error::custom(format_args!("cache: {e}")))
+}
+
+/// A pipeline's cache URL: the text as given, checked ([`CacheUrl::parse`]) when it is read,
+/// so a spec never holds a URL that cannot be parsed.
+///
+/// The text is kept whole, user info (a Redis user name and password) included, because the
+/// pipeline store must be able to connect again after a restart: it is what the spec
+/// serialises to, and only the store and the declaration digest serialise a spec as it is.
+/// Everything else shows it without user info: [`fmt::Display`] and [`fmt::Debug`] give
+/// [`redact_url`]'s form (`redis://***@host:6379`), and an answer about a pipeline carries
+/// [`CacheSetting::redacted`].
+///
+/// A URL whose user info is `***`, the mark that hides it in those answers, is refused where
+/// an operator gives a spec ([`PipelineSpec::check_given`]): a PUT of a GET answer would
+/// otherwise store `***` as the user name. (A user name of three stars is written `%2A%2A%2A`.)
+#[derive(Clone)]
+pub struct CacheSetting {
+    /// The URL as given, secrets included.
+    text: String,
+    /// What it says.
+    url: CacheUrl,
+}
+
+impl CacheSetting {
+    /// The default, `memory://`: the runtime's shared in-memory cache.
+    pub const DEFAULT: &str = "memory://";
+
+    /// Checks `text` ([`CacheUrl::parse`]); the error never shows user info.
+    pub fn parse(text: &str) -> Result<CacheSetting, CacheError> {
+        Ok(CacheSetting { url: CacheUrl::parse(text)?, text: text.to_owned() })
+    }
+
+    /// The parsed URL, credentials included, to connect with.
+    pub fn url(&self) -> &CacheUrl {
+        &self.url
+    }
+
+    /// Whether this is the plain `memory://`, which every such pipeline of a runtime shares
+    /// (a `memory://` with settings gets a cache of its own).
+    pub fn is_shared_memory(&self) -> bool {
+        matches!(self.text.as_str(), "memory://" | "memory:///")
+    }
+
+    /// This URL without user info, as answers show it: the text is [`redact_url`]'s and the
+    /// parsed URL holds no credentials.
+    pub fn redacted(&self) -> CacheSetting {
+        let url = match &self.url {
+            CacheUrl::Redis(config) => {
+                CacheUrl::Redis(sluice_cache::RedisConfig { username: None, password: None, ..config.clone() })
+            }
+            other => other.clone(),
+        };
+        CacheSetting { text: redact_url(&self.text), url }
+    }
+
+    /// Whether the user info is `***`, the mark of [`CacheSetting::redacted`].
+    pub fn is_redacted(&self) -> bool {
+        self.text.contains('@') && redact_url(&self.text) == self.text
+    }
+}
+
+impl Default for CacheSetting {
+    fn default() -> Self {
+        CacheSetting::parse(CacheSetting::DEFAULT).expect("the default cache URL parses")
+    }
+}
+
+impl FromStr for CacheSetting {
+    type Err = CacheError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        CacheSetting::parse(text)
+    }
+}
+
+impl PartialEq for CacheSetting {
+    /// The same text: the same cache, the same settings and the same credentials.
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CacheSetting {}
+
+impl fmt::Display for CacheSetting {
+    /// The URL without user info ([`redact_url`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.text))
+    }
+}
+
+impl fmt::Debug for CacheSetting {
+    /// The URL without user info ([`redact_url`]).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheSetting({:?})", redact_url(&self.text))
+    }
+}
+
+impl Serialize for CacheSetting {
+    /// The text as given, user info included: for the pipeline store. Answers serialise
+    /// [`CacheSetting::redacted`].
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheSetting {
+    /// From a string that [`CacheUrl::parse`] accepts.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = CacheSetting;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a cache URL: memory://, redis://HOST:PORT or memcache://HOST:PORT")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<CacheSetting, E> {
+                CacheSetting::parse(text).map_err(|e| match e {
+                    CacheError::InvalidArgument(message) => E::custom(message),
+                    other => E::custom(other),
+                })
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
 }
 
 /// How records are batched, retried and failed. Every field is optional; a value out of its
@@ -199,7 +352,7 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && allowed_chars(name) && name != "." && name != ".."
 }
 
-impl PipelineSpec {
+impl<M> PipelineSpec<M> {
     /// Checks everything that can be checked without a broker.
     pub fn validate(&self) -> Result<(), SpecError> {
         let fail = |reason: String| Err(SpecError { pipeline: self.name.clone(), reason });
@@ -278,6 +431,41 @@ impl PipelineSpec {
     pub fn namespace(&self) -> &str {
         self.namespace.as_deref().unwrap_or(&self.name)
     }
+
+    /// Checks a spec as an operator gives it (over the API or in a config file), which is
+    /// [`PipelineSpec::validate`] and more: its cache URL must not be the form answers show
+    /// it in, with `***` for user info (see [`CacheSetting`]). Stored specs are only
+    /// validated, so a record stored before this check still loads.
+    pub fn check_given(&self) -> Result<(), SpecError> {
+        self.validate()?;
+        if self.cache.is_redacted() {
+            return Err(SpecError {
+                pipeline: self.name.clone(),
+                reason: format!(
+                    "cache: {} has `***` for its user info, the mark that hides a password in answers; \
+                     write the user name and password again (a GET answer sent back as it is cannot carry them)",
+                    self.cache
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The same spec, its function named by `module`: a declared pipeline once its module
+    /// file is stored.
+    pub fn with_module<N>(self, module: N) -> PipelineSpec<N> {
+        PipelineSpec {
+            name: self.name,
+            inputs: self.inputs,
+            outputs: self.outputs,
+            module,
+            cache: self.cache,
+            namespace: self.namespace,
+            config: self.config,
+            processing: self.processing,
+            group: self.group,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -289,8 +477,8 @@ mod tests {
             name: "clicks".into(),
             inputs: vec!["clicks".into()],
             outputs: [("default".to_string(), "clicks.out".to_string())].into(),
-            module: "f.wasm".into(),
-            cache: default_cache(),
+            module: ModuleDigest::of(b"f"),
+            cache: CacheSetting::default(),
             namespace: None,
             config: BTreeMap::new(),
             processing: Processing::default(),
@@ -425,5 +613,103 @@ mod tests {
         assert_eq!(w.start, StartPosition::Latest);
         let w: Wrapper = toml::from_str("start = { timestamp = 1700000000000 }").unwrap();
         assert_eq!(w.start, StartPosition::Timestamp(1_700_000_000_000));
+    }
+
+    /// The spec of [`spec`] as JSON, with `key` set to `value`.
+    fn json_with(key: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json[key] = value;
+        json
+    }
+
+    #[test]
+    fn a_spec_reads_and_writes_its_module_and_cache_as_text() {
+        let json = serde_json::to_value(spec()).unwrap();
+        assert_eq!(json["module"], ModuleDigest::of(b"f").to_string());
+        assert_eq!(json["cache"], "memory://");
+        let again: PipelineSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(again, spec());
+        let mut without_cache = serde_json::to_value(spec()).unwrap();
+        without_cache.as_object_mut().unwrap().remove("cache");
+        let read: PipelineSpec = serde_json::from_value(without_cache).unwrap();
+        assert!(read.cache.is_shared_memory(), "memory:// by default");
+    }
+
+    #[test]
+    fn a_module_that_is_not_a_digest_is_refused_naming_the_key() {
+        let hex = ModuleDigest::of(b"f").hex().to_owned();
+        for module in ["f.wasm", "sha256:abc", hex.as_str(), "", &format!("sha256:{hex}00")] {
+            let error = serde_json::from_value::<PipelineSpec>(json_with("module", module.into())).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with("module: ") && message.contains("expected sha256:<64 hex digits>"),
+                "{module:?}: {message}"
+            );
+        }
+        let error = serde_json::from_value::<PipelineSpec>(json_with("module", 7.into())).unwrap_err();
+        assert!(error.to_string().starts_with("module: invalid type"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_cache_url_is_refused_naming_the_key_without_its_password() {
+        for (url, says) in [
+            ("redis://app:hunter2@h:0", "port \"0\" of h"),
+            ("localhost:6379", "no scheme"),
+            ("redis://app:hunter2@h?pool_size=1", "unknown setting \"pool_size\""),
+        ] {
+            let message =
+                serde_json::from_value::<PipelineSpec>(json_with("cache", url.into())).unwrap_err().to_string();
+            assert!(message.starts_with("cache: cache URL ") && message.contains(says), "{url}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+        let toml = "name = \"a\"\ninputs = [\"a\"]\noutputs = { default = \"b\" }\nmodule = \"x.wasm\"\ncache = \"redis://u:hunter2@h:99999\"\n";
+        // TOML's error shows the line it is on (with the password): `sluice serve` shows only
+        // the message, which hides it.
+        let error = toml::from_str::<PipelineSpec<std::path::PathBuf>>(toml).unwrap_err();
+        let message = error.message();
+        assert!(message.starts_with("cache: cache URL") && !message.contains("hunter2"), "{message}");
+    }
+
+    #[test]
+    fn the_cache_password_is_shown_by_neither_debug_nor_display() {
+        let mut spec = spec();
+        spec.cache = "redis://app:hunter2@h:6380/1".parse().unwrap();
+        for shown in [format!("{spec:?}"), format!("{spec:#?}"), spec.cache.to_string(), format!("{:?}", spec.cache)] {
+            assert!(!shown.contains("hunter2") && !shown.contains("app"), "{shown}");
+            assert!(shown.contains("redis://***@h:6380/1"), "{shown}");
+        }
+        // The store keeps it: the spec serialises whole.
+        assert_eq!(serde_json::to_value(&spec).unwrap()["cache"], "redis://app:hunter2@h:6380/1");
+        let redacted = spec.cache.redacted();
+        assert_eq!(serde_json::to_value(&redacted).unwrap(), "redis://***@h:6380/1");
+        let sluice_cache::CacheUrl::Redis(config) = redacted.url() else { panic!() };
+        assert_eq!((&config.username, &config.password), (&None, &None));
+    }
+
+    #[test]
+    fn a_cache_url_sent_back_with_its_user_info_hidden_is_refused_where_given() {
+        let mut spec = spec();
+        spec.cache = "redis://app:hunter2@h".parse().unwrap();
+        assert_eq!(spec.check_given(), Ok(()));
+        spec.cache = spec.cache.redacted();
+        assert_eq!(spec.validate(), Ok(()), "a stored spec still loads");
+        let error = spec.check_given().unwrap_err().reason;
+        assert!(error.starts_with("cache: redis://***@h has `***` for its user info"), "{error}");
+        spec.cache = "redis://%2A%2A%2A@h".parse().unwrap();
+        assert_eq!(spec.check_given(), Ok(()), "three stars, percent-encoded, are a user name");
+        for url in ["memory://", "memcache://a:1", "redis://h"] {
+            spec.cache = url.parse().unwrap();
+            assert_eq!(spec.check_given(), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_declared_spec_names_a_module_file_and_takes_a_digest_once_stored() {
+        let toml = "name = \"a\"\ninputs = [\"a\"]\noutputs = { default = \"b\" }\nmodule = \"f.wasm\"\n";
+        let declared: PipelineSpec<std::path::PathBuf> = toml::from_str(toml).unwrap();
+        assert_eq!(declared.module, std::path::Path::new("f.wasm"));
+        let digest = ModuleDigest::of(b"f");
+        let spec = declared.clone().with_module(digest.clone());
+        assert_eq!((spec.name.as_str(), &spec.module, &spec.inputs), ("a", &digest, &declared.inputs));
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::failure::FailureKind;
 use super::failure::{self, Failure, Outcome};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
 use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
@@ -129,7 +130,7 @@ impl PartitionWorker {
         match undeclared {
             None => outcome,
             Some(target) => Outcome::Failed(Failure {
-                kind: "undeclared-output",
+                kind: FailureKind::UndeclaredOutput,
                 message: format!(
                     "output target {target:?} is not declared by the pipeline (declared: {:?})",
                     self.shared.spec.outputs.keys().collect::<Vec<_>>()

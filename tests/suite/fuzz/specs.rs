@@ -2,12 +2,15 @@
 //!
 //! Properties: a spec serialises and parses back equal in both forms; no text makes parsing
 //! or [`PipelineSpec::validate`] panic; `validate` accepts exactly the specs its rules allow
-//! and names the pipeline when it refuses one.
+//! and names the pipeline when it refuses one; a module or cache that cannot be read is
+//! refused naming its key.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use sluice::pipeline::spec::{CacheSetting, ModuleDigest};
 use sluice::pipeline::spec::{FailurePolicy, GroupSettings, PipelineSpec, Processing, StartPosition};
 use sluice::serve::ServeConfig;
 use sluice_tests::fuzzing::{check, mutated};
@@ -73,6 +76,20 @@ fn group() -> impl Strategy<Value = GroupSettings> {
         })
 }
 
+/// Cache URLs of every backend, with and without credentials and settings.
+fn cache() -> impl Strategy<Value = CacheSetting> {
+    let host = "[a-z][a-z0-9.-]{0,20}";
+    prop_oneof![
+        Just("memory://".to_string()),
+        (1..=1_048_576u64).prop_map(|mb| format!("memory://?capacity_mb={mb}")),
+        (host, 1..=u16::MAX, 0..16u32).prop_map(|(h, port, db)| format!("redis://{h}:{port}/{db}")),
+        ("[A-Za-z0-9]{0,12}", "[A-Za-z0-9/?@:]{1,12}", host)
+            .prop_map(|(user, password, h)| format!("rediss://{user}:{password}@{h}?timeout_ms=9")),
+        (host, 1..=1_024u64).prop_map(|(h, pool)| format!("memcache://{h},{h}x:11300?pool_size={pool}")),
+    ]
+    .prop_map(|url| url.parse().unwrap_or_else(|e| panic!("{url}: {e}")))
+}
+
 /// Specs that follow every rule of `validate`, with any text where the rules allow any.
 fn valid_spec() -> impl Strategy<Value = PipelineSpec> {
     (
@@ -80,8 +97,8 @@ fn valid_spec() -> impl Strategy<Value = PipelineSpec> {
         prop::collection::vec(topic("in-"), 1..4),
         prop::collection::btree_map("[a-z]{1,10}", topic("out-"), 0..3),
         topic("out-"),
-        any::<String>(),
-        any::<String>(),
+        any::<Vec<u8>>().prop_map(|bytes| ModuleDigest::of(&bytes)),
+        cache(),
         prop::option::of(any::<String>()),
         prop::collection::btree_map(any::<String>(), any::<String>(), 0..4),
         (processing(), group()),
@@ -121,8 +138,9 @@ fn to_toml(spec: &PipelineSpec) -> String {
     let inputs: Vec<String> = spec.inputs.iter().map(|t| toml_string(t)).collect();
     out.push_str(&format!("inputs = [{}]\n", inputs.join(", ")));
     out.push_str(&format!("outputs = {}\n", toml_table(&spec.outputs, |t| toml_string(t))));
-    out.push_str(&format!("module = {}\n", toml_string(&spec.module)));
-    out.push_str(&format!("cache = {}\n", toml_string(&spec.cache)));
+    out.push_str(&format!("module = {}\n", toml_string(spec.module.as_str())));
+    let cache = serde_json::to_value(&spec.cache).expect("a cache URL serialises");
+    out.push_str(&format!("cache = {}\n", toml_string(cache.as_str().expect("as text"))));
     if let Some(namespace) = &spec.namespace {
         out.push_str(&format!("namespace = {}\n", toml_string(namespace)));
     }
@@ -156,7 +174,7 @@ fn to_toml(spec: &PipelineSpec) -> String {
 }
 
 /// Whether `spec` follows the rules `validate` documents, decided independently of it.
-fn follows_the_rules(spec: &PipelineSpec) -> bool {
+fn follows_the_rules<M>(spec: &PipelineSpec<M>) -> bool {
     let allowed = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     let topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed(s);
     let dlq = spec.processing.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", spec.name));
@@ -189,7 +207,7 @@ fn follows_the_rules(spec: &PipelineSpec) -> bool {
 }
 
 /// Checks what `validate` says of a spec that parsed.
-fn validated(spec: &PipelineSpec) -> Result<(), TestCaseError> {
+fn validated<M: std::fmt::Debug>(spec: &PipelineSpec<M>) -> Result<(), TestCaseError> {
     match spec.validate() {
         Ok(()) => prop_assert!(follows_the_rules(spec), "{:?} was accepted", spec),
         Err(error) => {
@@ -226,7 +244,9 @@ fn a_valid_spec_is_accepted_and_parses_back_equal_from_json_and_from_toml() {
         let config = format!("[kafka]\nbrokers = \"127.0.0.1:9092\"\n\n[[pipeline]]\n{toml}");
         let serve: ServeConfig = toml::from_str(&config)
             .map_err(|e| TestCaseError::fail(format!("serve config\n{config}\ndoes not parse: {e}")))?;
-        prop_assert_eq!(&serve.pipelines, &vec![spec]);
+        // The config file names a module file: here, one named like the digest.
+        let declared = spec.clone().with_module(PathBuf::from(spec.module.as_str()));
+        prop_assert_eq!(&serve.pipelines, &vec![declared]);
         Ok(())
     });
 }
@@ -326,6 +346,33 @@ fn any_serve_config_text_is_parsed_and_validated_or_refused_without_panic() {
         if let Ok(config) = toml::from_str::<ServeConfig>(&text) {
             for spec in &config.pipelines {
                 validated(spec)?;
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn any_text_as_module_or_cache_is_read_or_refused_naming_its_key_and_hiding_user_info() {
+    let text = prop_oneof![
+        any::<String>(),
+        "(sha256:)?[0-9a-fA-F]{60,68}",
+        "(redis|rediss|memcache|memory)://[a-z:@/?=&%0-9]{0,30}",
+        "redis://u:s3cretpw@[a-z:@/?=&%0-9]{0,20}",
+    ];
+    let cases = (valid_spec(), text, any::<bool>());
+    check("spec_module_and_cache_text", 512, cases, |(spec, text, as_module)| {
+        let key = if as_module { "module" } else { "cache" };
+        let mut json = serde_json::to_value(&spec).expect("JSON");
+        json[key] = text.clone().into();
+        match serde_json::from_value::<PipelineSpec>(json) {
+            Ok(read) if as_module => prop_assert_eq!(read.module.as_str(), text.to_ascii_lowercase()),
+            Ok(read) => prop_assert_eq!(serde_json::to_value(&read.cache).expect("JSON"), text),
+            Err(error) => {
+                let message = error.to_string();
+                prop_assert!(message.starts_with(&format!("{key}: ")), "{} does not name {}", message, key);
+                // A module is no secret and is quoted; a cache URL's user info is.
+                prop_assert!(as_module || !message.contains("s3cretpw"), "{}", message);
             }
         }
         Ok(())

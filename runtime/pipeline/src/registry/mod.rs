@@ -138,12 +138,15 @@ pub fn canonical_digest(text: &str) -> Result<String, RegistryError> {
     parse_digest(text).map(|hex| format!("{DIGEST_PREFIX}{hex}"))
 }
 
+/// A digest given as `sha256:<hex>` or `<hex>` (as [`canonical_digest`] reads it), typed.
+pub fn module_digest(text: &str) -> Result<ModuleDigest, RegistryError> {
+    ModuleDigest::parse_allowing_bare_hex(text).map_err(|error| RegistryError::MalformedDigest { text: error.text })
+}
+
 /// The hex part of a digest given as `sha256:<hex>` or `<hex>`, lowercased (the contract's
-/// [`ModuleDigest::parse`]).
+/// [`ModuleDigest::parse_allowing_bare_hex`]).
 pub fn parse_digest(text: &str) -> Result<String, RegistryError> {
-    ModuleDigest::parse(text)
-        .map(|digest| digest.hex().to_owned())
-        .map_err(|error| RegistryError::MalformedDigest { text: error.text })
+    module_digest(text).map(|digest| digest.hex().to_owned())
 }
 
 /// The uploaded modules of one runtime, stored under `<data_dir>/modules/`. Cheap to clone.

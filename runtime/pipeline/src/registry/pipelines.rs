@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{now, sync_dir, write_atomically};
-use crate::spec::{PipelineSpec, is_valid_name};
+use crate::spec::{ModuleDigest, PipelineSpec, is_valid_name};
 
 /// The folder of the pipeline store inside the runtime's data directory.
 pub const PIPELINES_DIR: &str = "pipelines";
@@ -31,18 +31,47 @@ pub enum DesiredState {
     Paused,
 }
 
+/// Why a module version was put in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevisionCause {
+    /// A create or update of the pipeline (`PUT`, a deploy, the config file).
+    Deploy,
+    /// A hot reload.
+    Reload,
+    /// A rollback to a kept version.
+    Rollback,
+}
+
+impl RevisionCause {
+    /// The name, as stored and answered: `deploy`, `reload` or `rollback`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionCause::Deploy => "deploy",
+            RevisionCause::Reload => "reload",
+            RevisionCause::Rollback => "rollback",
+        }
+    }
+}
+
+impl std::fmt::Display for RevisionCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One module version a pipeline ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Revision {
     /// 1 for the first deploy, one more for each change of module.
     pub revision: u64,
     /// The module digest, `sha256:<hex>`.
-    pub module: String,
+    #[schema(value_type = String, pattern = "^sha256:[0-9a-f]{64}$")]
+    pub module: ModuleDigest,
     /// When this version was put in place, in seconds since the Unix epoch.
     pub deployed_at: u64,
-    /// `deploy`, `reload` or `rollback`.
-    #[schema(examples("deploy", "reload", "rollback"))]
-    pub cause: String,
+    /// What put it in place.
+    pub cause: RevisionCause,
     /// A later revision replaced this one before any partition took it up: it never
     /// processed a record (reloads in quick succession are merged).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -72,7 +101,7 @@ impl PipelineRecord {
             revision: 1,
             module: spec.module.clone(),
             deployed_at: now(),
-            cause: "deploy".into(),
+            cause: RevisionCause::Deploy,
             superseded: false,
         };
         PipelineRecord { spec, state: DesiredState::Running, revisions: vec![first], declared: None }
@@ -84,14 +113,14 @@ impl PipelineRecord {
     }
 
     /// Makes `module` the current version (for `cause`), keeping at most `keep` versions.
-    pub fn push_revision(&mut self, module: &str, cause: &str, keep: usize) {
+    pub fn push_revision(&mut self, module: &ModuleDigest, cause: RevisionCause, keep: usize) {
         let revision = self.revision() + 1;
-        self.spec.module = module.to_string();
+        self.spec.module = module.clone();
         self.revisions.push(Revision {
             revision,
-            module: module.to_string(),
+            module: module.clone(),
             deployed_at: now(),
-            cause: cause.into(),
+            cause,
             superseded: false,
         });
         let excess = self.revisions.len().saturating_sub(keep.max(1));
@@ -233,9 +262,14 @@ impl PipelineStore {
 mod tests {
     use super::*;
 
+    /// The digest of the module named `name` in these tests.
+    fn digest(name: &str) -> ModuleDigest {
+        ModuleDigest::of(name.as_bytes())
+    }
+
     fn record() -> PipelineRecord {
         let spec: PipelineSpec = serde_json::from_value(serde_json::json!({
-            "name": "clicks", "inputs": ["clicks"], "outputs": {"default": "clicks.out"}, "module": "sha256:aa"
+            "name": "clicks", "inputs": ["clicks"], "outputs": {"default": "clicks.out"}, "module": digest("aa")
         }))
         .unwrap();
         PipelineRecord::new(spec)
@@ -244,21 +278,102 @@ mod tests {
     #[test]
     fn revisions_are_numbered_and_only_the_last_ones_kept() {
         let mut record = record();
-        for module in ["sha256:bb", "sha256:cc", "sha256:dd"] {
-            record.push_revision(module, "reload", 3);
+        for module in ["bb", "cc", "dd"] {
+            record.push_revision(&digest(module), RevisionCause::Reload, 3);
         }
-        let kept: Vec<(u64, &str)> = record.revisions.iter().map(|r| (r.revision, r.module.as_str())).collect();
-        assert_eq!(kept, vec![(2, "sha256:bb"), (3, "sha256:cc"), (4, "sha256:dd")]);
-        assert_eq!(record.spec.module, "sha256:dd");
+        let kept: Vec<(u64, &ModuleDigest)> = record.revisions.iter().map(|r| (r.revision, &r.module)).collect();
+        assert_eq!(kept, vec![(2, &digest("bb")), (3, &digest("cc")), (4, &digest("dd"))]);
+        assert_eq!(record.spec.module, digest("dd"));
         assert_eq!(record.revision(), 4);
     }
 
     #[test]
     fn the_previous_version_skips_reloads_of_the_same_module() {
         let mut record = record();
-        record.push_revision("sha256:bb", "reload", 10);
-        record.push_revision("sha256:bb", "reload", 10);
-        assert_eq!(record.previous().map(|r| r.module.as_str()), Some("sha256:aa"));
+        record.push_revision(&digest("bb"), RevisionCause::Reload, 10);
+        record.push_revision(&digest("bb"), RevisionCause::Reload, 10);
+        assert_eq!(record.previous().map(|r| &r.module), Some(&digest("aa")));
+    }
+
+    /// A record as the version before typed specs wrote it (`sluice serve` with a Redis cache
+    /// with a password, reloaded, rolled back, declared in a config file), byte for byte.
+    const RECORD_OF_THE_PREVIOUS_VERSION: &str = r#"{
+  "spec": {
+    "name": "clicks",
+    "inputs": [
+      "clicks"
+    ],
+    "outputs": {
+      "default": "clicks.out"
+    },
+    "module": "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+    "cache": "redis://app:s3cr%40t@127.0.0.1:6379/2?timeout_ms=250",
+    "namespace": null,
+    "config": {
+      "greeting": "hello"
+    },
+    "processing": {
+      "batch_size": 500,
+      "batch_max_bytes": 4194304,
+      "linger_ms": 20,
+      "max_retries": 5,
+      "retry_backoff_ms": 100,
+      "retry_backoff_max_ms": 5000,
+      "on_failure": "dead-letter",
+      "dead_letter_topic": null,
+      "start": "earliest"
+    },
+    "group": {
+      "static_membership": true,
+      "session_timeout_ms": 10000,
+      "heartbeat_interval_ms": 3000
+    }
+  },
+  "state": "paused",
+  "revisions": [
+    {
+      "revision": 1,
+      "module": "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+      "deployed_at": 1790000000,
+      "cause": "deploy"
+    },
+    {
+      "revision": 2,
+      "module": "sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9",
+      "deployed_at": 1790000100,
+      "cause": "reload",
+      "superseded": true
+    },
+    {
+      "revision": 3,
+      "module": "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+      "deployed_at": 1790000200,
+      "cause": "rollback"
+    }
+  ],
+  "declared": "sha256:0f343b0931126a20f133d67c2b018a3b1e3c0e3c5f2d28e8b2f8c1c2c44a3c11"
+}"#;
+
+    #[test]
+    fn a_record_written_by_the_previous_version_loads_and_is_written_back_the_same() {
+        let root = std::env::temp_dir().join(format!("sluice-store-previous-{}-{}", std::process::id(), now()));
+        let store = PipelineStore::open(&root.join("data")).unwrap();
+        fs::write(store.dir().join("clicks.json"), RECORD_OF_THE_PREVIOUS_VERSION).unwrap();
+        let records = store.load_all().unwrap();
+        assert_eq!(records.len(), 1, "the record loads");
+        let record = &records[0];
+        let causes: Vec<RevisionCause> = record.revisions.iter().map(|r| r.cause).collect();
+        assert_eq!(causes, [RevisionCause::Deploy, RevisionCause::Reload, RevisionCause::Rollback]);
+        assert!(record.revisions[1].superseded);
+        assert_eq!(record.spec.module, digest("foo"));
+        assert_eq!(record.previous().map(|r| &r.module), Some(&digest("bar")));
+        assert_eq!(record.state, DesiredState::Paused);
+        let sluice_cache::CacheUrl::Redis(redis) = record.spec.cache.url() else { panic!("a Redis cache") };
+        assert_eq!((redis.username.as_deref(), redis.password.as_deref(), redis.db), (Some("app"), Some("s3cr@t"), 2));
+        store.save(record).unwrap();
+        let written = fs::read_to_string(store.dir().join("clicks.json")).unwrap();
+        assert_eq!(written, RECORD_OF_THE_PREVIOUS_VERSION, "saved again, byte for byte");
+        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
