@@ -452,8 +452,7 @@ cache = "redis://app:{secret}@127.0.0.1:1/0?connect_timeout_ms=200"
     )
     .unwrap();
     let serve = serve_with_config(&config, dir.path().join("serve.log"));
-    let report =
-        wait_for_report(serve.url(), "cached", "the failed state", |r| r.state == PipelineState::Failed).await;
+    let report = wait_for_report(serve.url(), "cached", "the failed state", |r| r.state == PipelineState::Failed).await;
     let error = report.error.as_deref().unwrap_or_default();
     assert!(error.contains("cache redis://***@127.0.0.1:1/0"), "the error names the cache: {report:#?}");
     // The answer as sent, not only as read back.

@@ -36,8 +36,8 @@ fn spec(broker: &TansuBroker, prefix: &str, module: &str, cache: &str) -> Pipeli
         name: format!("{prefix}-{id}"),
         inputs: vec![input],
         outputs: BTreeMap::from([("default".to_string(), output)]),
-        module: module.to_string(),
-        cache: cache.to_string(),
+        module: module.parse().expect("a module digest"),
+        cache: cache.parse().expect("a cache URL"),
         namespace: None,
         config: BTreeMap::new(),
         processing: Processing { dead_letter_topic: Some(dead_letters), linger_ms: 5, ..Processing::default() },
@@ -110,7 +110,7 @@ async fn a_pipeline_whose_stop_hangs_holds_back_no_other_pipeline_and_its_pause_
     assert_eq!(reloaded.pipeline.revision, 2);
     let mut updated = free.clone();
     updated.processing.batch_size = 7;
-    updated.module = tagged.clone();
+    updated.module = tagged.parse().expect("a module digest");
     manager.apply(updated).await.expect("update (a restart) of the other pipeline");
     let listed = manager.list().await;
     assert_eq!(listed.len(), 2, "{listed:?}");

@@ -367,11 +367,11 @@ async fn applied(
     responses(
         (status = 200, description = "Updated: `result` is `reloaded`, `updated` or `unchanged`.", body = ApplyResult),
         (status = 201, description = "Created and started: `result` is `created`.", body = ApplyResult),
-        (status = 400, description = "`invalid_json` (not JSON) or `malformed_digest` (the spec's `module`).", body = ErrorBody),
+        (status = 400, description = "`invalid_json` (not JSON).", body = ErrorBody),
         (status = 404, response = ModuleNotFound),
         (status = 413, response = JsonTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "`invalid_spec`, `invalid_module` (the stored module cannot be loaded) or `pipeline_start_failed` (a missing topic, an unreachable broker or cache).", body = ErrorBody),
+        (status = 422, description = "`invalid_spec` (naming the key: a `module` that is not `sha256:<64 hex>`, a `cache` URL that does not parse or hides its user info as `***`, ...; nothing is stored), `invalid_module` (the stored module cannot be loaded) or `pipeline_start_failed` (a missing topic, an unreachable broker or cache).", body = ErrorBody),
         (status = 504, response = StopTimeout),
         (status = 500, response = InternalError),
     ),

@@ -180,7 +180,7 @@ impl AdminClient {
     }
 
     /// `PUT /v1/pipelines/{name}`: creates or updates the pipeline `spec` names, with a module
-    /// already stored (`spec.module` its digest) or a file the runtime can read.
+    /// already stored (`spec.module` its digest).
     pub fn apply(&self, spec: &PipelineSpec) -> Result<ApplyResult> {
         let path = format!("/v1/pipelines/{}", spec.name);
         let request = self.authorized(self.agent.put(self.url(&path)));

@@ -120,7 +120,7 @@ pub enum ProbeStatus {
 ///
 /// | code | status | meaning |
 /// |---|---|---|
-/// | `malformed_digest` | 400 | A module digest that is not `sha256:<64 hex>` or `<64 hex>`. |
+/// | `malformed_digest` | 400 | A module digest in a path or a reload body that is not `sha256:<64 hex>` or `<64 hex>`. |
 /// | `bad_request` | 400 | A request body that cannot be read. |
 /// | `invalid_json` | 400, 415, 422 | A JSON body that is not JSON (400), not sent as `application/json` (415) or has wrong fields (422, or 400 for reload and rollback bodies). |
 /// | `invalid_multipart` | 400 | A deploy body that is not a `multipart/form-data` form of exactly the parts `spec` and `module`. |
@@ -136,7 +136,7 @@ pub enum ProbeStatus {
 /// | `module_too_large` | 413 | A module (or deploy) body over the module size limit (`max_module_bytes`, default 32 MiB). |
 /// | `body_too_large` | 413 | A JSON body over 1 MiB (1048576 bytes). |
 /// | `invalid_module` | 422 | Bytes that are not a valid component of the `sluice:function/processor` world; the message gives the validator's reason and the digest. |
-/// | `invalid_spec` | 422 | A pipeline spec that cannot be read (unknown or missing fields, a name that differs from the path) or cannot run (no `default` output, a bad name or topic, an output that is also an input, a setting out of its range). |
+/// | `invalid_spec` | 422 | A pipeline spec that cannot be read (unknown or missing fields, a name that differs from the path, a `module` that is not `sha256:<64 hex>`, a `cache` URL that does not parse or has `***` for its user info) or cannot run (no `default` output, a bad name or topic, an output that is also an input, a setting out of its range). |
 /// | `pipeline_start_failed` | 422 | The pipeline could not start: a missing topic, an unreachable broker or cache. |
 /// | `internal_error` | 500 | A failure inside the runtime (disk, store); the details are in its log, not in the response. |
 /// | `kafka_error` | 502 | A request to the Kafka cluster failed; the message is the cluster's answer. |
@@ -255,8 +255,8 @@ mod tests {
     use sluice_cache::{CacheStatsSnapshot, LatencySnapshot};
     use sluice_kafka::source::PartitionOffsets;
     use sluice_pipeline::manager::{ModuleChange, PipelineReport, PipelineState};
-    use sluice_pipeline::registry::pipelines::Revision;
-    use sluice_pipeline::spec::PipelineSpec;
+    use sluice_pipeline::registry::pipelines::{Revision, RevisionCause};
+    use sluice_pipeline::spec::{ModuleDigest, PipelineSpec};
     use sluice_pipeline::{ModuleSwitch, PartitionState, PartitionStatus, PipelineCacheStatus, PipelineStatus};
 
     use super::*;
@@ -275,6 +275,10 @@ mod tests {
 
     fn digest(c: char) -> String {
         format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn typed_digest(c: char) -> ModuleDigest {
+        digest(c).parse().unwrap()
     }
 
     fn module(c: char) -> ModuleInfo {
@@ -331,17 +335,23 @@ mod tests {
             revisions: vec![
                 Revision {
                     revision: 1,
-                    module: digest('a'),
+                    module: typed_digest('a'),
                     deployed_at: 1,
-                    cause: "deploy".into(),
+                    cause: RevisionCause::Deploy,
                     superseded: false,
                 },
-                Revision { revision: 2, module: digest('c'), deployed_at: 2, cause: "reload".into(), superseded: true },
+                Revision {
+                    revision: 2,
+                    module: typed_digest('c'),
+                    deployed_at: 2,
+                    cause: RevisionCause::Reload,
+                    superseded: true,
+                },
                 Revision {
                     revision: 3,
-                    module: digest('b'),
+                    module: typed_digest('b'),
                     deployed_at: 3,
-                    cause: "reload".into(),
+                    cause: RevisionCause::Reload,
                     superseded: false,
                 },
             ],

@@ -71,11 +71,11 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
         .map(|r| {
             vec![
                 r.revision.to_string(),
-                short(&r.module).to_string(),
+                short(r.module.as_str()).to_string(),
                 if r.superseded {
                     format!("{} (superseded: never processed a record)", r.cause)
                 } else {
-                    r.cause.clone()
+                    r.cause.to_string()
                 },
                 r.deployed_at.to_string(),
             ]
