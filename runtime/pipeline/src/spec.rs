@@ -57,12 +57,12 @@ pub struct PipelineSpec<M = ModuleDigest> {
     #[schema(value_type = String, pattern = "^sha256:[0-9a-fA-F]{64}$")]
     pub module: M,
     /// The cache the function's `cache` calls use: `memory://` (the default),
-    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...` (see [`CacheUrl`]). Checked
-    /// when the spec is read: a URL that does not parse is refused (422 `invalid_spec` naming
-    /// `cache`) and nothing is stored. A user name or password in the URL is kept in the
-    /// stored spec only: answers, errors and logs show the URL with its user info replaced by
-    /// `***`. A spec whose URL has `***` for its user info (a GET answer sent back) is
-    /// refused: write the user name and password again.
+    /// `memory://?capacity_mb=N`, `redis://...`, `memcache://...`. Checked when the spec is
+    /// read: a URL that does not parse is refused (422 `invalid_spec` naming `cache`) and
+    /// nothing is stored. A user name or password in the URL is kept in the stored spec only:
+    /// answers, errors and logs show the URL with its user info replaced by `***`. A spec
+    /// whose URL has `***` for its user info (a GET answer sent back) is refused: write the
+    /// user name and password again.
     #[serde(default, deserialize_with = "cache_field")]
     #[schema(value_type = String, default = "memory://")]
     pub cache: CacheSetting,
