@@ -9,6 +9,7 @@
 //! - [`sink`]: the producer of outputs and dead letters, with its backpressure.
 
 pub mod group;
+pub mod log;
 pub mod sink;
 pub mod source;
 

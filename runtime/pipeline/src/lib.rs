@@ -10,6 +10,7 @@
 //! switches to the new module between two batches, so each record is processed by exactly
 //! one version and each partition switches at one offset.
 
+pub mod cluster;
 pub mod manager;
 pub mod registry;
 pub mod spec;
