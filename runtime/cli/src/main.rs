@@ -121,6 +121,11 @@ struct ServeArgs {
     /// kept in the data directory). Each running runtime needs its own.
     #[arg(long, env = "SLUICE_NODE_ID")]
     node_id: Option<String>,
+    /// Cluster mode: keep the registry in the cluster's control topics (`_sluice_registry`,
+    /// `_sluice_modules`, `_sluice_status`, or the config file's [cluster] table), shared by
+    /// every node started so, instead of in the data directory.
+    #[arg(long, env = "SLUICE_CLUSTER")]
+    cluster: bool,
 }
 
 #[derive(Args)]

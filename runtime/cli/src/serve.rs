@@ -14,6 +14,7 @@ use sluice_admin::listener::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIO
 use sluice_admin::{self as admin, AdminConfig, ConnectionLimits, REQUEST_TIMEOUT, check_listen_address};
 use sluice_engine::Limits;
 use sluice_kafka::KafkaConfig;
+use sluice_pipeline::cluster::ClusterConfig;
 use sluice_pipeline::manager::{Declared, ManagerConfig, PipelineManager};
 use sluice_pipeline::registry::module_digest;
 use sluice_pipeline::registry::pipelines::DEFAULT_KEEP_VERSIONS;
@@ -87,6 +88,10 @@ pub struct ServeConfig {
     /// Default: made once and kept in `<data_dir>/node-id`.
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Cluster mode (the `[cluster]` table, or `--cluster` for its defaults): the registry is
+    /// kept in Kafka topics shared by every node of the cluster (see docs/cluster.md).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The `[admin]` table.
@@ -320,6 +325,7 @@ impl ServeConfig {
             keep_versions: DEFAULT_KEEP_VERSIONS,
             pipelines: Vec::new(),
             node_id: None,
+            cluster: None,
         }
     }
 
@@ -338,6 +344,9 @@ impl ServeConfig {
         config.kafka.validate().map_err(anyhow::Error::msg)?;
         config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.engine.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        if let Some(cluster) = &config.cluster {
+            cluster.validate().map_err(|e| anyhow::anyhow!("invalid config {}: [cluster]: {e}", path.display()))?;
+        }
         Ok(config)
     }
 }
@@ -365,6 +374,7 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
         limits: config.engine.limits(),
         keep_versions: config.keep_versions,
         node_id: config.node_id.clone(),
+        cluster: config.cluster.clone(),
         ..ManagerConfig::new(&config.data_dir, config.kafka.clone())
     })
     .await?;

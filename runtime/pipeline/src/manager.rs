@@ -47,6 +47,7 @@ use futures_util::future::{BoxFuture, Shared};
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::cluster::{ClusterConfig, CommitError, Control, Event};
 use crate::registry::module_digest;
 use crate::registry::pipelines::RevisionCause;
 use crate::registry::pipelines::{
@@ -104,6 +105,9 @@ pub struct ManagerConfig {
     /// The longest a pause, delete or update waits for a pipeline to stop. Default
     /// [`STOP_TIMEOUT`].
     pub stop_timeout: Duration,
+    /// Cluster mode: the registry is kept in these Kafka topics, shared by every node of the
+    /// cluster, rather than in the data directory. `None`: this runtime's own registry, on disk.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Creates one topic on the cluster (for `sluice dev`, whose embedded cluster creates topics
@@ -121,6 +125,16 @@ impl ManagerConfig {
             create_topics: None,
             node_id: None,
             stop_timeout: STOP_TIMEOUT,
+            cluster: None,
+        }
+    }
+}
+
+impl From<CommitError> for ManagerError {
+    fn from(error: CommitError) -> Self {
+        match error {
+            CommitError::Conflict { .. } => ManagerError::Conflict(error.to_string()),
+            CommitError::Log { .. } => ManagerError::Kafka(error.to_string()),
         }
     }
 }
@@ -313,6 +327,9 @@ struct Inner {
     pins: Mutex<ModulePins>,
     /// See [`ManagerConfig::stop_timeout`].
     stop_timeout: Duration,
+    /// The cluster's control topics, in cluster mode: changes are committed there rather than
+    /// saved in `store`.
+    control: Option<Arc<Control>>,
 }
 
 /// What keeps a module delete and an apply of that module from both succeeding: an apply pins
@@ -444,6 +461,9 @@ struct Managed {
     failure: Option<String>,
     /// A stop still under way because it outlasted [`ManagerConfig::stop_timeout`].
     stopping: Option<Stopping>,
+    /// In cluster mode, the generation of the registry log's record that `record` is
+    /// ([`crate::cluster::state`]); 0 otherwise.
+    generation: u64,
 }
 
 /// A pipeline's stop, run as a task of its own so that a change waits for it only so long.
@@ -464,7 +484,15 @@ enum StopKind {
 
 impl Managed {
     fn new(record: PipelineRecord) -> Managed {
-        Managed { record, running: None, stats: Arc::default(), cache: None, failure: None, stopping: None }
+        Managed {
+            record,
+            running: None,
+            stats: Arc::default(),
+            cache: None,
+            failure: None,
+            stopping: None,
+            generation: 0,
+        }
     }
 
     fn view(&self) -> View {
@@ -560,7 +588,28 @@ impl PipelineManager {
         })?;
         let registry = ModuleRegistry::open(&config.data_dir, engine.clone())?;
         let store = PipelineStore::open(&config.data_dir)?;
-        let records = store.load_all()?;
+        let (control, events) = match &config.cluster {
+            Some(cluster) => {
+                let (control, events) = Control::join(&config.kafka, cluster.clone(), &node_id)
+                    .await
+                    .with_context(|| format!("cannot join the cluster through {}", cluster.registry_topic))?;
+                (Some(control), Some(events))
+            }
+            None => (None, None),
+        };
+        let records: Vec<(PipelineRecord, u64)> = match &control {
+            None => store.load_all()?.into_iter().map(|record| (record, 0)).collect(),
+            Some(control) => {
+                import_store(control, &store, &registry).await?;
+                control.restate_leftovers().await;
+                control.with_state(|state| {
+                    state
+                        .pipelines()
+                        .filter_map(|(_, entry)| entry.record.clone().map(|record| (record, entry.generation)))
+                        .collect()
+                })
+            }
+        };
         let manager = PipelineManager {
             inner: Arc::new(Inner {
                 engine,
@@ -577,11 +626,13 @@ impl PipelineManager {
                 pipelines: RwLock::default(),
                 pins: Mutex::default(),
                 stop_timeout: config.stop_timeout,
+                control,
             }),
         };
-        for record in records {
+        for (record, generation) in records {
             let name = record.spec.name.clone();
             let mut managed = Managed::new(record);
+            managed.generation = generation;
             if managed.record.state == DesiredState::Running {
                 manager.start(&mut managed).await;
             }
@@ -592,6 +643,9 @@ impl PipelineManager {
             manager.inner.pipelines.write().unwrap_or_else(|p| p.into_inner()).insert(name, Arc::new(slot));
         }
         tokio::spawn(restart_failed(Arc::downgrade(&manager.inner)));
+        if let Some(events) = events {
+            tokio::spawn(follow_cluster(Arc::downgrade(&manager.inner), events));
+        }
         Ok(manager)
     }
 
@@ -657,10 +711,12 @@ impl PipelineManager {
             }
             Err(e) => return Err(e),
         };
-        if let (_, Some(managed)) = change.parts() {
+        if let (_, Some(managed)) = change.parts()
+            && managed.record.declared.as_deref() != Some(declared.as_str())
+        {
             let mut record = managed.record.clone();
             record.declared = Some(declared);
-            self.save(&record).await?;
+            self.save(&mut managed.generation, &record).await?;
             managed.record = record;
         }
         Ok(outcome)
@@ -676,7 +732,11 @@ impl PipelineManager {
 
     /// Stores `bytes` in the registry, checked and compiled, and keeps the compiled module.
     pub async fn store_module(&self, bytes: Bytes) -> Result<Stored, ManagerError> {
-        let stored = self.inner.registry.put(bytes).await?;
+        let stored = self.inner.registry.put(bytes.clone()).await?;
+        if let Some(control) = &self.inner.control {
+            // In a cluster, the module is stored in Kafka for the other nodes.
+            control.publish_module(&stored.info, &bytes).await?;
+        }
         if let Some(module) = &stored.module {
             self.inner
                 .modules
@@ -733,7 +793,7 @@ impl PipelineManager {
         if managed.record.state != DesiredState::Paused {
             let mut record = managed.record.clone();
             record.state = DesiredState::Paused;
-            self.save(&record).await?;
+            self.save(&mut managed.generation, &record).await?;
             managed.record = record;
             managed.failure = None;
             self.stop_within_limit(slot, managed, StopKind::Leave).await?;
@@ -755,7 +815,7 @@ impl PipelineManager {
             if managed.record.state != DesiredState::Running {
                 let mut record = managed.record.clone();
                 record.state = DesiredState::Running;
-                self.save(&record).await?;
+                self.save(&mut managed.generation, &record).await?;
                 managed.record = record;
             }
             tracing::info!(pipeline = %name, "pipeline resumed");
@@ -777,17 +837,21 @@ impl PipelineManager {
                 let mut record = managed.record.clone();
                 record.state = DesiredState::Paused;
                 managed.record.state = DesiredState::Paused;
-                if let Err(save) = self.save(&record).await {
+                if let Err(save) = self.save(&mut managed.generation, &record).await {
                     tracing::error!(pipeline = %name, "cannot save it paused after its stop outlasted the limit: {save}");
                 }
             }
             return Err(e);
         }
+        let mut generation = managed.generation;
+        if let Err(e) = self.remove(&mut generation, name).await {
+            // Still in the registry: started again by the retry loop, unless paused.
+            managed.generation = generation;
+            return Err(e);
+        }
         let (_, managed) = change.parts();
         *managed = None;
-        let store = self.inner.store.clone();
-        let name = name.to_string();
-        blocking(move || store.remove(&name)).await
+        Ok(())
     }
 
     /// Commits new offsets for a paused pipeline's consumer group; it resumes from them.
@@ -887,7 +951,17 @@ impl PipelineManager {
                 return Err(ManagerError::Conflict(format!("module {digest} is being deleted already")));
             }
         }
-        let deleted = self.inner.registry.delete(&digest).await;
+        let mut deleted = self.inner.registry.delete(&digest).await;
+        if let Some(control) = &self.inner.control {
+            let hex = digest.trim_start_matches(sluice_contract::DIGEST_PREFIX);
+            let in_cluster = control.with_state(|s| s.module(hex).is_some_and(|m| m.info.is_some()));
+            if in_cluster && (deleted.is_ok() || matches!(deleted, Err(RegistryError::NotFound { .. }))) {
+                deleted = control.unpublish_module(hex).await.map_err(|e| RegistryError::Task {
+                    digest: digest.clone(),
+                    reason: format!("cannot delete it from the cluster: {e}"),
+                });
+            }
+        }
         if deleted.is_ok() {
             self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
         }
@@ -931,6 +1005,9 @@ impl PipelineManager {
             managed.stopping = None;
         });
         futures_util::future::join_all(stopping).await;
+        if let Some(control) = &self.inner.control {
+            control.leave();
+        }
     }
 
     fn shutting_down(&self) -> bool {
@@ -978,8 +1055,12 @@ impl PipelineManager {
     async fn change(&self, name: &str) -> Result<Change<'_>, ManagerError> {
         loop {
             let slot = self.slot(name).ok_or_else(|| not_found(name))?;
-            let change = self.lock(name.to_string(), slot).await;
+            let mut change = self.lock(name.to_string(), slot).await;
             if self.is_current(name, &change.slot) {
+                self.catch_up(&mut change).await;
+                if change.guard.is_none() {
+                    return Err(not_found(name));
+                }
                 return Ok(change);
             }
         }
@@ -998,8 +1079,9 @@ impl PipelineManager {
                 .entry(name.to_string())
                 .or_default()
                 .clone();
-            let change = self.lock(name.to_string(), slot).await;
+            let mut change = self.lock(name.to_string(), slot).await;
             if self.is_current(name, &change.slot) {
+                self.catch_up(&mut change).await;
                 return change;
             }
         }
@@ -1051,7 +1133,8 @@ impl PipelineManager {
             let name = spec.name.clone();
             let mut created = Managed::new(PipelineRecord::new(spec));
             self.start_with(&mut created, module).await?;
-            if let Err(e) = self.save(&created.record).await {
+            let record = created.record.clone();
+            if let Err(e) = self.save(&mut created.generation, &record).await {
                 if let Err(stop) = self.stop_within_limit(slot, &mut created, StopKind::Leave).await {
                     tracing::error!(pipeline = %name, "{stop}");
                 }
@@ -1077,17 +1160,36 @@ impl PipelineManager {
             managed.cache = None;
         }
         let mut superseded = None;
-        if settings_changed && managed.running.is_some() {
+        let restart = settings_changed && managed.running.is_some();
+        if restart {
             // Check the new settings where possible before stopping the running pipeline.
             self.check_topics(&record.spec).await?;
+        }
+        // In a cluster the log decides first: a change another node made at the same time
+        // wins, and this one changes nothing here either. Every node then applies it.
+        let clustered = self.inner.control.is_some();
+        let old_record = managed.record.clone();
+        if clustered {
+            self.save(&mut managed.generation, &record).await?;
+            managed.record = record.clone();
+        }
+        if restart {
             // Started again at once, as the same group member. A stop that outlasts its
-            // limit leaves the old spec, `stopping`, then restarted by the retry loop.
+            // limit leaves the old spec (in a cluster, the new one), `stopping`, then
+            // restarted by the retry loop.
             self.stop_within_limit(slot, managed, StopKind::Restart).await?;
-            let old_record = std::mem::replace(&mut managed.record, record.clone());
+            managed.record = record.clone();
             if let Err(e) = self.start_with(managed, module).await {
-                // Put the previous spec back, running.
-                managed.record = old_record;
-                let previous_module = self.module(old.module.as_str()).await?;
+                // Put the previous spec back, running (in a cluster, on every node).
+                let mut previous = old_record;
+                if clustered {
+                    if let Err(again) = self.save(&mut managed.generation, &previous).await {
+                        tracing::error!(pipeline = %old.name, "cannot put the previous spec back in the cluster: {again}");
+                        previous = record;
+                    }
+                }
+                managed.record = previous;
+                let previous_module = self.module(managed.record.spec.module.as_str()).await?;
                 if let Err(again) = self.start_with(managed, previous_module).await {
                     tracing::error!(pipeline = %old.name, "cannot restart with the previous spec either: {again}");
                 }
@@ -1099,7 +1201,7 @@ impl PipelineManager {
                 record.mark_superseded(revision);
             }
         }
-        if let Err(e) = self.save(&record).await {
+        if !clustered && let Err(e) = self.save(&mut managed.generation, &record).await {
             tracing::error!(pipeline = %record.spec.name, "the change is applied but not saved: {e}");
             return Err(e);
         }
@@ -1156,8 +1258,22 @@ impl PipelineManager {
         if let Some(module) = self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
             return Ok(module.clone());
         }
-        let Some((_, bytes)) = self.inner.registry.get(&digest).await? else {
-            return Err(RegistryError::NotFound { digest }.into());
+        let bytes = match self.inner.registry.get(&digest).await? {
+            Some((_, bytes)) => bytes,
+            None => match &self.inner.control {
+                // Stored on another node: read it from the cluster and keep it here.
+                Some(control) => {
+                    let stored = self.fetch_module(control, &digest).await?;
+                    if let Some(module) = stored.module {
+                        return Ok(module);
+                    }
+                    match self.inner.registry.get(&digest).await? {
+                        Some((_, bytes)) => bytes,
+                        None => return Err(RegistryError::NotFound { digest }.into()),
+                    }
+                }
+                None => return Err(RegistryError::NotFound { digest }.into()),
+            },
         };
         let engine = self.inner.engine.clone();
         let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
@@ -1247,9 +1363,62 @@ impl PipelineManager {
         Ok(Cache::new(backend, Namespace::new(spec.namespace())?).owned_by(&spec.name))
     }
 
-    async fn save(&self, record: &PipelineRecord) -> Result<(), ManagerError> {
-        let (store, record) = (self.inner.store.clone(), record.clone());
-        blocking(move || store.save(&record)).await
+    /// Makes `record` the pipeline's stored record: saved in the store, or in a cluster
+    /// committed to the registry log, where it must follow `generation` (the record's
+    /// generation now, which becomes the new one's): [`ManagerError::Conflict`] when another
+    /// node changed the pipeline first.
+    async fn save(&self, generation: &mut u64, record: &PipelineRecord) -> Result<(), ManagerError> {
+        match &self.inner.control {
+            None => {
+                let (store, record) = (self.inner.store.clone(), record.clone());
+                blocking(move || store.save(&record)).await
+            }
+            Some(control) => self.commit(control, generation, &record.spec.name, Some(record)).await,
+        }
+    }
+
+    /// Removes pipeline `name`'s stored record (see [`PipelineManager::save`]).
+    async fn remove(&self, generation: &mut u64, name: &str) -> Result<(), ManagerError> {
+        match &self.inner.control {
+            None => {
+                let (store, name) = (self.inner.store.clone(), name.to_string());
+                blocking(move || store.remove(&name)).await
+            }
+            Some(control) => self.commit(control, generation, name, None).await,
+        }
+    }
+
+    /// Commits pipeline `name`'s change to `record` to the registry log, as the generation
+    /// after `generation` (0 for a pipeline this node does not have yet: then the generation
+    /// after the log's, if the log has it deleted).
+    async fn commit(
+        &self,
+        control: &Control,
+        generation: &mut u64,
+        name: &str,
+        record: Option<&PipelineRecord>,
+    ) -> Result<(), ManagerError> {
+        let base = if *generation > 0 {
+            *generation
+        } else {
+            match control.with_state(|s| s.pipeline(name).map(|e| (e.generation, e.record.is_some()))) {
+                Some((current, true)) => {
+                    return Err(CommitError::Conflict {
+                        name: name.to_string(),
+                        generation: current,
+                        revision: control.with_state(|s| {
+                            s.pipeline(name).and_then(|e| e.record.as_ref()).map_or(0, PipelineRecord::revision)
+                        }),
+                    }
+                    .into());
+                }
+                Some((current, false)) => current,
+                None => 0,
+            }
+        };
+        control.commit_pipeline(name, base + 1, record).await?;
+        *generation = base + 1;
+        Ok(())
     }
 
     /// Tries once to start pipeline `name` (`slot`), which should run but does not, unless a
@@ -1265,6 +1434,224 @@ impl PipelineManager {
             }
         }
     }
+}
+
+/// Cluster mode: how this node follows the registry log.
+impl PipelineManager {
+    /// In a cluster, brings the pipeline of `change` up to the registry log as this node has
+    /// applied it, before a change proposed here is computed from it.
+    async fn catch_up(&self, change: &mut Change<'_>) {
+        let Some(control) = &self.inner.control else { return };
+        let Some(entry) = control.with_state(|s| s.pipeline(&change.name).cloned()) else { return };
+        let (slot, managed) = change.parts();
+        let behind = match managed {
+            Some(managed) => managed.generation < entry.generation,
+            None => entry.record.is_some(),
+        };
+        if behind {
+            self.realize(slot, managed, entry).await;
+        }
+    }
+
+    /// Applies to pipeline `name` what the registry log says of it now, unless this node is
+    /// there already (a change made through this node is applied by the call that made it).
+    async fn reconcile(&self, name: String) {
+        if self.shutting_down() {
+            return;
+        }
+        // Taking the pipeline's lock catches it up; a slot made for a pipeline that the log
+        // has deleted leaves the manager when the change ends.
+        let _change = self.change_or_create(&name).await;
+    }
+
+    /// Makes pipeline `managed` (in `slot`) what `entry` of the registry log says: created,
+    /// deleted, paused, resumed, reloaded (each partition switching between two batches, as
+    /// for a reload made here) or restarted with new settings. A pipeline that cannot start is
+    /// kept as failed and tried again, like a restored one.
+    async fn realize(&self, slot: &PipelineSlot, managed: &mut Option<Managed>, entry: crate::cluster::PipelineEntry) {
+        let Some(record) = entry.record else {
+            if let Some(current) = managed.as_mut() {
+                let name = current.record.spec.name.clone();
+                if let Err(e) = self.stop_within_limit(slot, current, StopKind::Leave).await {
+                    tracing::warn!(pipeline = %name, "deleted in the cluster, but: {e}");
+                }
+                tracing::info!(pipeline = %name, generation = entry.generation, "pipeline deleted in the cluster");
+            }
+            *managed = None;
+            return;
+        };
+        let name = record.spec.name.clone();
+        let Some(current) = managed.as_mut() else {
+            let mut created = Managed::new(record);
+            created.generation = entry.generation;
+            if created.record.state == DesiredState::Running {
+                self.start(&mut created).await;
+            }
+            tracing::info!(pipeline = %name, generation = entry.generation, revision = created.record.revision(), "pipeline created in the cluster");
+            *managed = Some(created);
+            return;
+        };
+        let old = current.record.clone();
+        current.generation = entry.generation;
+        if settings_cache_changed(&old.spec, &record.spec) {
+            current.cache = None;
+        }
+        let settings_changed = PipelineSpec { module: record.spec.module.clone(), ..old.spec.clone() } != record.spec;
+        let module_changed = old.spec.module != record.spec.module;
+        let revision = record.revision();
+        if record.state == DesiredState::Paused {
+            current.record = record;
+            current.failure = None;
+            if let Err(e) = self.stop_within_limit(slot, current, StopKind::Leave).await {
+                tracing::warn!(pipeline = %name, "paused in the cluster, but: {e}");
+            } else if old.state != DesiredState::Paused {
+                tracing::info!(pipeline = %name, "pipeline paused in the cluster");
+            }
+            return;
+        }
+        if settings_changed || current.running.is_none() {
+            if current.running.is_some()
+                && let Err(e) = self.stop_within_limit(slot, current, StopKind::Restart).await
+            {
+                // The retry loop starts it with the new record once the stop ends.
+                current.record = record;
+                tracing::warn!(pipeline = %name, "updated in the cluster, but: {e}");
+                return;
+            }
+            current.record = record;
+            self.start(current).await;
+            tracing::info!(pipeline = %name, revision, "pipeline (re)started for a change in the cluster");
+            return;
+        }
+        if module_changed {
+            match self.module(record.spec.module.as_str()).await {
+                Ok(module) => {
+                    if let Some(pipeline) = &current.running {
+                        pipeline.reload(module, revision);
+                    }
+                    tracing::info!(pipeline = %name, revision, module = %record.spec.module, "pipeline reloaded for a change in the cluster");
+                }
+                Err(e) => {
+                    // Keeps running the module it has; the status says why.
+                    tracing::error!(pipeline = %name, revision, "cannot reload to the cluster's module: {e}");
+                    current.failure = Some(format!("cannot reload to revision {revision}: {e}"));
+                    current.record.state = record.state;
+                    return;
+                }
+            }
+        }
+        current.record = record;
+    }
+
+    /// Reads module `digest` from the cluster's modules topic and stores it in this node's
+    /// registry (checked and compiled).
+    async fn fetch_module(&self, control: &Arc<Control>, digest: &str) -> Result<Stored, ManagerError> {
+        let typed = module_digest(digest)?;
+        let control = control.clone();
+        let bytes = tokio::task::spawn_blocking(move || control.fetch_module(&typed))
+            .await
+            .map_err(|e| RegistryError::Task { digest: digest.to_string(), reason: e.to_string() })?
+            .map_err(|e| RegistryError::Task { digest: digest.to_string(), reason: format!("{e:#}") })?;
+        let stored = self.inner.registry.put(bytes.into()).await?;
+        if let Some(module) = &stored.module {
+            self.inner
+                .modules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stored.info.digest.clone(), module.clone());
+        }
+        tracing::info!(module = %stored.info.digest, "module read from the cluster");
+        Ok(stored)
+    }
+
+    /// Follows module `hex`'s change in the registry log: a module stored on another node is
+    /// read and kept here too, a deleted one removed.
+    async fn replicate_module(&self, hex: String) {
+        let Some(control) = &self.inner.control else { return };
+        let digest = format!("{}{hex}", sluice_contract::DIGEST_PREFIX);
+        let stored = control.with_state(|s| s.module(&hex).map(|m| m.info.is_some()));
+        match stored {
+            Some(true) => {
+                if matches!(self.inner.registry.info(&digest).await, Ok(Some(_))) {
+                    return;
+                }
+                if let Err(e) = self.fetch_module(control, &digest).await {
+                    tracing::error!(module = %digest, "cannot read a module stored in the cluster: {e}");
+                }
+            }
+            Some(false) => {
+                self.inner.modules.lock().unwrap_or_else(|p| p.into_inner()).remove(&digest);
+                match self.inner.registry.delete(&digest).await {
+                    Ok(()) | Err(RegistryError::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!(module = %digest, "cannot delete a module deleted in the cluster: {e}"),
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Applies what the registry log's follower reads, as long as the manager lives: each
+/// pipeline change by a task of its own (under that pipeline's lock), each module change too.
+async fn follow_cluster(inner: std::sync::Weak<Inner>, mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let manager = PipelineManager { inner };
+        match event {
+            Event::Pipeline(name) => {
+                tokio::spawn(async move { manager.reconcile(name).await });
+            }
+            Event::Module(hex) => {
+                tokio::spawn(async move { manager.replicate_module(hex).await });
+            }
+        }
+    }
+}
+
+/// The folder the pipeline store is renamed to once imported into a cluster's registry.
+pub const IMPORTED_PIPELINES_DIR: &str = "pipelines.imported";
+
+/// Imports the records of a runtime's own pipeline store into the cluster's registry log, once:
+/// each pipeline the log does not have yet, with its modules; the store's folder is then
+/// renamed [`IMPORTED_PIPELINES_DIR`], so a restart does not import it again.
+async fn import_store(control: &Control, store: &PipelineStore, registry: &ModuleRegistry) -> anyhow::Result<()> {
+    let records = store.load_all()?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    for record in records {
+        let name = record.spec.name.clone();
+        if control.with_state(|s| s.pipeline(&name).is_some()) {
+            tracing::info!(pipeline = %name, "not imported from the data directory: the cluster has it already");
+            continue;
+        }
+        let digests: std::collections::BTreeSet<String> =
+            record.revisions.iter().map(|r| r.module.to_string()).collect();
+        for digest in digests {
+            match registry.get(&digest).await? {
+                Some((info, bytes)) => control.publish_module(&info, &bytes).await?,
+                None => {
+                    tracing::warn!(pipeline = %name, module = %digest, "a kept module is missing from the data directory; not imported")
+                }
+            }
+        }
+        match control.commit_pipeline(&name, 1, Some(&record)).await {
+            Ok(()) => tracing::info!(pipeline = %name, "pipeline imported from the data directory into the cluster"),
+            Err(CommitError::Conflict { .. }) => {
+                tracing::info!(pipeline = %name, "not imported: another node imported or created it first")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut imported = store.dir().with_file_name(IMPORTED_PIPELINES_DIR);
+    if imported.exists() {
+        imported = imported.with_extension(format!("imported.{}", crate::registry::now()));
+    }
+    std::fs::rename(store.dir(), &imported).with_context(|| {
+        format!("cannot rename {} to {} after importing it", store.dir().display(), imported.display())
+    })?;
+    std::fs::create_dir_all(store.dir())?;
+    Ok(())
 }
 
 /// The file in the data directory a runtime holds locked while it runs.
