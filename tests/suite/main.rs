@@ -5,6 +5,7 @@ mod cache_conformance;
 mod cache_contract;
 mod cache_resilience;
 mod cache_tls;
+mod cluster;
 mod control;
 mod examples;
 mod fuzz;

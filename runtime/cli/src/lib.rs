@@ -30,7 +30,7 @@ pub use sluice_cache as cache;
 pub use sluice_engine as engine;
 pub use sluice_kafka as kafka;
 pub use sluice_pipeline as pipeline;
-pub use sluice_pipeline::{manager, registry};
+pub use sluice_pipeline::{cluster, manager, registry};
 pub use sluice_record as record;
 
 pub mod dev;

@@ -191,3 +191,28 @@ impl LogReader {
         &self.topic
     }
 }
+
+/// Asks the broker where a log topic ends, without reading it.
+pub struct LogEnd {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl LogEnd {
+    /// A client asking where `topic` ends.
+    pub fn new(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<LogEnd> {
+        let consumer: BaseConsumer = kafka
+            .client_config()
+            .set("group.id", format!("sluice-log-end-{topic}"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .with_context(|| format!("cannot create a client of the log topic {topic}"))?;
+        Ok(LogEnd { consumer, topic: topic.to_string() })
+    }
+
+    /// The offset the next appended record will get (the high watermark), waiting at most
+    /// `timeout`. Blocking.
+    pub fn end(&self, timeout: Duration) -> Result<i64, KafkaError> {
+        self.consumer.fetch_watermarks(&self.topic, LOG_PARTITION, timeout).map(|(_, high)| high)
+    }
+}

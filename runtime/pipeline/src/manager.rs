@@ -749,6 +749,7 @@ impl PipelineManager {
 
     /// Switches the pipeline to the module `digest` (in the registry) without stopping it.
     pub async fn reload(&self, name: &str, digest: &str) -> Result<ModuleChange, ManagerError> {
+        self.sync(name).await;
         let view = self.view(name).ok_or_else(|| not_found(name))?;
         let spec = PipelineSpec { module: module_digest(digest)?, ..view.record.spec.clone() };
         let (applied, superseded) = self.apply_with_cause(spec, RevisionCause::Reload).await?;
@@ -759,6 +760,7 @@ impl PipelineManager {
     /// that runs another module, or revision `to`. The rollback is itself a new revision, so
     /// a second rollback undoes the first.
     pub async fn rollback(&self, name: &str, to: Option<u64>) -> Result<ModuleChange, ManagerError> {
+        self.sync(name).await;
         let spec = {
             let view = self.view(name).ok_or_else(|| not_found(name))?;
             let record = &view.record;
@@ -1053,6 +1055,14 @@ impl PipelineManager {
 
     /// A change of the existing pipeline `name`.
     async fn change(&self, name: &str) -> Result<Change<'_>, ManagerError> {
+        if let Some(control) = &self.inner.control {
+            control.read_to_end().await;
+        }
+        if self.in_log(name) {
+            // Made on another node and not applied here yet: it is, under its lock.
+            let change = self.change_or_create(name).await;
+            return if change.guard.is_some() { Ok(change) } else { Err(not_found(name)) };
+        }
         loop {
             let slot = self.slot(name).ok_or_else(|| not_found(name))?;
             let mut change = self.lock(name.to_string(), slot).await;
@@ -1114,6 +1124,9 @@ impl PipelineManager {
         spec: PipelineSpec,
         cause: RevisionCause,
     ) -> Result<(Applied, Option<u64>), ManagerError> {
+        if let Some(control) = &self.inner.control {
+            control.read_to_end().await;
+        }
         // Dropped after the change, so the record names the module before the pin goes.
         let (spec, module, _pin) = self.prepare(spec).await?;
         let mut change = self.change_or_create(&spec.name).await;
@@ -1182,11 +1195,9 @@ impl PipelineManager {
             if let Err(e) = self.start_with(managed, module).await {
                 // Put the previous spec back, running (in a cluster, on every node).
                 let mut previous = old_record;
-                if clustered {
-                    if let Err(again) = self.save(&mut managed.generation, &previous).await {
-                        tracing::error!(pipeline = %old.name, "cannot put the previous spec back in the cluster: {again}");
-                        previous = record;
-                    }
+                if clustered && let Err(again) = self.save(&mut managed.generation, &previous).await {
+                    tracing::error!(pipeline = %old.name, "cannot put the previous spec back in the cluster: {again}");
+                    previous = record;
                 }
                 managed.record = previous;
                 let previous_module = self.module(managed.record.spec.module.as_str()).await?;
@@ -1450,6 +1461,24 @@ impl PipelineManager {
         };
         if behind {
             self.realize(slot, managed, entry).await;
+        }
+    }
+
+    /// Whether the registry log, as this node has read it, has pipeline `name`.
+    fn in_log(&self, name: &str) -> bool {
+        self.inner
+            .control
+            .as_ref()
+            .is_some_and(|control| control.with_state(|s| s.pipeline(name).is_some_and(|e| e.record.is_some())))
+    }
+
+    /// In a cluster, applies here what the log says of pipeline `name` before a change made
+    /// through this node reads it: a pipeline created or changed through another node is then
+    /// found here too, as soon as this node has read the log that far.
+    async fn sync(&self, name: &str) {
+        if let Some(control) = &self.inner.control {
+            control.read_to_end().await;
+            let _change = self.change_or_create(name).await;
         }
     }
 

@@ -31,7 +31,7 @@ use crate::registry::ModuleInfo;
 use crate::registry::pipelines::PipelineRecord;
 use sluice_engine::ModuleDigest;
 use sluice_kafka::KafkaConfig;
-use sluice_kafka::log::{Cleanup, LogAppender, LogReader, ensure_log_topic};
+use sluice_kafka::log::{Cleanup, LogAppender, LogEnd, LogReader, ensure_log_topic};
 
 pub use state::{ModuleChange, Outcome, PipelineChange, PipelineEntry, RegistryState};
 
@@ -52,6 +52,10 @@ pub const MODULE_CHUNK_BYTES: usize = 512 * 1024;
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the follower waits for a record before looking again.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// The longest a change made through this node waits to learn where the registry topic ends
+/// before it reads this node's state (see [`Control::read_to_end`]); past it the change goes on
+/// from what this node has read.
+pub const READ_TO_END_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many recent outcomes are kept for the calls waiting for them.
 const KEPT_OUTCOMES: usize = 4096;
 
@@ -157,6 +161,8 @@ pub struct Control {
     kafka: KafkaConfig,
     node: String,
     appender: LogAppender,
+    /// Asks where the registry topic ends.
+    end: Arc<LogEnd>,
     state: Mutex<RegistryState>,
     /// Outcomes of recent records, by offset, for the calls waiting for them.
     outcomes: Mutex<BTreeMap<i64, Outcome>>,
@@ -187,11 +193,13 @@ impl Control {
             ensure_log_topic(kafka, topic, Cleanup::Compact).await?;
         }
         let appender = LogAppender::new(kafka, &format!("sluice-{node}-control"))?;
+        let end = Arc::new(LogEnd::new(kafka, &config.registry_topic)?);
         let control = Arc::new(Control {
             config: config.clone(),
             kafka: kafka.clone(),
             node: node.to_string(),
             appender,
+            end,
             state: Mutex::default(),
             outcomes: Mutex::default(),
             applied: watch::Sender::new(0),
@@ -315,6 +323,31 @@ impl Control {
                 Err(CommitError::Conflict { name: name.to_string(), generation, revision })
             }
             Outcome::Invalid(reason) | Outcome::Module { hex: reason } => Err(self.log_error(reason)),
+        }
+    }
+
+    /// Waits until this node has read the registry topic to where it ends now, so that a
+    /// change made through this node starts from every change committed before it, through
+    /// whichever node. Gives up (with a warning) after [`READ_TO_END_TIMEOUT`] and lets the
+    /// change start from what this node has read: the log's generation check still refuses a
+    /// change made from an older state.
+    pub async fn read_to_end(&self) {
+        let end = self.end.clone();
+        let asked = tokio::task::spawn_blocking(move || end.end(READ_TO_END_TIMEOUT)).await;
+        let end = match asked {
+            Ok(Ok(end)) => end,
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %self.config.registry_topic, "cannot learn where the registry topic ends: {e}; going on from what this node has read");
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut applied = self.applied.subscribe();
+        if tokio::time::timeout(READ_TO_END_TIMEOUT, applied.wait_for(|next| *next >= end)).await.is_err() {
+            tracing::warn!(
+                topic = %self.config.registry_topic,
+                "this node has not read the registry topic to its end (offset {end}) within {READ_TO_END_TIMEOUT:?}; going on from what it has read"
+            );
         }
     }
 

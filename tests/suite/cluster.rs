@@ -1,0 +1,449 @@
+//! Cluster mode: several `sluice serve --cluster` processes on one broker (tansu) share one
+//! registry kept in Kafka. A pipeline deployed through any node runs on every node, with its
+//! partitions split between them; reloads reach every node and switch each partition once;
+//! concurrent changes are ordered by the log; a late node catches up; a node that stops hands
+//! its partitions over; a registry record that cannot be read is named and skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice::api::{AdminClient, ClientError, PipelineReport, PipelineState};
+use sluice::cluster::{ClusterConfig, CommitError, Control, DEFAULT_REGISTRY_TOPIC};
+use sluice::engine::ModuleDigest;
+use sluice::kafka::KafkaConfig;
+use sluice::registry::pipelines::{PipelineRecord, RevisionCause};
+use sluice_tests::guests;
+use sluice_tests::kafka::{ConsumedRecord, ProduceRecord, TansuBroker, consume_all, produce, unique_suffix};
+use sluice_tests::process::ServeProcess;
+
+/// How long a test waits for a state before it fails.
+const WAIT: Duration = Duration::from_secs(120);
+/// Partitions of every input topic here: two per node of three.
+const PARTITIONS: i32 = 6;
+
+/// A broker, the nodes of one cluster on it, and one pipeline's topics.
+struct Cluster {
+    broker: TansuBroker,
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<ServeProcess>>,
+    input: String,
+    output: String,
+}
+
+impl Cluster {
+    /// A broker and `nodes` cluster nodes, `n1`, `n2`, ..., each on its own data directory.
+    fn start(nodes: usize) -> Cluster {
+        let broker = TansuBroker::start();
+        let id = unique_suffix();
+        let (input, output) = (format!("in-{id}"), format!("out-{id}"));
+        broker.create_topic(&input, PARTITIONS);
+        broker.create_topic(&output, PARTITIONS);
+        let mut cluster = Cluster { broker, dir: tempfile::tempdir().unwrap(), nodes: Vec::new(), input, output };
+        for _ in 0..nodes {
+            cluster.add_node();
+        }
+        cluster
+    }
+
+    /// Starts the next node (or the node `index` again, on its data directory).
+    fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        self.nodes.push(Some(self.spawn(index)));
+        index
+    }
+
+    fn spawn(&self, index: usize) -> ServeProcess {
+        let data = self.dir.path().join(format!("n{}", index + 1));
+        let id = format!("n{}", index + 1);
+        ServeProcess::start(&self.broker.bootstrap(), &data, &["--cluster", "--node-id", &id])
+    }
+
+    fn url(&self, index: usize) -> String {
+        self.nodes[index].as_ref().expect("a running node").url().to_string()
+    }
+
+    /// The indexes of the nodes running now.
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect()
+    }
+
+    fn name(&self) -> String {
+        format!("p-{}", self.input)
+    }
+
+    fn spec(&self) -> Value {
+        json!({
+            "name": self.name(),
+            "inputs": [self.input],
+            "outputs": { "default": self.output },
+            "processing": { "linger_ms": 5, "batch_size": 50, "on_failure": "skip" }
+        })
+    }
+}
+
+/// Runs a blocking admin API call off the test's async threads.
+async fn api<T: Send + 'static>(url: &str, call: impl FnOnce(AdminClient) -> T + Send + 'static) -> T {
+    let client = AdminClient::new(url, None);
+    tokio::task::spawn_blocking(move || call(client)).await.expect("admin call task")
+}
+
+async fn report(url: &str, name: &str) -> Option<PipelineReport> {
+    let name = name.to_string();
+    api(url, move |c| c.get_pipeline(&name)).await.ok()
+}
+
+/// Each running node's report of `name`, once `check` holds for all of them together.
+async fn wait_for_nodes(
+    cluster: &Cluster,
+    what: &str,
+    check: impl Fn(&[PipelineReport]) -> bool,
+) -> Vec<PipelineReport> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut reports = Vec::new();
+        for index in cluster.running() {
+            if let Some(report) = report(&cluster.url(index), &cluster.name()).await {
+                reports.push(report);
+            }
+        }
+        if reports.len() == cluster.running().len() && check(&reports) {
+            return reports;
+        }
+        let shown: Vec<String> = reports
+            .iter()
+            .map(|r| format!("{:?} revision {} owning {:?} error {:?}", r.state, r.revision, owned(r), r.error))
+            .collect();
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; the nodes report: {shown:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The partitions each report's node owns now.
+fn owned(report: &PipelineReport) -> Vec<i32> {
+    report.status.partitions.iter().filter(|p| p.owned).map(|p| p.partition).collect()
+}
+
+/// Every partition owned by exactly one of the nodes reporting.
+fn split_over_nodes(reports: &[PipelineReport]) -> bool {
+    let all: Vec<i32> = reports.iter().flat_map(owned).collect();
+    let distinct: BTreeSet<i32> = all.iter().copied().collect();
+    all.len() == PARTITIONS as usize && distinct.len() == PARTITIONS as usize
+}
+
+/// Every owned partition on every node runs `digest` and has processed a batch with it.
+fn all_owned_run(reports: &[PipelineReport], digest: &str) -> bool {
+    split_over_nodes(reports)
+        && reports.iter().all(|r| {
+            r.status.partitions.iter().filter(|p| p.owned).all(|p| {
+                let processed_after_switch = match (p.next_offset, p.last_switch.map(|s| s.offset)) {
+                    (Some(next), Some(at)) => next > at,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                p.module.as_deref() == Some(digest) && processed_after_switch
+            })
+        })
+}
+
+/// Records `id-n` for `n` in `range`, record `n` on partition `n % PARTITIONS`.
+async fn produce_ids(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
+    let values: Vec<(i32, String, String)> =
+        range.map(|n| ((n % PARTITIONS as usize) as i32, n.to_string(), format!("id-{n}"))).collect();
+    let records: Vec<_> = values.iter().map(|(p, k, v)| (*p, Some(k.as_bytes()), v.as_bytes(), &[][..])).collect();
+    produce(bootstrap, topic, &records).await;
+}
+
+/// Produces batches of ids until `stop`; `next` is the first id not produced yet.
+fn keep_producing(
+    bootstrap: String,
+    topic: String,
+    next: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let from = next.load(Ordering::Relaxed);
+            produce_ids(&bootstrap, &topic, from..from + 30).await;
+            next.store(from + 30, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    })
+}
+
+/// The input id of an output of the passthrough or tagged guests (`id-n` or `tag:id-n`).
+fn id_of(record: &ConsumedRecord) -> usize {
+    let value = record.value_text();
+    let id = value.rsplit_once(':').map_or(value.as_str(), |(_, id)| id);
+    id.strip_prefix("id-").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected output {value:?}"))
+}
+
+async fn deploy(url: &str, spec: Value, guest: &str) -> String {
+    let module = guests::component(guest);
+    api(url, move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy").pipeline.module
+}
+
+/// Uploads `guest` to the node at `url`; answers its digest.
+async fn upload(url: &str, guest: &str) -> String {
+    let module = guests::component(guest);
+    api(url, move |c| c.upload_module(&module, &mut |_, _| {})).await.expect("upload").digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_deployed_through_one_node_runs_on_every_node_with_its_partitions_split() {
+    let cluster = Cluster::start(3);
+    let started = Instant::now();
+    let digest = deploy(&cluster.url(0), cluster.spec(), "passthrough").await;
+    let reports = wait_for_nodes(&cluster, "every node running the pipeline", |reports| {
+        reports.iter().all(|r| r.state == PipelineState::Running && r.spec.module.as_str() == digest)
+    })
+    .await;
+    eprintln!("deploy to running on 3 nodes: {:?}", started.elapsed());
+    assert!(reports.iter().all(|r| r.revision == 1));
+
+    let reports = wait_for_nodes(&cluster, "the partitions split over the three nodes", split_over_nodes).await;
+    eprintln!("deploy to every partition owned: {:?}", started.elapsed());
+    let shares: Vec<Vec<i32>> = reports.iter().map(owned).collect();
+    assert!(shares.iter().all(|share| !share.is_empty()), "every node owns some partitions: {shares:?}");
+
+    produce_ids(&cluster.broker.bootstrap(), &cluster.input, 0..120).await;
+    let outputs = consume_all(&cluster.broker.bootstrap(), &cluster.output, 120, WAIT).await;
+    let ids: BTreeSet<usize> = outputs.iter().map(id_of).collect();
+    assert_eq!(ids, (0..120).collect(), "every input came out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_through_another_node_under_load_switches_every_partition_once_and_loses_nothing() {
+    let cluster = Cluster::start(3);
+    let v1 = deploy(&cluster.url(0), cluster.spec(), "tagged-v1").await;
+    wait_for_nodes(&cluster, "the partitions split over the nodes", split_over_nodes).await;
+
+    let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let producer = keep_producing(cluster.broker.bootstrap(), cluster.input.clone(), next.clone(), stop.clone());
+    wait_for_nodes(&cluster, "v1 on every partition", |r| all_owned_run(r, &v1)).await;
+
+    let started = Instant::now();
+    let (name, module) = (cluster.name(), guests::component("tagged-v2"));
+    let reloaded =
+        api(&cluster.url(1), move |c| c.reload(&name, &module, &mut |_, _| {})).await.expect("reload through node 2");
+    let v2 = reloaded.pipeline.module.clone();
+    assert_eq!(reloaded.pipeline.revision, 2);
+    let reports = wait_for_nodes(&cluster, "v2 on every partition of every node", |r| all_owned_run(r, &v2)).await;
+    eprintln!("reload to switched everywhere on 3 nodes: {:?}", started.elapsed());
+    assert!(reports.iter().all(|r| r.revision == 2 && r.spec.module.as_str() == v2), "every node on revision 2");
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    let produced = next.load(Ordering::Relaxed);
+    let outputs = consume_all(&cluster.broker.bootstrap(), &cluster.output, produced, WAIT).await;
+    let mut ids: Vec<usize> = outputs.iter().map(id_of).collect();
+    ids.sort();
+    assert_eq!(ids, (0..produced).collect::<Vec<_>>(), "each of the {produced} inputs comes out exactly once");
+
+    // Each partition's outputs, in input order, come from v1, then from v2 from one offset on.
+    let mut by_input: Vec<(i32, i64, String)> = outputs
+        .iter()
+        .map(|record| {
+            let partition = (id_of(record) % PARTITIONS as usize) as i32;
+            let offset = std::str::from_utf8(record.header("sluice.test.offset").expect("the input offset header"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            let tag = record.value_text().split_once(':').map(|(tag, _)| tag.to_string()).unwrap();
+            (partition, offset, tag)
+        })
+        .collect();
+    by_input.sort();
+    let mut runs: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for (partition, _, tag) in by_input {
+        let runs = runs.entry(partition).or_default();
+        if runs.last() != Some(&tag) {
+            runs.push(tag);
+        }
+    }
+    for (partition, runs) in runs {
+        assert_eq!(runs, ["v1", "v2"], "partition {partition} switches once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reloads_through_two_nodes_end_on_one_revision_everywhere_with_no_gap() {
+    let cluster = Cluster::start(3);
+    deploy(&cluster.url(0), cluster.spec(), "tagged-v1").await;
+    let v1 = upload(&cluster.url(0), "tagged-v1").await;
+    let v2 = upload(&cluster.url(1), "tagged-v2").await;
+    wait_for_nodes(&cluster, "every node running the pipeline", |r| r.iter().all(|r| r.revision == 1)).await;
+
+    // Rounds of two reloads at once, through node 1 and node 2, to two different modules:
+    // of each pair, the second to reach the log is refused unless its node had read the
+    // first before it began (it then applies on top of it).
+    let v3 = upload(&cluster.url(0), "passthrough").await;
+    let modules = [v1, v2, v3];
+    let (mut accepted, mut conflicts) = (0, 0);
+    for round in 0..8 {
+        let calls = [0, 1].map(|node| {
+            // Two different modules, so that the two changes differ.
+            let target = modules[(round + node) % modules.len()].clone();
+            let (url, name) = (cluster.url(node), cluster.name());
+            tokio::spawn(async move { api(&url, move |c| c.reload_stored(&name, &target)).await })
+        });
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(change) if change.applied == sluice::api::Applied::Unchanged => {}
+                Ok(_) => accepted += 1,
+                Err(ClientError::Api(failure)) if failure.status == 409 => {
+                    assert!(failure.message.contains("revision"), "a 409 names the current revision: {failure:?}");
+                    conflicts += 1;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+    }
+    eprintln!("concurrent reloads: {accepted} applied, {conflicts} refused with 409");
+    // Whether a revision was superseded is each node's own observation; the history is the same.
+    let history = |r: &PipelineReport| -> Vec<(u64, String)> {
+        r.revisions.iter().map(|v| (v.revision, v.module.to_string())).collect()
+    };
+    let reports = wait_for_nodes(&cluster, "every node on the same revision", |reports| {
+        reports.iter().all(|r| r.revision == reports[0].revision && history(r) == history(&reports[0]))
+    })
+    .await;
+    let revisions: Vec<u64> = reports[0].revisions.iter().map(|r| r.revision).collect();
+    let expected: Vec<u64> = (revisions[0]..=revisions[revisions.len() - 1]).collect();
+    assert_eq!(revisions, expected, "the history has no gap");
+    assert_eq!(reports[0].revision, 1 + accepted, "one revision per applied reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_the_deploys_catches_up_from_the_log_and_joins_the_group() {
+    let mut cluster = Cluster::start(2);
+    deploy(&cluster.url(0), cluster.spec(), "tagged-v1").await;
+    let v2 = upload(&cluster.url(1), "tagged-v2").await;
+    let name = cluster.name();
+    api(&cluster.url(1), move |c| c.reload_stored(&name, &v2)).await.expect("reload");
+    let before = wait_for_nodes(&cluster, "both nodes on revision 2", |r| r.iter().all(|r| r.revision == 2)).await;
+
+    let late = cluster.add_node();
+    let reports = wait_for_nodes(&cluster, "the late node on revision 2, owning partitions", |reports| {
+        split_over_nodes(reports) && reports.iter().all(|r| r.revision == 2 && !owned(r).is_empty())
+    })
+    .await;
+    assert_eq!(reports[late].revisions, before[0].revisions, "the late node has the same history");
+    let log = cluster.nodes[late].as_ref().unwrap().log();
+    assert!(log.contains("read the cluster's registry"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_hands_its_partitions_to_the_others_and_nothing_is_lost() {
+    let mut cluster = Cluster::start(3);
+    deploy(&cluster.url(0), cluster.spec(), "passthrough").await;
+    wait_for_nodes(&cluster, "the partitions split over three nodes", split_over_nodes).await;
+    let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+    let producer = keep_producing(cluster.broker.bootstrap(), cluster.input.clone(), next.clone(), stop.clone());
+
+    // SIGTERM: the node commits, leaves the group, and the two others take its partitions.
+    cluster.nodes[2].take().unwrap().terminate();
+    wait_for_nodes(&cluster, "two nodes owning every partition", split_over_nodes).await;
+
+    // kill -9: the node comes back as the same member and takes its partitions back.
+    cluster.nodes[1].as_mut().unwrap().kill_9();
+    cluster.nodes[1] = Some(cluster.spawn(1));
+    wait_for_nodes(&cluster, "the restarted node back in the group", |r| {
+        split_over_nodes(r) && r.iter().all(|r| !owned(r).is_empty())
+    })
+    .await;
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.unwrap();
+    let produced = next.load(Ordering::Relaxed);
+    let outputs = consume_all(&cluster.broker.bootstrap(), &cluster.output, produced, WAIT).await;
+    let ids: BTreeSet<usize> = outputs.iter().map(id_of).collect();
+    let missing: Vec<usize> = (0..produced).filter(|id| !ids.contains(id)).collect();
+    assert!(missing.is_empty(), "inputs lost: {missing:?} of {produced}");
+    eprintln!("{produced} inputs, {} outputs ({} replayed after the kill -9)", outputs.len(), outputs.len() - produced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_record_that_cannot_be_read_is_named_by_its_offset_and_the_rest_applied() {
+    let mut cluster = Cluster::start(1);
+    deploy(&cluster.url(0), cluster.spec(), "passthrough").await;
+    let junk: Vec<ProduceRecord<'_>> =
+        vec![(0, Some(b"pipeline/broken".as_slice()), b"{ not a change".as_slice(), &[])];
+    let at = produce(&cluster.broker.bootstrap(), DEFAULT_REGISTRY_TOPIC, &junk).await[0].1;
+    let second = json!({
+        "name": "second", "inputs": [cluster.input], "outputs": { "default": cluster.output },
+        "processing": { "on_failure": "skip" }
+    });
+    deploy(&cluster.url(0), second, "passthrough").await;
+
+    let late = cluster.add_node();
+    let deadline = Instant::now() + WAIT;
+    let log = loop {
+        let log = cluster.nodes[late].as_ref().unwrap().log();
+        if log.contains("skipping a registry record") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "no error line for the bad record:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line = log.lines().find(|l| l.contains("skipping a registry record")).unwrap();
+    assert!(line.contains(&format!("offset {at}")) && line.contains("pipeline/broken"), "{line}");
+    let listed = api(&cluster.url(late), |c| c.list_pipelines()).await.unwrap();
+    let names: BTreeSet<String> = listed.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(names, BTreeSet::from([cluster.name(), "second".to_string()]), "the rest of the log is applied");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_changes_made_at_once_on_two_nodes_from_one_generation_the_log_takes_one_and_refuses_the_other() {
+    let broker = TansuBroker::start();
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let (a, _a_events) = Control::join(&kafka, ClusterConfig::default(), "a").await.expect("node a joins");
+    let (b, _b_events) = Control::join(&kafka, ClusterConfig::default(), "b").await.expect("node b joins");
+    let spec = serde_json::from_value(json!({
+        "name": "clicks", "inputs": ["clicks"], "outputs": {"default": "clicks.out"},
+        "module": ModuleDigest::of(b"first")
+    }))
+    .unwrap();
+    let created = PipelineRecord::new(spec);
+    a.commit_pipeline("clicks", 1, Some(&created)).await.expect("the create is accepted");
+    let deadline = Instant::now() + WAIT;
+    while b.with_state(|s| s.pipeline("clicks").map(|e| e.generation)) != Some(1) {
+        assert!(Instant::now() < deadline, "node b never read the create");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Both nodes reload from generation 1 at once: each proposes generation 2.
+    let mut from_a = created.clone();
+    from_a.push_revision(&ModuleDigest::of(b"from a"), RevisionCause::Reload, 10);
+    let mut from_b = created.clone();
+    from_b.push_revision(&ModuleDigest::of(b"from b"), RevisionCause::Reload, 10);
+    let (on_a, on_b) =
+        tokio::join!(a.commit_pipeline("clicks", 2, Some(&from_a)), b.commit_pipeline("clicks", 2, Some(&from_b)));
+    let (winner, refused) = match (on_a, on_b) {
+        (Ok(()), Err(refused)) => (from_a, refused),
+        (Err(refused), Ok(())) => (from_b, refused),
+        (a, b) => panic!("exactly one change is accepted: {a:?}, {b:?}"),
+    };
+    let CommitError::Conflict { name, generation, revision } = &refused else { panic!("{refused}") };
+    assert_eq!((name.as_str(), *generation, *revision), ("clicks", 2, 2));
+    assert!(refused.to_string().contains("now at revision 2"), "{refused}");
+
+    // Both nodes hold the winner, and the log's last record of the pipeline is the winner's
+    // (restated by the node refused), so a compacted topic keeps it.
+    for node in [&a, &b] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let entry = node.with_state(|s| s.pipeline("clicks").cloned()).unwrap();
+            if entry.generation == 2
+                && entry.record.as_ref() == Some(&winner)
+                && node.with_state(|s| s.unrestated().count()) == 0
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {} does not hold the winner: {entry:?}", node.node());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
