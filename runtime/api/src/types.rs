@@ -405,6 +405,7 @@ mod tests {
                 },
             ],
             offsets_error: None,
+            nodes: Vec::new(),
         }
     }
 
