@@ -5,6 +5,7 @@ mod cache_conformance;
 mod cache_contract;
 mod cache_resilience;
 mod cache_tls;
+mod cluster_status;
 mod control;
 mod examples;
 mod fuzz;
