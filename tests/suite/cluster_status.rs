@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice::kafka::KafkaConfig;
-use sluice::kafka::log::LogAppender;
+use sluice::kafka::log::{LOG_APPEND_TIMEOUT, LogAppender};
 use sluice::pipeline::cluster::ClusterConfig;
-use sluice::pipeline::cluster::status::{Membership, NodePipeline, NodeState, NodeStatus, OwnedPartition, Snapshot};
+use sluice::pipeline::cluster::status::{
+    LEAVE_TIMEOUT, Membership, NodePipeline, NodeState, NodeStatus, OwnedPartition, Snapshot,
+};
 use sluice_tests::kafka::{TansuBroker, unique_suffix};
 
 /// How long a test waits for a state before it fails.
@@ -65,6 +67,12 @@ async fn nodes_are_up_while_they_publish_gone_when_they_stop_and_left_after_leav
         node_gone_after_ms: 2_000,
         ..ClusterConfig::default()
     };
+    // A record that is no heartbeat is skipped, not taken for a node.
+    let junk = LogAppender::new(&kafka, "sluice-junk").unwrap();
+    sluice::kafka::log::ensure_log_topic(&kafka, &config.status_topic, sluice::kafka::log::Cleanup::Compact)
+        .await
+        .unwrap();
+    junk.append(&config.status_topic, b"junk", Some(b"not a heartbeat")).await.expect("appended");
     let a = join(&kafka, &config, "node-a", 0).await;
     let b = join(&kafka, &config, "node-b", 1).await;
     let c = join(&kafka, &config, "node-c", 2).await;
@@ -90,4 +98,24 @@ async fn nodes_are_up_while_they_publish_gone_when_they_stop_and_left_after_leav
     assert!(nodes[1].heartbeat.left);
     assert_eq!(nodes[1].heartbeat.pipelines.len(), 1, "the last heartbeat still says what it ran");
     drop((a, b, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_with_the_broker_gone_gives_up_after_the_leave_timeout() {
+    let mut broker = TansuBroker::start();
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let config = ClusterConfig {
+        status_topic: format!("_sluice_status-{}", unique_suffix()),
+        heartbeat_interval_ms: 200,
+        node_gone_after_ms: 2_000,
+        ..ClusterConfig::default()
+    };
+    let a = join(&kafka, &config, "node-a", 0).await;
+    wait_for_states(&a, &[("node-a", NodeState::Up)]).await;
+    broker.stop();
+    // The append alone would wait for its own timeout (LOG_APPEND_TIMEOUT, 30 s); a shutdown
+    // waits for the last heartbeat only LEAVE_TIMEOUT.
+    assert!(LEAVE_TIMEOUT < LOG_APPEND_TIMEOUT);
+    let left = tokio::time::timeout(LOG_APPEND_TIMEOUT, a.leave()).await;
+    assert!(left.is_ok(), "leave gave up after LEAVE_TIMEOUT ({LEAVE_TIMEOUT:?})");
 }
