@@ -1039,6 +1039,37 @@ async fn the_served_openapi_document_lists_every_route_with_its_method_and_role(
     assert_eq!(listed, answered);
 }
 
+#[tokio::test]
+async fn outside_a_cluster_the_cluster_route_shows_this_node_alone_with_its_pipelines() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let v1 = seed_module(data_dir.path(), guests::component_bytes("tagged-v1")).await;
+    seed_pipeline(data_dir.path(), spec("p", &v1), DesiredState::Paused);
+    let manager = ManagerConfig::new(data_dir.path(), KafkaConfig::new(NO_BROKER));
+    let api = Api::on(data_dir, manager, AdminConfig::default()).await;
+    let (status, body) = api.get("/v1/cluster", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let node = api.manager.node_id();
+    assert_eq!((&body["node"], &body["cluster"]), (&json!(node), &json!(false)), "{body}");
+    let nodes = body["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "this node alone: {body}");
+    assert_eq!(
+        (&nodes[0]["node"], &nodes[0]["state"], &nodes[0]["heartbeat"]["left"]),
+        (&json!(node), &json!("up"), &json!(false))
+    );
+    let pipelines = nodes[0]["heartbeat"]["pipelines"].as_array().expect("pipelines");
+    assert_eq!(pipelines.len(), 1, "{body}");
+    assert_eq!(
+        (&pipelines[0]["name"], &pipelines[0]["state"], &pipelines[0]["module"]),
+        (&json!("p"), &json!("paused"), &json!(v1))
+    );
+    assert_eq!(pipelines[0]["partitions"], json!([]), "a paused pipeline owns no partition");
+    // The typed client reads the same answer; a pipeline's report has no node shares outside a cluster.
+    let view: sluice::api::ClusterView = serde_json::from_value(body).expect("the client's type reads the answer");
+    assert!(!view.cluster);
+    let (_, report) = api.get("/v1/pipelines/p", None).await;
+    assert_eq!(report["nodes"], json!([]), "{report}");
+}
+
 /// What is wrong with `value` against `schema` of `document`: a property the schema does not
 /// declare, a required one missing, a wrong JSON type or a value out of its enum, recursively.
 /// `allOf` parts (flattened structs) are read as one object; `oneOf` needs one fitting part.
@@ -1181,6 +1212,7 @@ async fn real_answers_have_the_properties_their_documented_schemas_declare() {
     check("get", "/v1/pipelines/{name}", api.get("/v1/pipelines/p", None).await);
     check("get", "/v1/pipelines/{name}", api.get("/v1/pipelines/ghost", None).await);
     check("put", "/v1/pipelines/{name}", api.call_json(Method::PUT, "/v1/pipelines/p", None, &spec("p", &v1)).await);
+    check("get", "/v1/cluster", api.get("/v1/cluster", None).await);
     let reload = json!({"module": digest});
     check(
         "post",

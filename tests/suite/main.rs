@@ -6,6 +6,7 @@ mod cache_contract;
 mod cache_resilience;
 mod cache_tls;
 mod cluster;
+mod cluster_status;
 mod control;
 mod examples;
 mod fuzz;

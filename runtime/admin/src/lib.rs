@@ -24,6 +24,7 @@
 //! | `POST /v1/pipelines/{name}/rollback` (`{}` or `{"revision": n}`) | admin | `200` |
 //! | `POST /v1/pipelines/{name}/pause`, `.../resume` | admin | `200` |
 //! | `POST /v1/pipelines/{name}/offsets` (`{"reset": "earliest"}`, ...) | admin | `200`; `409` unless paused |
+//! | `GET /v1/cluster` | read | `200` a [`ClusterView`]: this node and the nodes of its cluster |
 //! | `GET /metrics` | read | Prometheus text |
 //! | `GET /v1/openapi.json` | none | the OpenAPI document |
 //! | `GET /healthz`, `GET /readyz` | none | `200` / `503` |
@@ -72,9 +73,10 @@ use openapi::{
     ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, StopTimeout, UnsupportedMediaType,
 };
 use sluice_api::{
-    ApplyResult, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList, ProbeStatus,
-    ReloadRequest, ResetRequest, RollbackRequest, Status,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList,
+    ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
 };
+use sluice_pipeline::cluster::status::NodeStatus;
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
 use sluice_pipeline::spec::PipelineSpec;
@@ -116,6 +118,7 @@ fn routes(upload_limit: usize) -> OpenApiRouter<AdminState> {
         .routes(routes!(resume_pipeline))
         .routes(routes!(reset_offsets))
         .routes(routes!(deploy).layer(deploy_body))
+        .routes(routes!(cluster))
         .routes(routes!(openapi_document))
         .routes(routes!(metrics))
         .routes(routes!(healthz))
@@ -663,6 +666,26 @@ async fn reset_offsets(
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
     Ok(Json(OffsetList { offsets }))
+}
+
+/// The cluster's nodes
+///
+/// This node's id and the nodes of its cluster as this node sees them, sorted by id: each
+/// one's state (`up`; `gone` when no heartbeat came for the gone time; `left` after a clean
+/// shutdown), the seconds since its last heartbeat, and that heartbeat (its pipelines with
+/// their revision, module, state, owned partitions and counters). Outside cluster mode,
+/// `cluster` is `false` and `nodes` is this node alone, from its own pipelines.
+#[utoipa::path(get, path = "/v1/cluster", operation_id = "getCluster", tag = "operations",
+    security(("bearerAuth" = ["read"])),
+    responses((status = 200, description = "The nodes.", body = ClusterView)),
+)]
+async fn cluster(_: CanRead, State(state): State<AdminState>) -> Json<ClusterView> {
+    let node = state.manager.node_id().to_string();
+    let (cluster, nodes) = match state.manager.cluster_nodes() {
+        Some(nodes) => (true, nodes),
+        None => (false, vec![NodeStatus::local(&node, state.manager.node_pipelines().await)]),
+    };
+    Json(ClusterView { node, cluster, nodes })
 }
 
 /// Prometheus metrics

@@ -29,7 +29,7 @@ pub const BEARER: &str = "bearerAuth";
     tags(
         (name = "modules", description = "The module registry: components stored by digest."),
         (name = "pipelines", description = "Pipelines: create, update, deploy, reload, roll back, pause, resume, reset offsets, delete."),
-        (name = "operations", description = "Metrics, probes and this document."),
+        (name = "operations", description = "The cluster's nodes, metrics, probes and this document."),
     ),
     components(
         schemas(ErrorBody),

@@ -17,8 +17,8 @@ use ureq::unversioned::multipart::{Form, Part};
 use ureq::{Agent, Body, SendBody};
 
 use crate::types::{
-    ApplyResult, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList, ReloadRequest,
-    ResetRequest, RollbackRequest,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList,
+    ReloadRequest, ResetRequest, RollbackRequest,
 };
 
 /// The URL of the admin API when none is given: `sluice serve`'s and `sluice dev`'s default.
@@ -177,6 +177,11 @@ impl AdminClient {
     /// `GET /v1/pipelines/{name}`: one pipeline in full.
     pub fn get_pipeline(&self, name: &str) -> Result<PipelineReport> {
         self.get(&format!("/v1/pipelines/{name}"))
+    }
+
+    /// `GET /v1/cluster`: this node and the nodes of its cluster, with their heartbeats.
+    pub fn cluster(&self) -> Result<ClusterView> {
+        self.get("/v1/cluster")
     }
 
     /// `PUT /v1/pipelines/{name}`: creates or updates the pipeline `spec` names, with a module

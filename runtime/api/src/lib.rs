@@ -10,10 +10,11 @@ pub mod types;
 
 pub use client::{AdminClient, ApiFailure, ClientError, DEFAULT_URL, Progress};
 pub use types::{
-    ApplyResult, CommittedOffset, ErrorBody, ErrorCode, ErrorDetail, ModuleDetail, ModuleList, OffsetList,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ErrorCode, ErrorDetail, ModuleDetail, ModuleList, OffsetList,
     PipelineList, ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
 };
 
+pub use sluice_pipeline::cluster::status::{Heartbeat, NodePipeline, NodeShare, NodeState, NodeStatus, OwnedPartition};
 pub use sluice_pipeline::manager::{Applied, ModuleChange, PipelineReport, PipelineState, PipelineSummary};
 pub use sluice_pipeline::registry::ModuleInfo;
 pub use sluice_pipeline::registry::pipelines::Revision;

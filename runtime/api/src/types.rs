@@ -7,6 +7,7 @@
 //! cannot drift apart; the field names are the JSON keys.
 
 use serde::{Deserialize, Serialize};
+use sluice_pipeline::cluster::status::NodeStatus;
 use sluice_pipeline::manager::{Applied, PipelineSummary};
 use sluice_pipeline::registry::ModuleInfo;
 use sluice_pipeline::spec::StartPosition;
@@ -95,6 +96,19 @@ pub struct CommittedOffset {
 pub struct OffsetList {
     /// The offsets committed, one per input partition.
     pub offsets: Vec<CommittedOffset>,
+}
+
+/// The body of `GET /v1/cluster`: the nodes of this runtime's cluster as this node sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// This node's id.
+    pub node: String,
+    /// Whether this runtime runs in cluster mode; when not, `nodes` is this node alone.
+    pub cluster: bool,
+    /// Every node seen in the cluster's status topic, sorted by id: its state (`up`, `gone`,
+    /// `left`), the seconds since its last heartbeat, and that heartbeat (its pipelines, their
+    /// revisions and owned partitions).
+    pub nodes: Vec<NodeStatus>,
 }
 
 /// The body of the probes (`GET /healthz`, `GET /readyz`).
@@ -405,6 +419,7 @@ mod tests {
                 },
             ],
             offsets_error: None,
+            nodes: Vec::new(),
         }
     }
 

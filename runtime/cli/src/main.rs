@@ -60,6 +60,8 @@ enum Command {
     Offsets(OffsetsArgs),
     /// List the modules stored on the runtime.
     Modules(ClientArgs),
+    /// List the nodes of the runtime's cluster: state, last heartbeat, pipelines, partitions.
+    Nodes(ClientArgs),
 }
 
 /// How to reach the admin API.
@@ -289,5 +291,6 @@ fn main() -> anyhow::Result<()> {
         Command::Rm(args) => commands::lifecycle::rm(&args),
         Command::Offsets(args) => commands::offsets::offsets(args),
         Command::Modules(args) => commands::modules::modules(&args),
+        Command::Nodes(args) => commands::nodes::nodes(&args),
     }
 }

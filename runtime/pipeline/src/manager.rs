@@ -295,6 +295,10 @@ pub struct PipelineReport {
     pub offsets: Vec<PartitionOffsets>,
     /// Why `offsets` is empty, when the broker could not be asked.
     pub offsets_error: Option<String>,
+    /// In cluster mode, each node's share of the pipeline, from its last heartbeat; empty
+    /// outside a cluster.
+    #[serde(default)]
+    pub nodes: Vec<crate::cluster::status::NodeShare>,
 }
 
 /// The pipelines of one runtime. Cheap to clone.
@@ -330,6 +334,8 @@ struct Inner {
     /// The cluster's control topics, in cluster mode: changes are committed there rather than
     /// saved in `store`.
     control: Option<Arc<Control>>,
+    /// In cluster mode, this node's heartbeats and the cluster's membership.
+    membership: std::sync::OnceLock<crate::cluster::status::Membership>,
 }
 
 /// What keeps a module delete and an apply of that module from both succeeding: an apply pins
@@ -627,6 +633,7 @@ impl PipelineManager {
                 pins: Mutex::default(),
                 stop_timeout: config.stop_timeout,
                 control,
+                membership: std::sync::OnceLock::new(),
             }),
         };
         for (record, generation) in records {
@@ -645,6 +652,9 @@ impl PipelineManager {
         tokio::spawn(restart_failed(Arc::downgrade(&manager.inner)));
         if let Some(events) = events {
             tokio::spawn(follow_cluster(Arc::downgrade(&manager.inner), events));
+        }
+        if let Some(control) = &manager.inner.control {
+            manager.start_membership(control, None).await?;
         }
         Ok(manager)
     }
@@ -908,6 +918,7 @@ impl PipelineManager {
             status: view.status(),
             offsets: Vec::new(),
             offsets_error: None,
+            nodes: self.node_shares(name),
         };
         let lookup = slot.offsets_lookup(&view.record.spec, &self.inner.kafka);
         match tokio::time::timeout(OFFSETS_TIMEOUT, lookup).await {
@@ -1007,6 +1018,7 @@ impl PipelineManager {
             managed.stopping = None;
         });
         futures_util::future::join_all(stopping).await;
+        self.leave_membership().await;
         if let Some(control) = &self.inner.control {
             control.leave();
         }
@@ -1751,5 +1763,57 @@ async fn restart_failed(inner: std::sync::Weak<Inner>) {
                 .collect()
         };
         futures_util::future::join_all(failed.into_iter().map(|(name, slot)| manager.retry_start(name, slot))).await;
+    }
+}
+
+/// Cluster membership: this node's heartbeats and the cluster's nodes (see
+/// [`crate::cluster::status`]).
+impl PipelineManager {
+    /// Starts publishing this node's heartbeats to the cluster's status topic and following
+    /// everyone's, with `control`'s Kafka settings, topics and appender; `admin_url` is this
+    /// node's admin API as others may reach it. Once only: a second call is refused.
+    pub async fn start_membership(
+        &self,
+        control: &crate::cluster::Control,
+        admin_url: Option<String>,
+    ) -> anyhow::Result<()> {
+        use crate::cluster::status::{Membership, Snapshot};
+        let inner = Arc::downgrade(&self.inner);
+        let snapshot: Snapshot = Arc::new(move || {
+            let inner = inner.clone();
+            Box::pin(async move {
+                match inner.upgrade() {
+                    Some(inner) => PipelineManager { inner }.node_pipelines().await,
+                    None => Vec::new(),
+                }
+            })
+        });
+        let (kafka, config, node, appender) =
+            (control.kafka(), control.config(), control.node(), control.appender().clone());
+        let membership = Membership::start(kafka, config, node, appender, snapshot, admin_url).await?;
+        self.inner.membership.set(membership).map_err(|_| anyhow::anyhow!("the membership is started already"))
+    }
+
+    /// Publishes this node's last heartbeat, saying it left, and stops publishing: on a clean
+    /// shutdown, after the pipelines stopped. Nothing outside cluster mode.
+    pub async fn leave_membership(&self) {
+        if let Some(membership) = self.inner.membership.get() {
+            membership.leave().await;
+        }
+    }
+
+    /// The cluster's nodes, sorted by id; `None` outside cluster mode.
+    pub fn cluster_nodes(&self) -> Option<Vec<crate::cluster::status::NodeStatus>> {
+        self.inner.membership.get().map(|m| m.nodes())
+    }
+
+    /// This node's pipelines as its heartbeat shows them.
+    pub async fn node_pipelines(&self) -> Vec<crate::cluster::status::NodePipeline> {
+        self.statuses().await.iter().map(Into::into).collect()
+    }
+
+    /// Each node's share of pipeline `name`; empty outside cluster mode.
+    fn node_shares(&self, name: &str) -> Vec<crate::cluster::status::NodeShare> {
+        self.cluster_nodes().map(|nodes| crate::cluster::status::shares(&nodes, name)).unwrap_or_default()
     }
 }

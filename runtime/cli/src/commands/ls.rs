@@ -87,6 +87,13 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
     if let Some(error) = &p.offsets_error {
         println!("(offsets unavailable: {error})");
     }
+    if !p.nodes.is_empty() {
+        println!("\nnodes");
+        print_table(
+            &["NODE", "STATE", "REVISION", "PARTITIONS", "RECORDS IN", "LAG"],
+            &super::nodes::share_rows(&p.nodes),
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod ls;
 pub mod modules;
 pub mod new;
+pub mod nodes;
 pub mod offsets;
 pub mod reload;
 pub mod run;
