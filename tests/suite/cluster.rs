@@ -233,6 +233,15 @@ async fn a_reload_through_another_node_under_load_switches_every_partition_once_
     let reports = wait_for_nodes(&cluster, "v2 on every partition of every node", |r| all_owned_run(r, &v2)).await;
     eprintln!("reload to switched everywhere on 3 nodes: {:?}", started.elapsed());
     assert!(reports.iter().all(|r| r.revision == 2 && r.spec.module.as_str() == v2), "every node on revision 2");
+    // Every node's status says so too, from the heartbeats: each node's share and partitions.
+    let reports = wait_for_nodes(&cluster, "the rollout of revision 2 complete in every status", |reports| {
+        reports.iter().all(|r| r.rollout.as_ref().is_some_and(|o| o.complete && o.revision == 2 && o.nodes == 3))
+    })
+    .await;
+    let shares = &reports[0].nodes;
+    assert_eq!(shares.len(), 3, "three nodes share it: {shares:?}");
+    let owned_in_shares: usize = shares.iter().map(|s| s.partitions.len()).sum();
+    assert_eq!(owned_in_shares, PARTITIONS as usize);
 
     stop.store(true, Ordering::Relaxed);
     producer.await.unwrap();
@@ -446,4 +455,65 @@ async fn of_two_changes_made_at_once_on_two_nodes_from_one_generation_the_log_ta
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_resume_and_delete_through_any_node_reach_every_node() {
+    let cluster = Cluster::start(3);
+    deploy(&cluster.url(0), cluster.spec(), "passthrough").await;
+    wait_for_nodes(&cluster, "every node running", |r| r.iter().all(|r| r.state == PipelineState::Running)).await;
+
+    let name = cluster.name();
+    api(&cluster.url(1), move |c| c.pause(&name)).await.expect("pause through node 2");
+    wait_for_nodes(&cluster, "every node paused", |r| {
+        r.iter().all(|r| r.state == PipelineState::Paused && owned(r).is_empty())
+    })
+    .await;
+
+    let name = cluster.name();
+    api(&cluster.url(2), move |c| c.resume(&name)).await.expect("resume through node 3");
+    wait_for_nodes(&cluster, "every node running again, partitions split", |r| {
+        r.iter().all(|r| r.state == PipelineState::Running) && split_over_nodes(r)
+    })
+    .await;
+
+    let name = cluster.name();
+    api(&cluster.url(0), move |c| c.delete_pipeline(&name)).await.expect("delete through node 1");
+    let deadline = Instant::now() + WAIT;
+    for index in cluster.running() {
+        while report(&cluster.url(index), &cluster.name()).await.is_some() {
+            assert!(Instant::now() < deadline, "node {index} still has the pipeline");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_a_single_node_is_imported_into_the_cluster_once() {
+    let mut cluster = Cluster::start(0);
+    let data = cluster.dir.path().join("n1");
+    // A runtime on its own, with its registry in its data directory.
+    let single = ServeProcess::start(&cluster.broker.bootstrap(), &data, &["--node-id", "n1"]);
+    let digest = deploy(single.url(), cluster.spec(), "passthrough").await;
+    drop(single);
+
+    // The same data directory started in cluster mode: its pipeline is imported, runs, and a
+    // second node gets it from the log.
+    cluster.add_node();
+    cluster.add_node();
+    wait_for_nodes(&cluster, "both nodes running the imported pipeline", |r| {
+        r.iter().all(|r| r.state == PipelineState::Running && r.spec.module.as_str() == digest)
+    })
+    .await;
+    assert!(data.join("pipelines.imported").join(format!("{}.json", cluster.name())).exists());
+    let log = cluster.nodes[0].as_ref().unwrap().log();
+    assert!(log.contains("pipeline imported from the data directory into the cluster"), "{log}");
+
+    // Once: deleted through the cluster, it does not come back when the node restarts.
+    let name = cluster.name();
+    api(&cluster.url(1), move |c| c.delete_pipeline(&name)).await.expect("delete");
+    cluster.nodes[0].take().unwrap().terminate();
+    cluster.nodes[0] = Some(cluster.spawn(0));
+    let listed = api(&cluster.url(0), |c| c.list_pipelines()).await.unwrap();
+    assert!(listed.is_empty(), "not imported again: {listed:?}");
 }

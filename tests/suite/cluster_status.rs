@@ -25,7 +25,7 @@ fn snapshot(partition: i32) -> Snapshot {
                 revision: 2,
                 module: "sha256:00".into(),
                 state: "running".into(),
-                partitions: vec![OwnedPartition { topic: "clicks".into(), partition }],
+                partitions: vec![OwnedPartition { topic: "clicks".into(), partition, revision: None }],
                 records_in: 100,
                 records_out: 50,
                 failed: 0,
@@ -82,7 +82,10 @@ async fn nodes_are_up_while_they_publish_gone_when_they_stop_and_left_after_leav
     wait_for_states(&c, &[("node-a", Up), ("node-b", Up), ("node-c", Up)]).await;
     let seen_c = &nodes[2].heartbeat;
     assert_eq!(seen_c.admin_url.as_deref(), Some("http://127.0.0.1:7002"));
-    assert_eq!(seen_c.pipelines[0].partitions, [OwnedPartition { topic: "clicks".into(), partition: 2 }]);
+    assert_eq!(
+        seen_c.pipelines[0].partitions,
+        [OwnedPartition { topic: "clicks".into(), partition: 2, revision: None }]
+    );
     assert!(!seen_c.left);
 
     // node-c stops publishing, as if it had crashed: the others see it gone.

@@ -14,7 +14,9 @@ pub use types::{
     PipelineList, ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
 };
 
-pub use sluice_pipeline::cluster::status::{Heartbeat, NodePipeline, NodeShare, NodeState, NodeStatus, OwnedPartition};
+pub use sluice_pipeline::cluster::status::{
+    Heartbeat, NodePipeline, NodeShare, NodeState, NodeStatus, OwnedPartition, Rollout,
+};
 pub use sluice_pipeline::manager::{Applied, ModuleChange, PipelineReport, PipelineState, PipelineSummary};
 pub use sluice_pipeline::registry::ModuleInfo;
 pub use sluice_pipeline::registry::pipelines::Revision;

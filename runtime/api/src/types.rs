@@ -420,6 +420,7 @@ mod tests {
             ],
             offsets_error: None,
             nodes: Vec::new(),
+            rollout: None,
         }
     }
 

@@ -36,8 +36,13 @@ pub enum Cleanup {
 /// Creates `topic` with one partition and `cleanup` when the cluster does not have it, with the
 /// broker's default replication factor. A topic created meanwhile by another node is fine.
 pub async fn ensure_log_topic(kafka: &KafkaConfig, topic: &str, cleanup: Cleanup) -> anyhow::Result<()> {
-    if topic_partitions(kafka, topic)?.is_some() {
-        return Ok(());
+    match topic_partitions(kafka, topic)? {
+        Some(1) => return Ok(()),
+        Some(partitions) => anyhow::bail!(
+            "the log topic {topic} has {partitions} partitions: a log topic must have exactly one, so that its records \
+             have one order (delete it, or name another topic)"
+        ),
+        None => {}
     }
     let admin: AdminClient<DefaultClientContext> =
         kafka.client_config().create().context("cannot create a Kafka admin client")?;
@@ -59,7 +64,12 @@ pub async fn ensure_log_topic(kafka: &KafkaConfig, topic: &str, cleanup: Cleanup
                 last_error = None;
                 break;
             }
-            Some(Err((_, code))) => last_error = Some(code),
+            Some(Err((_, code))) => {
+                if replication == -1 {
+                    tracing::warn!(%topic, "the broker refused its default replication factor ({code}); creating the log topic with one replica");
+                }
+                last_error = Some(code)
+            }
         }
     }
     if let Some(code) = last_error {

@@ -299,6 +299,10 @@ pub struct PipelineReport {
     /// outside a cluster.
     #[serde(default)]
     pub nodes: Vec<crate::cluster::status::NodeShare>,
+    /// In cluster mode, how far the current revision has reached: complete when every node up
+    /// runs it and every partition they own switched to it.
+    #[serde(default)]
+    pub rollout: Option<crate::cluster::status::Rollout>,
 }
 
 /// The pipelines of one runtime. Cheap to clone.
@@ -334,6 +338,8 @@ struct Inner {
     /// The cluster's control topics, in cluster mode: changes are committed there rather than
     /// saved in `store`.
     control: Option<Arc<Control>>,
+    /// Held while a module is read from the cluster, so that one module is read once.
+    fetching: tokio::sync::Mutex<()>,
     /// In cluster mode, this node's heartbeats and the cluster's membership.
     membership: std::sync::OnceLock<crate::cluster::status::Membership>,
 }
@@ -633,6 +639,7 @@ impl PipelineManager {
                 pins: Mutex::default(),
                 stop_timeout: config.stop_timeout,
                 control,
+                fetching: tokio::sync::Mutex::new(()),
                 membership: std::sync::OnceLock::new(),
             }),
         };
@@ -919,7 +926,11 @@ impl PipelineManager {
             offsets: Vec::new(),
             offsets_error: None,
             nodes: self.node_shares(name),
+            rollout: None,
         };
+        if self.inner.control.is_some() {
+            report.rollout = Some(crate::cluster::status::Rollout::of(report.revision, &report.nodes));
+        }
         let lookup = slot.offsets_lookup(&view.record.spec, &self.inner.kafka);
         match tokio::time::timeout(OFFSETS_TIMEOUT, lookup).await {
             Ok(Ok(offsets)) => report.offsets = offsets,
@@ -1157,6 +1168,9 @@ impl PipelineManager {
         let Some(managed) = managed else {
             let name = spec.name.clone();
             let mut created = Managed::new(PipelineRecord::new(spec));
+            if self.inner.control.is_some() {
+                return self.create_in_cluster(slot, managed, created, module).await;
+            }
             self.start_with(&mut created, module).await?;
             let record = created.record.clone();
             if let Err(e) = self.save(&mut created.generation, &record).await {
@@ -1230,6 +1244,39 @@ impl PipelineManager {
         }
         managed.record = record;
         Ok((if settings_changed { Applied::Updated } else { Applied::Reloaded }, superseded))
+    }
+
+    /// Creates pipeline `created` in a cluster: committed first, so that of two creates of one
+    /// name on two nodes only the first in the log ever runs; then started here (and on every
+    /// node). A pipeline that cannot start here is deleted from the cluster again, so a failed
+    /// create leaves nothing behind, as on a single node.
+    async fn create_in_cluster(
+        &self,
+        slot: &PipelineSlot,
+        managed: &mut Option<Managed>,
+        mut created: Managed,
+        module: Module,
+    ) -> Result<(Applied, Option<u64>), ManagerError> {
+        let name = created.record.spec.name.clone();
+        self.check_topics(&created.record.spec).await?;
+        let record = created.record.clone();
+        self.save(&mut created.generation, &record).await?;
+        if let Err(e) = self.start_with(&mut created, module).await {
+            let mut generation = created.generation;
+            if let Err(undo) = self.remove(&mut generation, &name).await {
+                tracing::error!(pipeline = %name, "cannot start, and cannot delete it from the cluster again: {undo}");
+                created.failure = Some(e.to_string());
+                created.generation = generation;
+                *managed = Some(created);
+            }
+            if let Some(current) = managed.as_mut() {
+                let _ = self.stop_within_limit(slot, current, StopKind::Leave).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(pipeline = %name, "pipeline created");
+        *managed = Some(created);
+        Ok((Applied::Created, None))
     }
 
     /// Stops the running pipeline, if any, as `how`, waiting for it (and for a stop left from
@@ -1573,10 +1620,14 @@ impl PipelineManager {
                     tracing::info!(pipeline = %name, revision, module = %record.spec.module, "pipeline reloaded for a change in the cluster");
                 }
                 Err(e) => {
-                    // Keeps running the module it has; the status says why.
-                    tracing::error!(pipeline = %name, revision, "cannot reload to the cluster's module: {e}");
-                    current.failure = Some(format!("cannot reload to revision {revision}: {e}"));
-                    current.record.state = record.state;
+                    // Never runs a revision the cluster replaced: stops, and the retry loop
+                    // starts it with the new revision once its module can be read.
+                    tracing::error!(pipeline = %name, revision, "cannot reload to the cluster's module: {e}; stopping it here until it can");
+                    current.record = record;
+                    if let Err(stop) = self.stop_within_limit(slot, current, StopKind::Leave).await {
+                        tracing::warn!(pipeline = %name, "{stop}");
+                    }
+                    current.failure = Some(format!("cannot load revision {revision}: {e}"));
                     return;
                 }
             }
@@ -1588,11 +1639,16 @@ impl PipelineManager {
     /// registry (checked and compiled).
     async fn fetch_module(&self, control: &Arc<Control>, digest: &str) -> Result<Stored, ManagerError> {
         let typed = module_digest(digest)?;
+        let _fetching = self.inner.fetching.lock().await;
+        if let Some((_, bytes)) = self.inner.registry.get(digest).await? {
+            // Read meanwhile by another task.
+            return Ok(self.inner.registry.put(bytes.into()).await?);
+        }
         let control = control.clone();
         let bytes = tokio::task::spawn_blocking(move || control.fetch_module(&typed))
             .await
             .map_err(|e| RegistryError::Task { digest: digest.to_string(), reason: e.to_string() })?
-            .map_err(|e| RegistryError::Task { digest: digest.to_string(), reason: format!("{e:#}") })?;
+            .map_err(|e| ManagerError::Kafka(format!("module {digest}: cannot read it from the cluster: {e:#}")))?;
         let stored = self.inner.registry.put(bytes.into()).await?;
         if let Some(module) = &stored.module {
             self.inner

@@ -94,6 +94,17 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
             &super::nodes::share_rows(&p.nodes),
         );
     }
+    if let Some(rollout) = &p.rollout {
+        println!(
+            "\nrevision {} {}: {} of {} nodes up run it, {} of {} owned partitions switched",
+            rollout.revision,
+            if rollout.complete { "complete" } else { "rolling out" },
+            rollout.nodes_on_revision,
+            rollout.nodes,
+            rollout.partitions_switched,
+            rollout.partitions
+        );
+    }
     Ok(())
 }
 

@@ -66,7 +66,10 @@ mod tests {
             revision: 4,
             module: "sha256:00".into(),
             state: "running".into(),
-            partitions: partitions.iter().map(|&p| OwnedPartition { topic: "clicks".into(), partition: p }).collect(),
+            partitions: partitions
+                .iter()
+                .map(|&p| OwnedPartition { topic: "clicks".into(), partition: p, revision: None })
+                .collect(),
             records_in: 12,
             records_out: 12,
             failed: 0,

@@ -84,6 +84,10 @@ pub struct OwnedPartition {
     pub topic: String,
     /// The partition.
     pub partition: i32,
+    /// The pipeline revision of the module its last batch ran; `None` before its first batch
+    /// on this node (its first batch runs the node's current revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 impl std::fmt::Display for OwnedPartition {
@@ -100,7 +104,7 @@ impl NodePipeline {
             .partitions
             .iter()
             .filter(|p| p.owned)
-            .map(|p| OwnedPartition { topic: p.topic.clone(), partition: p.partition })
+            .map(|p| OwnedPartition { topic: p.topic.clone(), partition: p.partition, revision: p.revision })
             .collect();
         partitions.sort();
         NodePipeline {
@@ -240,6 +244,44 @@ pub fn shares(nodes: &[NodeStatus], name: &str) -> Vec<NodeShare> {
             })
         })
         .collect()
+}
+
+/// How far a pipeline's current revision has reached across the cluster, from the nodes'
+/// heartbeats: a reload (or rollback) is complete when every node that is up runs the revision
+/// and every partition they own has switched to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rollout {
+    /// The pipeline's current revision.
+    pub revision: u64,
+    /// The nodes up that run it, of those up that have the pipeline.
+    pub nodes_on_revision: usize,
+    /// The nodes up that have the pipeline.
+    pub nodes: usize,
+    /// The partitions owned by nodes up whose last batch ran the revision (or that have not
+    /// processed a batch yet, so their first runs it).
+    pub partitions_switched: usize,
+    /// The partitions owned by nodes up.
+    pub partitions: usize,
+    /// Every node up runs the revision and every partition they own switched.
+    pub complete: bool,
+}
+
+impl Rollout {
+    /// The rollout of `revision` as `shares` show it.
+    pub fn of(revision: u64, shares: &[NodeShare]) -> Rollout {
+        let up: Vec<&NodeShare> = shares.iter().filter(|s| s.state == NodeState::Up).collect();
+        let nodes_on_revision = up.iter().filter(|s| s.revision == revision).count();
+        let owned: Vec<&OwnedPartition> = up.iter().flat_map(|s| s.partitions.iter()).collect();
+        let partitions_switched = owned.iter().filter(|p| p.revision.is_none_or(|r| r == revision)).count();
+        Rollout {
+            revision,
+            nodes_on_revision,
+            nodes: up.len(),
+            partitions_switched,
+            partitions: owned.len(),
+            complete: !up.is_empty() && nodes_on_revision == up.len() && partitions_switched == owned.len(),
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, by this node's clock.
@@ -671,7 +713,10 @@ mod tests {
             revision: 3,
             module: "sha256:ab".into(),
             state: "running".into(),
-            partitions: partitions.iter().map(|&p| OwnedPartition { topic: "clicks".into(), partition: p }).collect(),
+            partitions: partitions
+                .iter()
+                .map(|&p| OwnedPartition { topic: "clicks".into(), partition: p, revision: None })
+                .collect(),
             records_in: 10,
             records_out: 5,
             failed: 0,
@@ -711,5 +756,44 @@ mod tests {
         assert_eq!(read, sent);
         let minimal: Heartbeat = serde_json::from_str(r#"{"node": "n2", "sent_at": 5}"#).unwrap();
         assert_eq!((minimal.left, minimal.admin_url, minimal.pipelines.len()), (false, None, 0));
+    }
+}
+
+#[cfg(test)]
+mod rollout_tests {
+    use super::*;
+
+    fn share(node: &str, state: NodeState, revision: u64, partitions: &[(i32, Option<u64>)]) -> NodeShare {
+        NodeShare {
+            node: node.into(),
+            state,
+            revision,
+            module: String::new(),
+            pipeline_state: "running".into(),
+            partitions: partitions
+                .iter()
+                .map(|&(partition, revision)| OwnedPartition { topic: "clicks".into(), partition, revision })
+                .collect(),
+            records_in: 0,
+            lag: 0,
+        }
+    }
+
+    #[test]
+    fn a_reload_is_complete_once_every_node_up_runs_it_and_every_owned_partition_switched() {
+        let halfway = [
+            share("a", NodeState::Up, 3, &[(0, Some(3)), (1, Some(2))]),
+            share("b", NodeState::Up, 3, &[(2, None)]),
+            share("c", NodeState::Gone, 2, &[(3, Some(2))]),
+        ];
+        let rollout = Rollout::of(3, &halfway);
+        assert_eq!((rollout.nodes_on_revision, rollout.nodes), (2, 2), "a node gone does not count");
+        assert_eq!((rollout.partitions_switched, rollout.partitions), (2, 3));
+        assert!(!rollout.complete, "partition 1 still runs revision 2");
+        let done =
+            [share("a", NodeState::Up, 3, &[(0, Some(3)), (1, Some(3))]), share("b", NodeState::Up, 3, &[(2, None)])];
+        assert!(Rollout::of(3, &done).complete);
+        let lagging_node = [share("a", NodeState::Up, 3, &[(0, Some(3))]), share("b", NodeState::Up, 2, &[])];
+        assert!(!Rollout::of(3, &lagging_node).complete, "node b has not applied revision 3");
     }
 }
