@@ -1701,6 +1701,11 @@ async fn follow_cluster(inner: std::sync::Weak<Inner>, mut events: tokio::sync::
             Event::Module(hex) => {
                 tokio::spawn(async move { manager.replicate_module(hex).await });
             }
+            Event::Refused(name) => {
+                if let Some(control) = manager.inner.control.clone() {
+                    tokio::spawn(async move { control.restate_if_left(&name).await });
+                }
+            }
         }
     }
 }

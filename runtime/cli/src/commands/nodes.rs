@@ -42,7 +42,15 @@ pub fn share_rows(shares: &[NodeShare]) -> Vec<Vec<String>> {
     shares
         .iter()
         .map(|s| {
-            let partitions: Vec<String> = s.partitions.iter().map(ToString::to_string).collect();
+            // A partition still on another revision than its node's says which.
+            let partitions: Vec<String> = s
+                .partitions
+                .iter()
+                .map(|p| match p.revision {
+                    Some(revision) if revision != s.revision => format!("{p} (rev {revision})"),
+                    _ => p.to_string(),
+                })
+                .collect();
             vec![
                 s.node.clone(),
                 s.state.to_string(),
@@ -113,9 +121,16 @@ mod tests {
             lag: 1,
         };
         let idle = NodeShare { partitions: Vec::new(), ..share.clone() };
+        let mut switching = share.clone();
+        switching.partitions[0].revision = Some(4);
+        switching.partitions[1].revision = Some(3);
         assert_eq!(
-            share_rows(&[share, idle]),
-            [["a", "up", "4", "clicks/0,clicks/3", "12", "1"], ["a", "up", "4", "-", "12", "1"]]
+            share_rows(&[share, idle, switching]),
+            [
+                ["a", "up", "4", "clicks/0,clicks/3", "12", "1"],
+                ["a", "up", "4", "-", "12", "1"],
+                ["a", "up", "4", "clicks/0,clicks/3 (rev 3)", "12", "1"]
+            ]
         );
     }
 }

@@ -56,6 +56,9 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// before it reads this node's state (see [`Control::read_to_end`]); past it the change goes on
 /// from what this node has read.
 pub const READ_TO_END_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long after a refused change every node restates the accepted record, unless it was
+/// restated by then (by the node refused, at once).
+pub const RESTATE_AFTER: Duration = Duration::from_secs(5);
 /// How many recent outcomes are kept for the calls waiting for them.
 const KEPT_OUTCOMES: usize = 4096;
 
@@ -127,6 +130,9 @@ pub enum Event {
     Pipeline(String),
     /// Module `hex` was stored or deleted.
     Module(String),
+    /// A change of pipeline `name` was refused: its accepted record must be restated (see
+    /// [`state`]) if the node refused does not do it.
+    Refused(String),
 }
 
 /// Why a change proposed on this node was not made.
@@ -362,6 +368,17 @@ impl Control {
         }
     }
 
+    /// Restates pipeline `name` if its last record is still a refused change after
+    /// [`RESTATE_AFTER`]: the node refused restates at once, this covers a node that crashed
+    /// before it could. Every node does it, which is harmless (a restatement changes nothing).
+    pub async fn restate_if_left(&self, name: &str) {
+        tokio::time::sleep(RESTATE_AFTER).await;
+        if self.with_state(|s| s.unrestated().any(|n| n == name)) {
+            tracing::info!(pipeline = %name, "restating the accepted record after a refused change left unrestated");
+            self.restate(name).await;
+        }
+    }
+
     /// Restates every pipeline whose last record is a rejected change (a node that crashed
     /// before restating leaves such a record).
     pub async fn restate_leftovers(&self) {
@@ -517,6 +534,7 @@ fn follow(control: std::sync::Weak<Control>, reader: LogReader, events: mpsc::Un
                 let event = match control.apply(&record) {
                     Outcome::Pipeline { name } => Some(Event::Pipeline(name)),
                     Outcome::Module { hex } => Some(Event::Module(hex)),
+                    Outcome::Rejected { name, .. } => Some(Event::Refused(name)),
                     _ => None,
                 };
                 if let Some(event) = event

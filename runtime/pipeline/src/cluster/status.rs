@@ -238,7 +238,8 @@ pub fn shares(nodes: &[NodeStatus], name: &str) -> Vec<NodeShare> {
                 revision: p.revision,
                 module: p.module.clone(),
                 pipeline_state: p.state.clone(),
-                partitions: p.partitions.clone(),
+                // A node gone or left owns nothing now, whatever its last heartbeat said.
+                partitions: if n.state == NodeState::Up { p.partitions.clone() } else { Vec::new() },
                 records_in: p.records_in,
                 lag: p.lag,
             })
@@ -731,16 +732,18 @@ mod tests {
         };
         let nodes = [
             node("a", NodeState::Up, vec![pipeline("p", &[0, 3]), pipeline("q", &[1])]),
-            node("b", NodeState::Gone, vec![pipeline("q", &[0])]),
+            node("b", NodeState::Gone, vec![pipeline("q", &[0]), pipeline("p", &[4])]),
             node("c", NodeState::Up, vec![pipeline("p", &[1, 2])]),
+            node("d", NodeState::Up, vec![pipeline("q", &[4])]),
         ];
         let shares = shares(&nodes, "p");
         assert_eq!(
             shares.iter().map(|s| (s.node.as_str(), s.state)).collect::<Vec<_>>(),
-            [("a", NodeState::Up), ("c", NodeState::Up)]
+            [("a", NodeState::Up), ("b", NodeState::Gone), ("c", NodeState::Up)]
         );
         assert_eq!(shares[0].partitions.iter().map(ToString::to_string).collect::<Vec<_>>(), ["clicks/0", "clicks/3"]);
-        assert_eq!((shares[1].revision, shares[1].records_in, shares[1].lag), (3, 10, 7));
+        assert!(shares[1].partitions.is_empty(), "a node gone owns nothing, whatever its last heartbeat said");
+        assert_eq!((shares[2].revision, shares[2].records_in, shares[2].lag), (3, 10, 7));
     }
 
     #[test]
