@@ -394,7 +394,11 @@ async fn main() {
         &[figures.gaps.elsewhere],
         &[baseline.gaps.elsewhere],
     );
-    row("load: median output gap of a partition away from switches", &[figures.gaps.typical], &[baseline.gaps.typical]);
+    row(
+        "load: median output gap of a partition between batches, away from switches",
+        &[figures.gaps.typical],
+        &[baseline.gaps.typical],
+    );
     row("one round of asking every node for its report", &figures.poll, &baseline.poll);
     println!(
         "(switches seen in the outputs over all partitions: cluster {}, single {}; expected {} each)",
