@@ -69,9 +69,14 @@ impl Cluster {
         index
     }
 
+    /// Node `index`'s data directory (made when the node first starts).
+    pub fn data_dir(&self, index: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("n{}", index + 1))
+    }
+
     /// Starts node `index` (again, on its data directory).
     pub fn spawn(&self, index: usize) -> ServeProcess {
-        let data = self.dir.path().join(format!("n{}", index + 1));
+        let data = self.data_dir(index);
         let id = format!("n{}", index + 1);
         let args: &[&str] = if self.clustered { &["--cluster", "--node-id", &id] } else { &[] };
         ServeProcess::start(&self.broker.bootstrap(), &data, args)

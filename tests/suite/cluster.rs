@@ -16,10 +16,12 @@ use sluice::engine::ModuleDigest;
 use sluice::kafka::KafkaConfig;
 use sluice::registry::pipelines::{PipelineRecord, RevisionCause};
 use sluice_tests::cluster::{
-    Cluster, PARTITIONS, WAIT, all_owned_run, api, deploy, input_id, owned, split_over_nodes, upload, wait_for_nodes,
+    Cluster, PARTITIONS, WAIT, all_owned_run, api, deploy, input_id, owned, report, split_over_nodes, upload,
+    wait_for_nodes,
 };
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, ProduceRecord, TansuBroker, consume_all, produce};
+use sluice_tests::process::ServeProcess;
 
 /// Records `id-n` for `n` in `range`, record `n` on partition `n % PARTITIONS`.
 async fn produce_ids(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
@@ -351,7 +353,7 @@ async fn a_pause_resume_and_delete_through_any_node_reach_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_a_single_node_is_imported_into_the_cluster_once() {
     let mut cluster = Cluster::start(0);
-    let data = cluster.dir.path().join("n1");
+    let data = cluster.data_dir(0);
     // A runtime on its own, with its registry in its data directory.
     let single = ServeProcess::start(&cluster.broker.bootstrap(), &data, &["--node-id", "n1"]);
     let digest = deploy(single.url(), cluster.spec(), "passthrough").await;
