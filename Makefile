@@ -63,12 +63,14 @@ try: examples build
 	$(CARGO) run --release -q -p sluice -- run --module $(WASM_DIR)/word_count.wasm \
 		--input guest-examples/word-count/sample.jsonl
 
-## bench: engine, cache, Kafka and hot-reload benchmarks, each beside a baseline measured in the same run.
-bench: setup examples
+## bench: engine, cache, Kafka, hot-reload and cluster (deploy and reload reaching 3 nodes) benchmarks,
+## each beside a baseline measured in the same run (the cluster one runs the `sluice` binary, hence `build`).
+bench: setup examples build
 	$(CARGO) bench -p sluice-tests --bench engine
 	$(CARGO) bench -p sluice-tests --bench cache_incr
 	$(CARGO) bench -p sluice-tests --bench kafka
 	$(CARGO) bench -p sluice-tests --bench reload
+	$(CARGO) bench -p sluice-tests --bench cluster
 
 ## fuzz: every fuzz target (property tests of the code that takes untrusted bytes: cache URLs,
 ## memcached replies, Kafka headers, pipeline specs, module uploads, runner input, records

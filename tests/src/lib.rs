@@ -2,6 +2,7 @@
 //! engines and records, and the real servers (cache, broker) the tests start on loopback.
 
 pub mod chaos;
+pub mod cluster;
 pub mod fixtures;
 pub use sluice_fuzzing as fuzzing;
 pub mod guests;

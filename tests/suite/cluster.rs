@@ -9,144 +9,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use sluice::api::{AdminClient, ClientError, PipelineReport, PipelineState};
+use serde_json::json;
+use sluice::api::{ClientError, PipelineReport, PipelineState};
 use sluice::cluster::{ClusterConfig, CommitError, Control, DEFAULT_REGISTRY_TOPIC};
 use sluice::engine::ModuleDigest;
 use sluice::kafka::KafkaConfig;
 use sluice::registry::pipelines::{PipelineRecord, RevisionCause};
+use sluice_tests::cluster::{
+    Cluster, PARTITIONS, WAIT, all_owned_run, api, deploy, input_id, owned, report, split_over_nodes, upload,
+    wait_for_nodes,
+};
 use sluice_tests::guests;
-use sluice_tests::kafka::{ConsumedRecord, ProduceRecord, TansuBroker, consume_all, produce, unique_suffix};
+use sluice_tests::kafka::{ConsumedRecord, ProduceRecord, TansuBroker, consume_all, produce};
 use sluice_tests::process::ServeProcess;
-
-/// How long a test waits for a state before it fails.
-const WAIT: Duration = Duration::from_secs(120);
-/// Partitions of every input topic here: two per node of three.
-const PARTITIONS: i32 = 6;
-
-/// A broker, the nodes of one cluster on it, and one pipeline's topics.
-struct Cluster {
-    broker: TansuBroker,
-    dir: tempfile::TempDir,
-    nodes: Vec<Option<ServeProcess>>,
-    input: String,
-    output: String,
-}
-
-impl Cluster {
-    /// A broker and `nodes` cluster nodes, `n1`, `n2`, ..., each on its own data directory.
-    fn start(nodes: usize) -> Cluster {
-        let broker = TansuBroker::start();
-        let id = unique_suffix();
-        let (input, output) = (format!("in-{id}"), format!("out-{id}"));
-        broker.create_topic(&input, PARTITIONS);
-        broker.create_topic(&output, PARTITIONS);
-        let mut cluster = Cluster { broker, dir: tempfile::tempdir().unwrap(), nodes: Vec::new(), input, output };
-        for _ in 0..nodes {
-            cluster.add_node();
-        }
-        cluster
-    }
-
-    /// Starts the next node (or the node `index` again, on its data directory).
-    fn add_node(&mut self) -> usize {
-        let index = self.nodes.len();
-        self.nodes.push(Some(self.spawn(index)));
-        index
-    }
-
-    fn spawn(&self, index: usize) -> ServeProcess {
-        let data = self.dir.path().join(format!("n{}", index + 1));
-        let id = format!("n{}", index + 1);
-        ServeProcess::start(&self.broker.bootstrap(), &data, &["--cluster", "--node-id", &id])
-    }
-
-    fn url(&self, index: usize) -> String {
-        self.nodes[index].as_ref().expect("a running node").url().to_string()
-    }
-
-    /// The indexes of the nodes running now.
-    fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|i| self.nodes[*i].is_some()).collect()
-    }
-
-    fn name(&self) -> String {
-        format!("p-{}", self.input)
-    }
-
-    fn spec(&self) -> Value {
-        json!({
-            "name": self.name(),
-            "inputs": [self.input],
-            "outputs": { "default": self.output },
-            "processing": { "linger_ms": 5, "batch_size": 50, "on_failure": "skip" }
-        })
-    }
-}
-
-/// Runs a blocking admin API call off the test's async threads.
-async fn api<T: Send + 'static>(url: &str, call: impl FnOnce(AdminClient) -> T + Send + 'static) -> T {
-    let client = AdminClient::new(url, None);
-    tokio::task::spawn_blocking(move || call(client)).await.expect("admin call task")
-}
-
-async fn report(url: &str, name: &str) -> Option<PipelineReport> {
-    let name = name.to_string();
-    api(url, move |c| c.get_pipeline(&name)).await.ok()
-}
-
-/// Each running node's report of `name`, once `check` holds for all of them together.
-async fn wait_for_nodes(
-    cluster: &Cluster,
-    what: &str,
-    check: impl Fn(&[PipelineReport]) -> bool,
-) -> Vec<PipelineReport> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut reports = Vec::new();
-        for index in cluster.running() {
-            if let Some(report) = report(&cluster.url(index), &cluster.name()).await {
-                reports.push(report);
-            }
-        }
-        if reports.len() == cluster.running().len() && check(&reports) {
-            return reports;
-        }
-        let shown: Vec<String> = reports
-            .iter()
-            .map(|r| format!("{:?} revision {} owning {:?} error {:?}", r.state, r.revision, owned(r), r.error))
-            .collect();
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; the nodes report: {shown:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The partitions each report's node owns now.
-fn owned(report: &PipelineReport) -> Vec<i32> {
-    report.status.partitions.iter().filter(|p| p.owned).map(|p| p.partition).collect()
-}
-
-/// Every partition owned by exactly one of the nodes reporting.
-fn split_over_nodes(reports: &[PipelineReport]) -> bool {
-    let all: Vec<i32> = reports.iter().flat_map(owned).collect();
-    let distinct: BTreeSet<i32> = all.iter().copied().collect();
-    all.len() == PARTITIONS as usize && distinct.len() == PARTITIONS as usize
-}
-
-/// Every owned partition on every node runs `digest` and has processed a batch with it.
-fn all_owned_run(reports: &[PipelineReport], digest: &str) -> bool {
-    split_over_nodes(reports)
-        && reports.iter().all(|r| {
-            r.status.partitions.iter().filter(|p| p.owned).all(|p| {
-                let processed_after_switch = match (p.next_offset, p.last_switch.map(|s| s.offset)) {
-                    (Some(next), Some(at)) => next > at,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                p.module.as_deref() == Some(digest) && processed_after_switch
-            })
-        })
-}
 
 /// Records `id-n` for `n` in `range`, record `n` on partition `n % PARTITIONS`.
 async fn produce_ids(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
@@ -175,20 +50,7 @@ fn keep_producing(
 
 /// The input id of an output of the passthrough or tagged guests (`id-n` or `tag:id-n`).
 fn id_of(record: &ConsumedRecord) -> usize {
-    let value = record.value_text();
-    let id = value.rsplit_once(':').map_or(value.as_str(), |(_, id)| id);
-    id.strip_prefix("id-").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected output {value:?}"))
-}
-
-async fn deploy(url: &str, spec: Value, guest: &str) -> String {
-    let module = guests::component(guest);
-    api(url, move |c| c.deploy(&spec, &module, &mut |_, _| {})).await.expect("deploy").pipeline.module
-}
-
-/// Uploads `guest` to the node at `url`; answers its digest.
-async fn upload(url: &str, guest: &str) -> String {
-    let module = guests::component(guest);
-    api(url, move |c| c.upload_module(&module, &mut |_, _| {})).await.expect("upload").digest
+    input_id(&record.value_text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -500,7 +362,7 @@ async fn a_pause_resume_and_delete_through_any_node_reach_every_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_a_single_node_is_imported_into_the_cluster_once() {
     let mut cluster = Cluster::start(0);
-    let data = cluster.dir.path().join("n1");
+    let data = cluster.data_dir(0);
     // A runtime on its own, with its registry in its data directory.
     let single = ServeProcess::start(&cluster.broker.bootstrap(), &data, &["--node-id", "n1"]);
     let digest = deploy(single.url(), cluster.spec(), "passthrough").await;
