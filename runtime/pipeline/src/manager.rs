@@ -754,13 +754,7 @@ impl PipelineManager {
             // In a cluster, the module is stored in Kafka for the other nodes.
             control.publish_module(&stored.info, &bytes).await?;
         }
-        if let Some(module) = &stored.module {
-            self.inner
-                .modules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(stored.info.digest.clone(), module.clone());
-        }
+        self.keep_compiled(&stored);
         Ok(stored)
     }
 
@@ -1635,6 +1629,17 @@ impl PipelineManager {
         current.record = record;
     }
 
+    /// Keeps the module `stored` compiled, if this call compiled it, so its next use is instant.
+    fn keep_compiled(&self, stored: &Stored) {
+        if let Some(module) = &stored.module {
+            self.inner
+                .modules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(stored.info.digest.clone(), module.clone());
+        }
+    }
+
     /// Reads module `digest` from the cluster's modules topic and stores it in this node's
     /// registry (checked and compiled).
     async fn fetch_module(&self, control: &Arc<Control>, digest: &str) -> Result<Stored, ManagerError> {
@@ -1650,13 +1655,7 @@ impl PipelineManager {
             .map_err(|e| RegistryError::Task { digest: digest.to_string(), reason: e.to_string() })?
             .map_err(|e| ManagerError::Kafka(format!("module {digest}: cannot read it from the cluster: {e:#}")))?;
         let stored = self.inner.registry.put(bytes.into()).await?;
-        if let Some(module) = &stored.module {
-            self.inner
-                .modules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(stored.info.digest.clone(), module.clone());
-        }
+        self.keep_compiled(&stored);
         tracing::info!(module = %stored.info.digest, "module read from the cluster");
         Ok(stored)
     }
