@@ -78,7 +78,7 @@ impl Cluster {
     pub fn spawn(&self, index: usize) -> ServeProcess {
         let data = self.data_dir(index);
         let id = format!("n{}", index + 1);
-        let args: &[&str] = if self.clustered { &["--cluster", "--node-id", &id] } else { &[] };
+        let args: &[&str] = if self.clustered { &["--node-id", &id] } else { &["--registry", "data-dir"] };
         ServeProcess::start(&self.broker.bootstrap(), &data, args)
     }
 

@@ -364,7 +364,8 @@ async fn a_data_directory_of_a_single_node_is_imported_into_the_cluster_once() {
     let mut cluster = Cluster::start(0);
     let data = cluster.data_dir(0);
     // A runtime on its own, with its registry in its data directory.
-    let single = ServeProcess::start(&cluster.broker.bootstrap(), &data, &["--node-id", "n1"]);
+    let single =
+        ServeProcess::start(&cluster.broker.bootstrap(), &data, &["--registry", "data-dir", "--node-id", "n1"]);
     let digest = deploy(single.url(), cluster.spec(), "passthrough").await;
     drop(single);
 

@@ -19,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::serve::{AdminSettings, serve_admin, shutdown_signal};
 use sluice_kafka::KafkaConfig;
+use sluice_pipeline::cluster::ClusterConfig;
 use sluice_pipeline::manager::{ManagerConfig, PipelineManager, TopicCreator};
 use sluice_pipeline::spec::{PipelineSpec, Processing};
 
@@ -92,10 +93,12 @@ impl Sentences {
 
 /// The embedded cluster, on a thread of its own (librdkafka's mock cluster handle cannot
 /// move between threads), creating topics on request until dropped.
-type TopicRequest = (String, std::sync::mpsc::Sender<anyhow::Result<()>>);
+type TopicRequest = (String, i32, std::sync::mpsc::Sender<anyhow::Result<()>>);
 
 struct EmbeddedCluster {
     brokers: String,
+    /// Partitions of the topics it creates for pipelines.
+    partitions: i32,
     /// Topics to create, each with where to answer; `None` stops the thread.
     requests: std::sync::mpsc::Sender<Option<TopicRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -114,22 +117,27 @@ impl EmbeddedCluster {
                 }
             };
             let _ = ready.send(Ok(cluster.bootstrap_servers()));
-            for (topic, reply) in incoming.iter().map_while(|request| request) {
-                let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(anyhow::Error::from));
+            for (topic, count, reply) in incoming.iter().map_while(|request| request) {
+                let _ = reply.send(cluster.create_topic(&topic, count, 1).map_err(anyhow::Error::from));
             }
         })?;
         let brokers = started.recv().context("the embedded Kafka thread ended")??;
-        Ok(EmbeddedCluster { brokers, requests, thread: Some(thread) })
+        Ok(EmbeddedCluster { brokers, partitions, requests, thread: Some(thread) })
     }
 
     fn creator(&self) -> TopicCreator {
+        self.creator_with(self.partitions)
+    }
+
+    /// Creates topics of `partitions` partitions.
+    fn creator_with(&self, partitions: i32) -> TopicCreator {
         let requests = std::sync::Mutex::new(self.requests.clone());
         Arc::new(move |topic: &str| {
             let (reply, answer) = std::sync::mpsc::channel();
             requests
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .send(Some((topic.to_string(), reply)))
+                .send(Some((topic.to_string(), partitions, reply)))
                 .map_err(|_| anyhow::anyhow!("the embedded Kafka cluster is stopped"))?;
             answer.recv().map_err(|_| anyhow::anyhow!("the embedded Kafka cluster is stopped"))?
         })
@@ -164,8 +172,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         Some(dir) => (dir.clone(), false),
         None => (std::env::temp_dir().join(format!("sluice-dev-{}", std::process::id())), true),
     };
+    // The registry in Kafka, as `sluice serve` keeps it: the mock cluster cannot create topics
+    // through the Kafka protocol, so its control topics (one partition each) are made here.
+    let registry = ClusterConfig::default();
+    for topic in [&registry.registry_topic, &registry.modules_topic, &registry.status_topic] {
+        (cluster.creator_with(1))(topic)?;
+    }
     let manager = PipelineManager::open(ManagerConfig {
         create_topics: Some(cluster.creator()),
+        cluster: Some(registry),
         ..ManagerConfig::new(&data_dir, kafka.clone())
     })
     .await?;

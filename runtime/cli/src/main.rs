@@ -123,11 +123,12 @@ struct ServeArgs {
     /// kept in the data directory). Each running runtime needs its own.
     #[arg(long, env = "SLUICE_NODE_ID")]
     node_id: Option<String>,
-    /// Cluster mode: keep the registry in the cluster's control topics (`_sluice_registry`,
-    /// `_sluice_modules`, `_sluice_status`, or the config file's [cluster] table), shared by
-    /// every node started so, instead of in the data directory.
-    #[arg(long, env = "SLUICE_CLUSTER")]
-    cluster: bool,
+    /// Where the registry is kept, overriding the config file's `registry`: `kafka` (the
+    /// default), in the cluster's control topics (`_sluice_registry`, `_sluice_modules`,
+    /// `_sluice_status`, or the config file's [cluster] table), shared by every runtime started
+    /// on them; or `data-dir`, in this runtime's data directory alone.
+    #[arg(long, env = "SLUICE_REGISTRY", value_enum)]
+    registry: Option<sluice::serve::RegistryPlace>,
 }
 
 #[derive(Args)]

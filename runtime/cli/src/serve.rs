@@ -88,10 +88,25 @@ pub struct ServeConfig {
     /// Default: made once and kept in `<data_dir>/node-id`.
     #[serde(default)]
     pub node_id: Option<String>,
-    /// Cluster mode (the `[cluster]` table, or `--cluster` for its defaults): the registry is
-    /// kept in Kafka topics shared by every node of the cluster (see docs/cluster.md).
+    /// Where the registry (pipelines, module versions, modules) is kept: `kafka` (the
+    /// default), in the cluster's control topics, shared by every runtime started on them,
+    /// or `data-dir`, in this runtime's data directory alone (see docs/cluster.md).
     #[serde(default)]
-    pub cluster: Option<ClusterConfig>,
+    pub registry: RegistryPlace,
+    /// The control topics and timings of the registry in Kafka (the `[cluster]` table).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// Where `sluice serve` keeps its registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegistryPlace {
+    /// In the cluster's control topics: every runtime started on them runs the same pipelines.
+    #[default]
+    Kafka,
+    /// In this runtime's data directory, for this runtime alone.
+    DataDir,
 }
 
 /// The `[admin]` table.
@@ -325,7 +340,8 @@ impl ServeConfig {
             keep_versions: DEFAULT_KEEP_VERSIONS,
             pipelines: Vec::new(),
             node_id: None,
-            cluster: None,
+            registry: RegistryPlace::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 
@@ -344,9 +360,7 @@ impl ServeConfig {
         config.kafka.validate().map_err(anyhow::Error::msg)?;
         config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.engine.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
-        if let Some(cluster) = &config.cluster {
-            cluster.validate().map_err(|e| anyhow::anyhow!("invalid config {}: [cluster]: {e}", path.display()))?;
-        }
+        config.cluster.validate().map_err(|e| anyhow::anyhow!("invalid config {}: [cluster]: {e}", path.display()))?;
         Ok(config)
     }
 }
@@ -374,7 +388,7 @@ pub async fn open(config: &ServeConfig) -> anyhow::Result<PipelineManager> {
         limits: config.engine.limits(),
         keep_versions: config.keep_versions,
         node_id: config.node_id.clone(),
-        cluster: config.cluster.clone(),
+        cluster: (config.registry == RegistryPlace::Kafka).then(|| config.cluster.clone()),
         ..ManagerConfig::new(&config.data_dir, config.kafka.clone())
     })
     .await?;

@@ -17,6 +17,24 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use crate::KafkaConfig;
 
+/// The context of the log topics' clients: librdkafka's errors and log lines go to debug, and
+/// the follower or caller that sees a failure logs it once, naming the topic (a broker outage
+/// would otherwise be logged many times a second by each client).
+#[derive(Clone, Copy, Default)]
+pub struct LogContext;
+
+impl rdkafka::ClientContext for LogContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, "librdkafka (a log topic's client): {message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("librdkafka (a log topic's client): {error}: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LogContext {}
+
 /// The one partition of a log topic.
 pub const LOG_PARTITION: i32 = 0;
 /// How long a metadata, watermark or topic-creation request may take.
@@ -100,7 +118,7 @@ fn topic_partitions(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<Option<u
 /// Appends records to log topics: an idempotent producer that waits for every replica.
 #[derive(Clone)]
 pub struct LogAppender {
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
 }
 
 impl LogAppender {
@@ -114,7 +132,7 @@ impl LogAppender {
             .set("linger.ms", "0")
             .set("message.max.bytes", (LOG_MAX_RECORD_BYTES + 64 * 1024).to_string())
             .set("message.timeout.ms", LOG_APPEND_TIMEOUT.as_millis().to_string())
-            .create()
+            .create_with_context(LogContext)
             .context("cannot create the control log's producer")?;
         Ok(LogAppender { producer })
     }
@@ -152,14 +170,14 @@ pub struct LogRecord {
 /// Reads a log topic in order, from an offset. Blocking: run it on a thread of its own or in
 /// `spawn_blocking`.
 pub struct LogReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LogContext>,
     topic: String,
 }
 
 impl LogReader {
     /// A reader of `topic` from `offset` (0: the start).
     pub fn open(kafka: &KafkaConfig, topic: &str, offset: i64) -> anyhow::Result<LogReader> {
-        let consumer: BaseConsumer = kafka
+        let consumer: BaseConsumer<LogContext> = kafka
             .client_config()
             // Never used to commit: the reader only assigns itself the partition.
             .set("group.id", format!("sluice-log-reader-{topic}"))
@@ -167,7 +185,7 @@ impl LogReader {
             .set("enable.auto.offset.store", "false")
             .set("fetch.wait.max.ms", "50")
             .set("fetch.message.max.bytes", (LOG_MAX_RECORD_BYTES + 64 * 1024).to_string())
-            .create()
+            .create_with_context(LogContext)
             .with_context(|| format!("cannot create a reader of the log topic {topic}"))?;
         let mut assignment = TopicPartitionList::new();
         assignment
@@ -204,18 +222,18 @@ impl LogReader {
 
 /// Asks the broker where a log topic ends, without reading it.
 pub struct LogEnd {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<LogContext>,
     topic: String,
 }
 
 impl LogEnd {
     /// A client asking where `topic` ends.
     pub fn new(kafka: &KafkaConfig, topic: &str) -> anyhow::Result<LogEnd> {
-        let consumer: BaseConsumer = kafka
+        let consumer: BaseConsumer<LogContext> = kafka
             .client_config()
             .set("group.id", format!("sluice-log-end-{topic}"))
             .set("enable.auto.commit", "false")
-            .create()
+            .create_with_context(LogContext)
             .with_context(|| format!("cannot create a client of the log topic {topic}"))?;
         Ok(LogEnd { consumer, topic: topic.to_string() })
     }

@@ -602,9 +602,27 @@ impl PipelineManager {
         let store = PipelineStore::open(&config.data_dir)?;
         let (control, events) = match &config.cluster {
             Some(cluster) => {
-                let (control, events) = Control::join(&config.kafka, cluster.clone(), &node_id)
-                    .await
-                    .with_context(|| format!("cannot join the cluster through {}", cluster.registry_topic))?;
+                cluster.validate().map_err(anyhow::Error::msg)?;
+                // The registry is the cluster's: nothing runs until it is read, however long
+                // the cluster takes to answer.
+                let mut failed = false;
+                let (control, events) = loop {
+                    match Control::join(&config.kafka, cluster.clone(), &node_id).await {
+                        Ok(joined) => break joined,
+                        Err(e) if !failed => {
+                            tracing::warn!(
+                                topic = %cluster.registry_topic,
+                                "cannot read the registry from the cluster: {e:#}; trying again every {RESTART_INTERVAL:?}"
+                            );
+                            failed = true;
+                        }
+                        Err(e) => tracing::debug!("cannot read the registry from the cluster: {e:#}"),
+                    }
+                    tokio::time::sleep(RESTART_INTERVAL).await;
+                };
+                if failed {
+                    tracing::info!(topic = %cluster.registry_topic, "read the registry from the cluster after all");
+                }
                 (Some(control), Some(events))
             }
             None => (None, None),
@@ -1025,7 +1043,7 @@ impl PipelineManager {
         futures_util::future::join_all(stopping).await;
         self.leave_membership().await;
         if let Some(control) = &self.inner.control {
-            control.leave();
+            control.leave().await;
         }
     }
 

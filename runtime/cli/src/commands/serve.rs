@@ -29,8 +29,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(node_id) = args.node_id {
         config.node_id = Some(node_id);
     }
-    if args.cluster && config.cluster.is_none() {
-        config.cluster = Some(Default::default());
+    if let Some(registry) = args.registry {
+        config.registry = registry;
     }
     // Refuse an open API off loopback before anything starts.
     sluice::admin::check_listen_address(config.admin.listen, &config.admin.config()).map_err(anyhow::Error::msg)?;

@@ -176,6 +176,8 @@ pub struct Control {
     applied: watch::Sender<i64>,
     /// Set to end the follower.
     stop: AtomicBool,
+    /// The follower's thread, joined when the node leaves.
+    follower: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -210,6 +212,7 @@ impl Control {
             outcomes: Mutex::default(),
             applied: watch::Sender::new(0),
             stop: AtomicBool::new(false),
+            follower: Mutex::default(),
         });
         let (events, receiver) = mpsc::unbounded_channel();
         let (kafka, topic) = (kafka.clone(), config.registry_topic.clone());
@@ -232,10 +235,11 @@ impl Control {
             "read the cluster's registry"
         );
         let follower = Arc::downgrade(&control);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sluice-registry".into())
             .spawn(move || follow(follower, reader, events))
             .context("cannot start the registry follower")?;
+        *control.follower.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
         Ok((control, receiver))
     }
 
@@ -504,10 +508,16 @@ impl Control {
         CommitError::Log { topic: self.config.registry_topic.clone(), reason }
     }
 
-    /// Ends the follower (at its next poll).
-    pub fn leave(&self) {
+    /// Ends the follower, and waits for its thread (its next poll, at most [`FOLLOW_POLL`]),
+    /// so that nothing reads the cluster once the node has left.
+    pub async fn leave(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.appender.flush(Duration::from_secs(5));
+        // Appends are awaited by their callers: nothing is normally left to send.
+        self.appender.flush(Duration::from_secs(1));
+        let thread = self.follower.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 

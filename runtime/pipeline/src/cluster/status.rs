@@ -393,6 +393,8 @@ pub type Snapshot = Arc<dyn Fn() -> BoxFuture<'static, Vec<NodePipeline>> + Send
 pub struct Membership {
     shared: Arc<Shared>,
     publisher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The follower's thread, joined when the node leaves.
+    follower: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 struct Shared {
@@ -447,13 +449,13 @@ impl Membership {
             stop: AtomicBool::new(false),
         });
         let follower = Arc::downgrade(&shared);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sluice-status".into())
             .spawn(move || follow(follower, reader, history_end))
             .context("cannot start the status follower")?;
         let publisher = tokio::spawn(publish(shared.clone(), config.heartbeat_interval()));
         tracing::info!(node, topic = %shared.topic, "publishing heartbeats every {:?}", config.heartbeat_interval());
-        Ok(Membership { shared, publisher: Mutex::new(Some(publisher)) })
+        Ok(Membership { shared, publisher: Mutex::new(Some(publisher)), follower: Mutex::new(Some(thread)) })
     }
 
     /// Every node seen in the status topic, this one included once its first heartbeat is
@@ -490,6 +492,10 @@ impl Membership {
             ),
         }
         self.shared.stop.store(true, Ordering::SeqCst);
+        let thread = self.follower.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
