@@ -35,33 +35,47 @@ impl ServeProcess {
     /// Starts `sluice serve` for the cluster at `brokers` on `data_dir`, with the extra
     /// `args`, logging to `<data_dir>.log`; waits until its admin API answers.
     pub fn start(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
+        let mut process = ServeProcess::start_unready(brokers, data_dir, args);
+        process.wait_ready();
+        process
+    }
+
+    /// Starts `sluice serve` like [`ServeProcess::start`] without waiting for its admin API
+    /// (see [`ServeProcess::wait_ready`]).
+    pub fn start_unready(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
         let mut all: Vec<&OsStr> =
             vec!["--brokers".as_ref(), brokers.as_ref(), "--data-dir".as_ref(), data_dir.as_ref()];
         all.extend(["--status-every", "0"].map(OsStr::new));
         all.extend(args.iter().map(OsStr::new));
-        ServeProcess::spawn(&all, data_dir.with_extension("log"))
+        ServeProcess::spawn_unready(&all, data_dir.with_extension("log"))
     }
 
     /// Starts `sluice serve <args>` with its admin API on a free loopback port, logging to
     /// `log` (appended to); waits until the API answers.
     pub fn spawn(args: &[&OsStr], log: PathBuf) -> ServeProcess {
         let mut process = ServeProcess::spawn_unready(args, log);
-        let start = process.started_at;
+        process.wait_ready();
+        process
+    }
+
+    /// Waits until a process started with [`ServeProcess::spawn_unready`] serves its admin API
+    /// (at most [`START_TIMEOUT`]); panics naming its log if it exits or does not in time.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let text = process.log();
-            if let Some(at) = text[start.min(text.len())..].find("admin API on http://") {
+            let text = self.log();
+            let start = self.started_at.min(text.len());
+            if let Some(at) = text[start..].find("admin API on http://") {
                 let rest = &text[start + at + "admin API on ".len()..];
-                process.url = rest.split_whitespace().next().unwrap_or_default().to_string();
-                break;
+                self.url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                return;
             }
-            if let Ok(Some(status)) = process.child.try_wait() {
-                panic!("sluice serve exited with {status} before serving its API:\n{}", process.log());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sluice serve exited with {status} before serving its API:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "sluice serve did not serve its API in time:\n{}", process.log());
+            assert!(Instant::now() < deadline, "sluice serve did not serve its API in time:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        process
     }
 
     /// Starts `sluice serve <args>` like [`ServeProcess::spawn`] without waiting for anything.
@@ -112,9 +126,15 @@ impl ServeProcess {
         let _ = self.child.wait();
     }
 
-    /// Everything it logged.
+    /// Everything logged to its log file, by this process and any before it on the same file.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What this process logged.
+    pub fn own_log(&self) -> String {
+        let text = self.log();
+        text[self.started_at.min(text.len())..].to_string()
     }
 }
 

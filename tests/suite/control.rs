@@ -25,6 +25,8 @@ use sluice_tests::process::{ServeProcess, sluice_binary};
 const WAIT: Duration = Duration::from_secs(90);
 /// Partitions of every input topic here.
 const PARTITIONS: i32 = 4;
+/// The flags of a runtime that keeps its registry in its data directory, not in Kafka.
+const DATA_DIR_REGISTRY: [&str; 2] = ["--registry", "data-dir"];
 
 /// Runs a blocking admin API call off the test's async threads.
 async fn api<T: Send + 'static>(url: &str, call: impl FnOnce(AdminClient) -> T + Send + 'static) -> T {
@@ -124,10 +126,16 @@ struct World {
 }
 
 impl World {
+    /// A broker and a runtime keeping its registry in it (the default).
     fn start() -> World {
+        World::start_with(&[])
+    }
+
+    /// A broker and a runtime started with `args`.
+    fn start_with(args: &[&str]) -> World {
         let broker = TansuBroker::start();
         let dir = tempfile::tempdir().unwrap();
-        let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &[]);
+        let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), args);
         let topics = topics(&broker);
         World { broker, dir, serve, topics }
     }
@@ -426,19 +434,23 @@ fn cache_password() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_pipeline_whose_cache_is_down_fails_without_its_password_in_log_or_answers() {
+    let broker = TansuBroker::start();
+    for topic in ["in", "out", "cached.dlq"] {
+        broker.create_topic(topic, 1);
+    }
     let dir = tempfile::tempdir().unwrap();
     let secret = cache_password();
     std::fs::copy(guests::component("passthrough"), dir.path().join("f.wasm")).unwrap();
     let config = dir.path().join("sluice.toml");
-    // Nothing listens on port 1: neither the broker nor the cache can be reached, and the
-    // cache is what the start tries first.
+    // The broker and the topics are there; nothing listens on port 1, so the cache cannot be
+    // reached.
     std::fs::write(
         &config,
         format!(
             r#"data_dir = "{data}"
 
 [kafka]
-brokers = "127.0.0.1:1"
+brokers = "{brokers}"
 
 [[pipeline]]
 name = "cached"
@@ -448,6 +460,7 @@ module = "f.wasm"
 cache = "redis://app:{secret}@127.0.0.1:1/0?connect_timeout_ms=200"
 "#,
             data = dir.path().join("data").display(),
+            brokers = broker.bootstrap(),
         ),
     )
     .unwrap();
@@ -681,8 +694,59 @@ async fn reads_answer_within_the_bound(url: &str, name: &str, during: &str) -> S
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second_during_changes_and_retries() {
+async fn with_the_broker_gone_a_runtime_keeping_its_registry_in_kafka_answers_reads_refuses_changes_and_waits_to_start()
+{
     let World { mut broker, dir, serve, topics } = World::start();
+    let name = pipeline_name(&topics);
+    deploy(serve.url(), &topics, "tagged-v1").await;
+    wait_for_report(serve.url(), &name, "partitions owned", |r| r.status.owned_partitions == PARTITIONS as usize).await;
+
+    broker.stop();
+    for _ in 0..3 {
+        reads_answer_within_the_bound(serve.url(), &name, "broker gone").await;
+    }
+
+    // A change is applied once it is in the registry's log: with the broker gone it is refused,
+    // naming the registry topic, and nothing changes. Reads answer meanwhile.
+    let pause = tokio::spawn({
+        let url = serve.url().to_string();
+        let name = name.clone();
+        async move { act(&url, &name, |c, name| c.pause(name)).await }
+    });
+    let mut reads_during_pause = 0;
+    while !pause.is_finished() || reads_during_pause == 0 {
+        reads_answer_within_the_bound(serve.url(), &name, "pause under way").await;
+        reads_during_pause += 1;
+    }
+    let refused = pause.await.unwrap().expect_err("a pause cannot reach the registry with the broker gone");
+    assert!(refused.to_string().contains("registry topic _sluice_registry"), "{refused}");
+    let state = reads_answer_within_the_bound(serve.url(), &name, "pause refused").await;
+    assert_eq!(state, "running", "the refused pause changed nothing");
+    eprintln!("reads during the refused pause: {reads_during_pause}; it answered {refused}");
+
+    // A runtime started with the broker gone waits for the registry, saying so once, and serves
+    // the registry's pipelines once the broker is back.
+    drop(serve);
+    let mut serve = ServeProcess::start_unready(&broker.bootstrap(), &dir.path().join("data"), &[]);
+    let said = "cannot read the registry from the cluster";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !serve.own_log().contains(said) {
+        assert!(tokio::time::Instant::now() < deadline, "no line says it waits:\n{}", serve.own_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!serve.own_log().contains("admin API on"), "it serves before it read the registry:\n{}", serve.own_log());
+    broker.restart();
+    tokio::task::block_in_place(|| serve.wait_ready());
+    assert_eq!(serve.own_log().matches(said).count(), 1, "the wait is logged once:\n{}", serve.own_log());
+    wait_for_report(serve.url(), &name, "partitions owned after the wait", |r| {
+        r.state == PipelineState::Running && r.status.owned_partitions == PARTITIONS as usize
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_gone_a_runtime_on_its_data_dir_answers_reads_within_a_second_during_changes_and_retries() {
+    let World { mut broker, dir, serve, topics } = World::start_with(&DATA_DIR_REGISTRY);
     let name = pipeline_name(&topics);
     deploy(serve.url(), &topics, "tagged-v1").await;
     let other = self::topics(&broker);
@@ -731,7 +795,7 @@ async fn with_the_broker_gone_listing_reports_and_metrics_answer_within_a_second
     // 5 s, each try waiting on the broker. Reads answer meanwhile, and a change of the paused
     // pipeline does not wait for the retries.
     drop(serve);
-    let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &[]);
+    let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &DATA_DIR_REGISTRY);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
     while tokio::time::Instant::now() < deadline {
         let state = reads_answer_within_the_bound(serve.url(), &other_name, "retries under way").await;
