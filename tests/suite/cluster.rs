@@ -273,6 +273,23 @@ async fn a_registry_record_that_cannot_be_read_is_named_by_its_offset_and_the_re
     let listed = api(&cluster.url(late), |c| c.list_pipelines()).await.unwrap();
     let names: BTreeSet<String> = listed.iter().map(|p| p.name.clone()).collect();
     assert_eq!(names, BTreeSet::from([cluster.name(), "second".to_string()]), "the rest of the log is applied");
+
+    // Each node counts the record it skipped, and sees both nodes up.
+    for node in [0, late] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let metrics = api(&cluster.url(node), |c| c.metrics()).await.unwrap();
+            let counted = metrics.lines().any(|l| l == "sluice_cluster_registry_skipped_total 1");
+            if counted && metrics.lines().any(|l| l == r#"sluice_cluster_nodes{state="up"} 2"#) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} does not count the skipped record and both nodes:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,6 +342,8 @@ async fn of_two_changes_made_at_once_on_two_nodes_from_one_generation_the_log_ta
             assert!(Instant::now() < deadline, "node {} does not hold the winner: {entry:?}", node.node());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Every node counts the refusal it read, for `/metrics`.
+        assert_eq!(node.counters().stats().refused_changes, 1, "node {}", node.node());
     }
 }
 

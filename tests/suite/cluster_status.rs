@@ -39,7 +39,9 @@ fn snapshot(partition: i32) -> Snapshot {
 async fn join(kafka: &KafkaConfig, config: &ClusterConfig, node: &str, partition: i32) -> Membership {
     let appender = LogAppender::new(kafka, &format!("sluice-{node}-status")).expect("an appender");
     let url = Some(format!("http://127.0.0.1:{}", 7000 + partition));
-    Membership::start(kafka, config, node, appender, snapshot(partition), url).await.expect("the membership starts")
+    Membership::start(kafka, config, node, appender, snapshot(partition), url, Default::default())
+        .await
+        .expect("the membership starts")
 }
 
 /// Waits until `membership` sees the nodes in `states`, by node id; fails after [`WAIT`]

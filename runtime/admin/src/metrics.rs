@@ -22,11 +22,15 @@
 //! | `sluice_engine_instances`, `sluice_engine_memory_bytes` | gauge | |
 //! | `sluice_engine_modules_compiled_total`, `_modules_from_artifacts_total` | counter | |
 //! | `sluice_engine_compile_seconds_total` | counter | |
+//! | `sluice_cluster_nodes` (nodes by state: up, gone, left) | gauge | state |
+//! | `sluice_cluster_registry_skipped_total`, `_changes_refused_total`, `_read_outages_total` | counter | |
+//! | `sluice_cluster_heartbeats_skipped_total`, `_heartbeat_outages_total` | counter | |
 
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder as _, TextEncoder};
 
 use sluice_cache::{LATENCY_BUCKET_BOUNDS_MICROS, LatencySnapshot};
+use sluice_pipeline::cluster::status::NodeState;
 use sluice_pipeline::manager::{PipelineManager, PipelineState};
 
 /// The content type of the exposition.
@@ -201,6 +205,49 @@ pub async fn render(manager: &PipelineManager) -> String {
         &[],
         compile_seconds,
     );
+    if let Some(nodes) = manager.cluster_nodes() {
+        for state in [NodeState::Up, NodeState::Gone, NodeState::Left] {
+            let count = nodes.iter().filter(|n| n.state == state).count();
+            f.gauge(
+                "sluice_cluster_nodes",
+                "Nodes of the cluster, by state.",
+                &[("state", state.as_str())],
+                count as f64,
+            );
+        }
+    }
+    if let Some(c) = manager.control_stats() {
+        f.counter(
+            "sluice_cluster_registry_skipped_total",
+            "Registry records skipped because they cannot be read.",
+            &[],
+            c.skipped_records,
+        );
+        f.counter(
+            "sluice_cluster_changes_refused_total",
+            "Changes the registry refused because another came first (409).",
+            &[],
+            c.refused_changes,
+        );
+        f.counter(
+            "sluice_cluster_read_outages_total",
+            "Times reading a control topic began failing.",
+            &[],
+            c.read_outages,
+        );
+        f.counter(
+            "sluice_cluster_heartbeats_skipped_total",
+            "Heartbeats skipped because they cannot be read.",
+            &[],
+            c.skipped_heartbeats,
+        );
+        f.counter(
+            "sluice_cluster_heartbeat_outages_total",
+            "Times publishing this node's heartbeat began failing.",
+            &[],
+            c.heartbeat_outages,
+        );
+    }
     let mut text = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.0, &mut text) {
         tracing::error!("cannot encode metrics: {e}");

@@ -1868,7 +1868,8 @@ impl PipelineManager {
         });
         let (kafka, config, node, appender) =
             (control.kafka(), control.config(), control.node(), control.appender().clone());
-        let membership = Membership::start(kafka, config, node, appender, snapshot, admin_url).await?;
+        let counters = control.counters().clone();
+        let membership = Membership::start(kafka, config, node, appender, snapshot, admin_url, counters).await?;
         self.inner.membership.set(membership).map_err(|_| anyhow::anyhow!("the membership is started already"))
     }
 
@@ -1883,6 +1884,11 @@ impl PipelineManager {
     /// The cluster's nodes, sorted by id; `None` outside cluster mode.
     pub fn cluster_nodes(&self) -> Option<Vec<crate::cluster::status::NodeStatus>> {
         self.inner.membership.get().map(|m| m.nodes())
+    }
+
+    /// What this node's control plane counted; `None` outside cluster mode.
+    pub fn control_stats(&self) -> Option<crate::cluster::ControlStats> {
+        self.inner.control.as_ref().map(|control| control.counters().stats())
     }
 
     /// This node's pipelines as its heartbeat shows them.

@@ -19,7 +19,7 @@ pub mod state;
 pub mod status;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -178,6 +178,67 @@ pub struct Control {
     stop: AtomicBool,
     /// The follower's thread, joined when the node leaves.
     follower: Mutex<Option<std::thread::JoinHandle<()>>>,
+    counters: Arc<Counters>,
+}
+
+/// What a node's control plane counted since it started, shown in `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Registry records skipped because they cannot be read.
+    skipped_records: AtomicU64,
+    /// Changes the log refused because another change of the pipeline came first (every node
+    /// counts each refusal it reads).
+    refused_changes: AtomicU64,
+    /// Times this node began failing to read a control topic.
+    read_outages: AtomicU64,
+    /// Heartbeats skipped because they cannot be read.
+    skipped_heartbeats: AtomicU64,
+    /// Times this node began failing to publish its heartbeat.
+    heartbeat_outages: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Registry records skipped because they cannot be read.
+    pub skipped_records: u64,
+    /// Changes the log refused because another change of the pipeline came first.
+    pub refused_changes: u64,
+    /// Times this node began failing to read a control topic.
+    pub read_outages: u64,
+    /// Heartbeats skipped because they cannot be read.
+    pub skipped_heartbeats: u64,
+    /// Times this node began failing to publish its heartbeat.
+    pub heartbeat_outages: u64,
+}
+
+impl Counters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn stats(&self) -> ControlStats {
+        ControlStats {
+            skipped_records: self.skipped_records.load(Ordering::Relaxed),
+            refused_changes: self.refused_changes.load(Ordering::Relaxed),
+            read_outages: self.read_outages.load(Ordering::Relaxed),
+            skipped_heartbeats: self.skipped_heartbeats.load(Ordering::Relaxed),
+            heartbeat_outages: self.heartbeat_outages.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn skipped_heartbeat(&self) {
+        Counters::count(&self.skipped_heartbeats);
+    }
+
+    pub(crate) fn heartbeat_outage(&self) {
+        Counters::count(&self.heartbeat_outages);
+    }
+
+    pub(crate) fn read_outage(&self) {
+        Counters::count(&self.read_outages);
+    }
 }
 
 impl std::fmt::Debug for Control {
@@ -213,6 +274,7 @@ impl Control {
             applied: watch::Sender::new(0),
             stop: AtomicBool::new(false),
             follower: Mutex::default(),
+            counters: Arc::default(),
         });
         let (events, receiver) = mpsc::unbounded_channel();
         let (kafka, topic) = (kafka.clone(), config.registry_topic.clone());
@@ -270,13 +332,17 @@ impl Control {
         };
         match &outcome {
             Outcome::Invalid(reason) => {
+                Counters::count(&self.counters.skipped_records);
                 tracing::error!(topic = %self.config.registry_topic, "skipping a registry record: {reason}")
             }
-            Outcome::Rejected { name, generation, .. } => tracing::info!(
-                pipeline = %name,
-                offset = record.offset,
-                "a change made from an older generation was rejected (the pipeline is at generation {generation})"
-            ),
+            Outcome::Rejected { name, generation, .. } => {
+                Counters::count(&self.counters.refused_changes);
+                tracing::info!(
+                    pipeline = %name,
+                    offset = record.offset,
+                    "a change made from an older generation was rejected (the pipeline is at generation {generation})"
+                )
+            }
             _ => {}
         }
         let mut outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,6 +363,12 @@ impl Control {
     /// This node's id.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// What this node's control plane counts, shared with its membership (see
+    /// [`status::Membership::start`]).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     /// The cluster's settings.
@@ -556,6 +628,7 @@ fn follow(control: std::sync::Weak<Control>, reader: LogReader, events: mpsc::Un
             Ok(None) => {}
             Err(e) => {
                 if !failing {
+                    control.counters.read_outage();
                     tracing::warn!(topic = %reader.topic(), "cannot read the registry topic: {e}; retrying");
                     failing = true;
                 }

@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use super::ClusterConfig;
+use super::{ClusterConfig, Counters};
 use crate::PipelineStatus;
 use crate::manager::{PipelineState, PipelineSummary};
 use sluice_kafka::KafkaConfig;
@@ -406,6 +406,7 @@ struct Shared {
     roster: Mutex<Roster>,
     /// Set to end the follower.
     stop: AtomicBool,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -425,6 +426,7 @@ impl Membership {
         appender: LogAppender,
         snapshot: Snapshot,
         admin_url: Option<String>,
+        counters: Arc<Counters>,
     ) -> anyhow::Result<Membership> {
         config.validate().map_err(anyhow::Error::msg)?;
         let topic = config.status_topic.clone();
@@ -447,6 +449,7 @@ impl Membership {
             snapshot,
             roster: Mutex::new(Roster::new(config.node_gone_after())),
             stop: AtomicBool::new(false),
+            counters,
         });
         let follower = Arc::downgrade(&shared);
         let thread = std::thread::Builder::new()
@@ -546,6 +549,7 @@ async fn publish(shared: Arc<Shared>, interval: Duration) {
             }
             Ok(_) => {}
             Err(e) if !failing => {
+                shared.counters.heartbeat_outage();
                 tracing::warn!(node = %shared.node, "cannot publish a heartbeat: {e:#}; retrying every {interval:?}");
                 failing = true;
             }
@@ -575,6 +579,7 @@ fn follow(shared: Weak<Shared>, reader: LogReader, history_end: i64) {
             Ok(None) => {}
             Err(e) => {
                 if !failing {
+                    shared.counters.read_outage();
                     tracing::warn!(topic = %reader.topic(), "cannot read the status topic: {e}; retrying");
                     failing = true;
                 }
@@ -594,6 +599,7 @@ fn receive(shared: &Shared, record: &sluice_kafka::log::LogRecord, history_end: 
     let heartbeat: Heartbeat = match serde_json::from_slice(value) {
         Ok(heartbeat) => heartbeat,
         Err(e) => {
+            shared.counters.skipped_heartbeat();
             tracing::error!(
                 topic = %shared.topic,
                 offset = record.offset,
