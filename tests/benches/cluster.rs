@@ -1,5 +1,5 @@
 //! Cluster mode's control plane: how long a deploy and a reload take to reach every node of a
-//! cluster of three `sluice serve --cluster` processes on one broker (tansu on loopback, a
+//! cluster of three `sluice serve` processes on one broker (tansu on loopback, a
 //! 6-partition input), beside the same deploy and reload on one `sluice serve` outside cluster
 //! mode (its registry on disk), measured in the same run.
 //!
@@ -375,7 +375,7 @@ async fn main() {
     };
 
     println!(
-        "cluster control plane: {NODES} `sluice serve --cluster` nodes vs one `sluice serve` (registry on disk), \
+        "cluster control plane: {NODES} `sluice serve` nodes vs one `sluice serve --registry data-dir`, \
          tansu on loopback, {PARTITIONS} partitions, {rounds} rounds each, reports asked every {} ms; reloads \
          under {RATE} records/s",
         EVERY.as_millis()

@@ -1,5 +1,5 @@
 //! Nodes of Sluice on one broker (tansu), for the cluster tests and the cluster benchmark:
-//! several `sluice serve --cluster` processes sharing one registry kept in Kafka, or one plain
+//! several `sluice serve` processes sharing one registry kept in Kafka, or one
 //! `sluice serve` with its registry on disk (the baseline a benchmark compares them to); one
 //! pipeline's topics; and the calls that read every node's report of a pipeline and wait until
 //! the reports agree.
@@ -32,7 +32,7 @@ pub struct Cluster {
     pub input: String,
     /// The output topic, [`PARTITIONS`] partitions.
     pub output: String,
-    /// Whether the nodes run in cluster mode (`--cluster`).
+    /// Whether the nodes run in cluster mode (the registry in Kafka; otherwise `--registry data-dir`).
     clustered: bool,
 }
 

@@ -1,4 +1,4 @@
-//! Cluster mode: several `sluice serve --cluster` processes on one broker (tansu) share one
+//! Cluster mode: several `sluice serve` processes on one broker (tansu) share one
 //! registry kept in Kafka. A pipeline deployed through any node runs on every node, with its
 //! partitions split between them; reloads reach every node and switch each partition once;
 //! concurrent changes are ordered by the log; a late node catches up; a node that stops hands
