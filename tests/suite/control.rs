@@ -671,6 +671,23 @@ fn get_within_bound(url: &str, path: &str) -> Result<(u16, String), String> {
     Ok((status, text))
 }
 
+/// Runs `call` on its own task and, until it answers (and at least once), checks that reads
+/// answer within the bound; answers the call's result and how many rounds of reads answered.
+async fn reads_answer_during<T: Send + 'static>(
+    url: &str,
+    name: &str,
+    during: &str,
+    call: impl std::future::Future<Output = T> + Send + 'static,
+) -> (T, usize) {
+    let call = tokio::spawn(call);
+    let mut reads = 0;
+    while !call.is_finished() || reads == 0 {
+        reads_answer_within_the_bound(url, name, during).await;
+        reads += 1;
+    }
+    (call.await.unwrap(), reads)
+}
+
 /// Reads the list, the report of `name` and `/metrics`, each within [`READ_BOUND`], and
 /// returns the state the report gives.
 async fn reads_answer_within_the_bound(url: &str, name: &str, during: &str) -> String {
@@ -708,17 +725,12 @@ async fn with_the_broker_gone_a_runtime_keeping_its_registry_in_kafka_answers_re
 
     // A change is applied once it is in the registry's log: with the broker gone it is refused,
     // naming the registry topic, and nothing changes. Reads answer meanwhile.
-    let pause = tokio::spawn({
-        let url = serve.url().to_string();
-        let name = name.clone();
+    let pause = {
+        let (url, name) = (serve.url().to_string(), name.clone());
         async move { act(&url, &name, |c, name| c.pause(name)).await }
-    });
-    let mut reads_during_pause = 0;
-    while !pause.is_finished() || reads_during_pause == 0 {
-        reads_answer_within_the_bound(serve.url(), &name, "pause under way").await;
-        reads_during_pause += 1;
-    }
-    let refused = pause.await.unwrap().expect_err("a pause cannot reach the registry with the broker gone");
+    };
+    let (refused, reads_during_pause) = reads_answer_during(serve.url(), &name, "pause under way", pause).await;
+    let refused = refused.expect_err("a pause cannot reach the registry with the broker gone");
     assert!(refused.to_string().contains("registry topic _sluice_registry"), "{refused}");
     let state = reads_answer_within_the_bound(serve.url(), &name, "pause refused").await;
     assert_eq!(state, "running", "the refused pause changed nothing");
@@ -763,31 +775,21 @@ async fn with_the_broker_gone_a_runtime_on_its_data_dir_answers_reads_within_a_s
     // answer meanwhile.
     let mut changed = act(serve.url(), &name, |c, name| c.get_pipeline(name)).await.unwrap().spec;
     changed.processing.batch_size = 60;
-    let update = tokio::spawn({
+    let update = {
         let url = serve.url().to_string();
         async move { api(&url, move |c| c.apply(&changed)).await }
-    });
-    let mut reads_during_update = 0;
-    while !update.is_finished() || reads_during_update == 0 {
-        reads_answer_within_the_bound(serve.url(), &name, "update under way").await;
-        reads_during_update += 1;
-    }
-    let updated = update.await.unwrap();
+    };
+    let (updated, reads_during_update) = reads_answer_during(serve.url(), &name, "update under way", update).await;
     eprintln!("reads during the update: {reads_during_update}; the update answered {updated:?}");
 
     // A pause stops the pipeline with the broker gone (its final commit waits for it): reads
     // answer meanwhile.
-    let pause = tokio::spawn({
-        let url = serve.url().to_string();
-        let name = name.clone();
+    let pause = {
+        let (url, name) = (serve.url().to_string(), name.clone());
         async move { act(&url, &name, |c, name| c.pause(name)).await }
-    });
-    let mut reads_during_pause = 0;
-    while !pause.is_finished() || reads_during_pause == 0 {
-        reads_answer_within_the_bound(serve.url(), &name, "pause under way").await;
-        reads_during_pause += 1;
-    }
-    let paused = pause.await.unwrap().expect("pause with the broker gone");
+    };
+    let (paused, reads_during_pause) = reads_answer_during(serve.url(), &name, "pause under way", pause).await;
+    let paused = paused.expect("pause with the broker gone");
     assert_eq!(paused.state, PipelineState::Paused, "{paused:?}");
     eprintln!("reads during the pause: {reads_during_pause}");
 
