@@ -86,8 +86,15 @@ const ESCAPE: u8 = b'#';
 
 #[cfg(feature = "memcached")]
 /// Most compare-and-swap rounds one call makes before giving up with `unavailable`, when other
-/// writers keep changing the same counter. Each round is two round trips.
+/// writers keep changing the same counter. Each round is two round trips, and a lost round
+/// waits a random time under [`CAS_BACKOFF_MAX`] before the next, so that writers colliding on
+/// one counter spread out instead of colliding again.
 const MAX_CAS_ROUNDS: usize = 64;
+
+#[cfg(feature = "memcached")]
+/// The longest wait between two compare-and-swap rounds: the bound starts at 50 µs and doubles
+/// with each round lost, up to this.
+const CAS_BACKOFF_MAX: Duration = Duration::from_millis(5);
 
 /// Where and how to reach memcached. Built from a `memcache://` URL by [`super::CacheUrl`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,9 +268,12 @@ impl MemcachedCache {
         outcome: &mut Outcome,
         deadline: Instant,
     ) -> Result<(), CacheError> {
-        for _ in 0..MAX_CAS_ROUNDS {
+        for round in 0..MAX_CAS_ROUNDS {
             if pending.is_empty() {
                 return Ok(());
+            }
+            if round > 0 {
+                cas_backoff(round, deadline).await;
             }
             let reads: Vec<Request<'_>> =
                 pending.iter().map(|counter| Request::Get { key: counter.key, cas_and_ttl: true }).collect();
@@ -514,6 +524,15 @@ fn unescape(mut data: Vec<u8>, flags: u32) -> Vec<u8> {
 /// An unsigned decimal as memcached writes it.
 fn parse_unsigned(data: &[u8]) -> Option<u64> {
     std::str::from_utf8(data.trim_ascii()).ok()?.parse().ok()
+}
+
+#[cfg(feature = "memcached")]
+/// Waits before compare-and-swap round `round` (from 1): a random time under a bound that
+/// doubles with each round lost, from 50 µs up to [`CAS_BACKOFF_MAX`], and never past `deadline`.
+async fn cas_backoff(round: usize, deadline: Instant) {
+    let bound = Duration::from_micros(50).saturating_mul(1 << round.min(16)).min(CAS_BACKOFF_MAX);
+    let wait = bound.mul_f64(fastrand::f64());
+    tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
 }
 
 #[cfg(feature = "memcached")]

@@ -50,6 +50,10 @@ pub const STOP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stopping pipeline waits for the producer to send what it queued.
 pub const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopped pipeline waits for its Kafka clients to close. Closing a consumer waits
+/// on its group's coordinator, as long as librdkafka decides (10 s and more) when the broker is
+/// gone; past this bound the close goes on in the background.
+pub const STOP_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A running pipeline that has owned no partition for this long, while its consumer group has
 /// records waiting and commits nothing, is stalled.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
@@ -272,6 +276,21 @@ impl Pipeline {
         let _ = self.shutdown.send(how);
         let _ = self.task.await;
         tracing::info!(pipeline = %self.shared.spec.name, "pipeline stopped");
+        // The last handle on the pipeline's Kafka clients closes them when dropped, which
+        // blocks: it must hold neither an async thread nor a shutdown past its bound.
+        let name = self.shared.spec.name.clone();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let shared = self.shared;
+        let closing = std::thread::Builder::new().name(format!("close-{name}")).spawn(move || {
+            drop(shared);
+            let _ = closed_tx.send(());
+        });
+        if closing.is_ok() && tokio::time::timeout(STOP_CLOSE_TIMEOUT, closed).await.is_err() {
+            tracing::warn!(
+                pipeline = %name,
+                "its Kafka clients did not close within {STOP_CLOSE_TIMEOUT:?}; they close in the background"
+            );
+        }
     }
 }
 
