@@ -16,6 +16,7 @@ mod layering;
 mod limits;
 mod locking;
 mod modules;
+mod operator_cli;
 mod pipelines;
 mod scaffold;
 mod serve_engine_limits;
