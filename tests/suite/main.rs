@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_status;
 mod control;
 mod examples;
+mod function_logs;
 mod fuzz;
 mod kafka_broker;
 mod layering;

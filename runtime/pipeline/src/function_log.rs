@@ -109,6 +109,19 @@ pub enum LogSource {
     Runtime,
 }
 
+impl LogSource {
+    /// The name, as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::Log => "log",
+            LogSource::Stdout => "stdout",
+            LogSource::Stderr => "stderr",
+            LogSource::Failure => "failure",
+            LogSource::Runtime => "runtime",
+        }
+    }
+}
+
 /// One entry of a function log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogEntry {
