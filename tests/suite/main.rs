@@ -10,6 +10,7 @@ mod cluster_status;
 mod control;
 mod examples;
 mod first_run;
+mod function_logs;
 mod fuzz;
 mod kafka_broker;
 mod layering;

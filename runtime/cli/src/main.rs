@@ -1,6 +1,6 @@
 //! The `sluice` command: the runtime (`serve`, `dev`), the local runner (`run`), guest
 //! development (`new`, `build`) and a client of a runtime's admin API (`deploy`, `ls`,
-//! `status`, `reload`, `rollback`, `pause`, `resume`, `rm`, `offsets`, `modules`), and
+//! `status`, `logs`, `reload`, `rollback`, `pause`, `resume`, `rm`, `offsets`, `modules`), and
 //! `version` and `completions`.
 //!
 //! This file is the command line's definition and its dispatch; each command is in
@@ -59,6 +59,9 @@ enum Command {
     Ls(ClientArgs),
     /// Show a pipeline: state, module versions, counters, partitions, offsets and lag.
     Status(NameArgs),
+    /// Show a pipeline's function log on the node asked: its function's log lines, stdout and
+    /// stderr, and why records failed (dead letters, skips, traps, limits).
+    Logs(LogsArgs),
     /// Switch a running pipeline to another module without stopping it.
     Reload(ReloadArgs),
     /// Switch a pipeline back to its previous module version, or to a kept revision.
@@ -296,6 +299,28 @@ struct RollbackArgs {
 }
 
 #[derive(Args)]
+struct LogsArgs {
+    /// The pipeline.
+    name: String,
+    /// Keep printing new entries as they come, until interrupted. With --json, one JSON
+    /// entry per line.
+    #[arg(long, short)]
+    follow: bool,
+    /// Only entries since then: a duration back from now (30s, 5m, 2h, 1d) or an RFC 3339
+    /// time (2026-11-03T14:05:09Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries at this level or above: trace, debug, info, warn, error.
+    #[arg(long)]
+    level: Option<String>,
+    /// Only the latest this many of the entries kept.
+    #[arg(long, short = 'n')]
+    limit: Option<usize>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
 struct OffsetsArgs {
     /// The pipeline (paused).
     name: String,
@@ -356,6 +381,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Deploy(args) => commands::deploy::deploy(args),
         Command::Ls(args) => commands::ls::ls(&args),
         Command::Status(args) => commands::ls::status(&args),
+        Command::Logs(args) => commands::logs::logs(args),
         Command::Reload(args) => commands::reload::reload(args),
         Command::Rollback(args) => commands::reload::rollback(args),
         Command::Pause(args) => commands::lifecycle::pause(&args),

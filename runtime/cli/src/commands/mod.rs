@@ -4,6 +4,7 @@
 pub mod deploy;
 pub mod dev;
 pub mod lifecycle;
+pub mod logs;
 pub mod ls;
 pub mod modules;
 pub mod new;
