@@ -355,6 +355,7 @@ impl Command {
             Command::Reload(a) => a.client.json,
             Command::Rollback(a) => a.client.json,
             Command::Offsets(a) => a.client.json,
+            Command::Logs(a) => a.client.json,
             Command::Run(a) => a.json,
             Command::Version(a) => a.json,
             Command::Serve(_) | Command::Dev(_) | Command::New(_) | Command::Build(_) | Command::Completions(_) => {
