@@ -484,9 +484,14 @@ impl Membership {
     /// following. Called on a clean shutdown; waits at most [`LEAVE_TIMEOUT`].
     pub async fn leave(&self) {
         self.stop_publishing();
-        let mut heartbeat = self.shared.heartbeat().await;
-        heartbeat.left = true;
-        match tokio::time::timeout(LEAVE_TIMEOUT, self.shared.send(&heartbeat)).await {
+        // Building the heartbeat reads the pipelines' status, which may wait on an unreachable
+        // broker too: the bound covers it as well as the send.
+        let last = async {
+            let mut heartbeat = self.shared.heartbeat().await;
+            heartbeat.left = true;
+            self.shared.send(&heartbeat).await
+        };
+        match tokio::time::timeout(LEAVE_TIMEOUT, last).await {
             Ok(Ok(_)) => tracing::info!(node = %self.shared.node, "left the cluster"),
             Ok(Err(e)) => tracing::warn!(node = %self.shared.node, "cannot publish the last heartbeat: {e}"),
             Err(_) => tracing::warn!(
