@@ -1,5 +1,6 @@
-# Sluice: the two commands are `make run` (a demo) and `make test` (everything, from a fresh
-# machine). One cargo profile (release) serves tests, the demo and benchmarks, so heavy crates
+# Sluice: the two commands are `make run` (a demo, needing only the Rust wasm32-wasip2 target
+# and the build) and `make test` (everything, from a fresh machine: it installs the test
+# services first). One cargo profile (release) serves tests, the demo and benchmarks, so heavy crates
 # are built once.
 
 CARGO ?= cargo
@@ -14,12 +15,20 @@ APT_PACKAGES := memcached redis-server redis-tools
 TANSU_VERSION := 0.6.0
 TANSU := $(HOME)/.cargo/bin/tansu
 
-.PHONY: setup build examples test test-only run try bench chaos fuzz lint fmt clean-artifacts
+.PHONY: setup wasm-target test-services build examples demo-guest test test-only run try bench chaos fuzz lint \
+	fmt clean-artifacts
 
-## setup: install what builds and tests need (idempotent): the wasm32-wasip2 target,
-## memcached + redis-server for the cache tests, and the tansu broker for the Kafka tests.
-setup:
+## setup: install everything the tests need (idempotent): the wasm32-wasip2 target and the
+## test services.
+setup: wasm-target test-services
+
+## wasm-target: the Rust target functions are built for; all `make run` installs.
+wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## test-services: memcached + redis-server for the cache tests, and the tansu broker for the
+## Kafka tests (built once per machine; the demo never needs them: it runs an embedded Kafka).
+test-services:
 	@missing=""; for bin in memcached redis-server redis-benchmark; do \
 		command -v $$bin >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
@@ -37,8 +46,12 @@ build:
 	$(CARGO) build --release -p sluice
 
 ## examples: every guest component (examples and test guests) for wasm32-wasip2.
-examples: setup
+examples: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(GUEST_FLAGS)
+
+## demo-guest: the one function the demo and `make try` run, word-count.
+demo-guest: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) -p word-count
 
 ## lint: formatting and clippy, warnings denied.
 lint:
@@ -56,10 +69,12 @@ test-only:
 ## run: the demo: `sluice dev`, an in-process Kafka, the word-count example as a pipeline, a
 ## synthetic stream and live results (Ctrl-C stops it). `make try` runs one function over a
 ## sample file instead, without Kafka.
-run: examples build
+## It builds only the word-count function and the `sluice` binary, and installs nothing but
+## the wasm32-wasip2 target.
+run: demo-guest build
 	$(CARGO) run --release -q -p sluice -- dev
 
-try: examples build
+try: demo-guest build
 	$(CARGO) run --release -q -p sluice -- run --module $(WASM_DIR)/word_count.wasm \
 		--input guest-examples/word-count/sample.jsonl
 
@@ -79,7 +94,7 @@ bench: setup examples build
 FUZZ_SECONDS ?= 15
 # The runtime crates with fuzz targets of their own.
 FUZZ_CRATES := -p sluice-cache -p sluice-engine -p sluice-kafka
-fuzz: examples
+fuzz: setup examples
 	@rm -f target/fuzz.log
 	@SLUICE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(CARGO) test --release $(FUZZ_CRATES) --lib fuzz -- --nocapture --test-threads=1 \
 		>>target/fuzz.log 2>&1; lib=$$?; \

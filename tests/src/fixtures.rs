@@ -30,6 +30,7 @@ pub fn context(name: &str, backend: Arc<dyn CacheBackend>, config: &[(&str, &str
         name: name.into(),
         cache: Cache::new(backend, Namespace::new("test").expect("namespace")),
         config: Arc::new(config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()),
+        log_sink: None,
     }
 }
 

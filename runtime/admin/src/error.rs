@@ -69,6 +69,9 @@ pub enum ApiError {
     /// The request body could not be read.
     #[error("cannot read the request body: {0}")]
     BadBody(String),
+    /// A query string parameter that cannot be read.
+    #[error("invalid query: {0}")]
+    BadQuery(String),
     /// No route matches the request.
     #[error("no such endpoint: {method} {path}")]
     NoRoute {
@@ -121,7 +124,7 @@ impl ApiError {
             ApiError::InvalidToken => (StatusCode::UNAUTHORIZED, InvalidToken),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, Forbidden),
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ModuleTooLarge),
-            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, BadRequest),
+            ApiError::BadBody(_) | ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, BadRequest),
             ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, NoSuchEndpoint),
             ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, MethodNotAllowed),
         }

@@ -24,6 +24,7 @@
 //! | `POST /v1/pipelines/{name}/rollback` (`{}` or `{"revision": n}`) | admin | `200` |
 //! | `POST /v1/pipelines/{name}/pause`, `.../resume` | admin | `200` |
 //! | `POST /v1/pipelines/{name}/offsets` (`{"reset": "earliest"}`, ...) | admin | `200`; `409` unless paused |
+//! | `GET /v1/pipelines/{name}/logs` (`?since=5m&level=warn&limit=N&follow=true`) | read | `200` a [`LogList`] of this node's function log, or with `follow` NDJSON entries as they come |
 //! | `GET /v1/cluster` | read | `200` a [`ClusterView`]: this node and the nodes of its cluster |
 //! | `GET /metrics` | read | Prometheus text |
 //! | `GET /v1/openapi.json` | none | the OpenAPI document |
@@ -53,8 +54,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +67,7 @@ use utoipa_axum::routes;
 
 pub use auth::{AdminConfig, REQUEST_TIMEOUT, check_listen_address};
 pub use error::ApiError;
-pub use listener::{ConnectionLimits, serve};
+pub use listener::{ConnectionLimits, ServerStop, serve};
 
 use auth::{CanAdminister, CanRead};
 use openapi::{
@@ -73,10 +75,11 @@ use openapi::{
     ModuleNotFound, ModuleTooLarge, NameParam, PipelineNotFound, StopTimeout, UnsupportedMediaType,
 };
 use sluice_api::{
-    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList,
-    ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, LogEntry, LogList, LogsQuery, ModuleDetail, ModuleList,
+    OffsetList, PipelineList, ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
 };
 use sluice_pipeline::cluster::status::NodeStatus;
+use sluice_pipeline::function_log::{self, LogQuery};
 use sluice_pipeline::manager::{Applied, ManagerError, ModuleChange, PipelineManager, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::{self, ModuleInfo};
 use sluice_pipeline::spec::PipelineSpec;
@@ -117,6 +120,7 @@ fn routes(upload_limit: usize) -> OpenApiRouter<AdminState> {
         .routes(routes!(pause_pipeline))
         .routes(routes!(resume_pipeline))
         .routes(routes!(reset_offsets))
+        .routes(routes!(pipeline_logs))
         .routes(routes!(deploy).layer(deploy_body))
         .routes(routes!(cluster))
         .routes(routes!(openapi_document))
@@ -666,6 +670,86 @@ async fn reset_offsets(
     let offsets: Vec<CommittedOffset> =
         committed.into_iter().map(|(topic, partition, offset)| CommittedOffset { topic, partition, offset }).collect();
     Ok(Json(OffsetList { offsets }))
+}
+
+/// How long a followed log may go without a line: then an empty line is sent, which a
+/// client skips, so that a client gone away is noticed and its connection closed.
+pub const FOLLOW_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// Read a pipeline's function log
+///
+/// What the pipeline's function said (its `log` calls, stdout and stderr, line by line) and
+/// why its records failed (dead-lettered, skipped or blocking, with the trap or limit behind
+/// it), oldest first, as kept in memory by the node that answers: in a cluster each node
+/// keeps the entries of the partitions it processed, so ask each node. The log keeps the
+/// latest 1,000 entries per pipeline and node (`dropped` counts the older ones it let go).
+/// With `follow=true` the answer is NDJSON (`application/x-ndjson`): one entry per line, the
+/// kept entries that match and then every new one as it comes, with an empty line after 15 s
+/// of silence, until the client goes away, the pipeline is deleted or the runtime stops. A
+/// follower that falls more than 1,024 entries behind never holds the pipeline back: it
+/// misses entries, and is sent an entry with `seq` 0 and source `runtime` saying how many.
+#[utoipa::path(get, path = "/v1/pipelines/{name}/logs", operation_id = "getPipelineLogs", tag = "pipelines",
+    params(NameParam, LogsQuery),
+    security(("bearerAuth" = ["read"])),
+    responses(
+        (status = 200, description = "The entries; with `follow=true`, one entry per line as they come.",
+            content((LogList = "application/json"), (LogEntry = "application/x-ndjson"))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = PipelineNotFound),
+    ),
+)]
+async fn pipeline_logs(
+    _: CanRead,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+    stop: Option<Extension<ServerStop>>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| ApiError::BadQuery(rejection.body_text()))?;
+    let log = state.manager.function_log(&name)?;
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64);
+    let filter = LogQuery {
+        since_ms: query
+            .since
+            .as_deref()
+            .map(|since| function_log::parse_since(since, now_ms))
+            .transpose()
+            .map_err(bad_param("since"))?,
+        min_level: query.level.as_deref().map(str::parse).transpose().map_err(bad_param("level"))?,
+        limit: query.limit,
+    };
+    if query.follow != Some(true) {
+        let read = log.read(&filter);
+        let node = state.manager.node_id().to_string();
+        return Ok(Json(LogList { node, entries: read.entries, dropped: read.dropped, capacity: read.capacity })
+            .into_response());
+    }
+    let follower = log.follow(&filter);
+    // The stream holds the follower only, so it ends when the pipeline (and its log) is gone.
+    drop(log);
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match stop {
+        Some(Extension(stop)) => Box::pin(stop.stopped()),
+        None => Box::pin(std::future::pending()),
+    };
+    let lines = futures_util::stream::unfold((follower, stop), |(mut follower, mut stop)| async move {
+        let line = tokio::select! {
+            entry = follower.next() => {
+                let mut line = serde_json::to_vec(&entry?).expect("a log entry is JSON");
+                line.push(b'\n');
+                line
+            }
+            () = tokio::time::sleep(FOLLOW_KEEPALIVE) => b"\n".to_vec(),
+            () = &mut stop => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (follower, stop)))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// A query parameter's error, naming it.
+fn bad_param(name: &'static str) -> impl Fn(String) -> ApiError {
+    move |reason| ApiError::BadQuery(format!("{name}: {reason}"))
 }
 
 /// The cluster's nodes

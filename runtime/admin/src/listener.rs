@@ -16,6 +16,10 @@
 //! - [`ConnectionLimits::max_connections`]: connections open at once. At the cap the listener
 //!   stops accepting; further clients wait in the kernel's backlog until a connection closes
 //!   (at the latest when its header timeout or request timeout runs out).
+//!
+//! An answer that streams for as long as its client stays (a followed function log) would
+//! hold a graceful stop forever: every request carries a [`ServerStop`] extension, and such
+//! an answer ends when it fires.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -54,6 +58,18 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// Fires when the server stops: a request extension of every call [`serve`] serves, so that an
+/// answer streaming without end (a followed log) ends then and lets the connection close.
+#[derive(Clone, Debug)]
+pub struct ServerStop(watch::Receiver<bool>);
+
+impl ServerStop {
+    /// Completes once the server is told to stop.
+    pub async fn stopped(mut self) {
+        stop_requested(&mut self.0).await;
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets every
 /// call in progress finish (within its request timeout), closes idle connections and returns
 /// when every connection is closed.
@@ -66,6 +82,7 @@ pub async fn serve(
     let max = limits.max_connections.clamp(1, MAX_CONNECTIONS_CAP);
     let slots = Arc::new(Semaphore::new(max));
     let (stop, stopped) = watch::channel(false);
+    let router = router.layer(axum::Extension(ServerStop(stopped.clone())));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     tokio::pin!(shutdown);

@@ -4,12 +4,13 @@
 //! progress callback.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sluice_pipeline::function_log::LogEntry;
 use sluice_pipeline::manager::{ModuleChange, PipelineReport, PipelineSummary};
 use sluice_pipeline::registry::ModuleInfo;
 use sluice_pipeline::spec::{PipelineSpec, StartPosition};
@@ -17,8 +18,8 @@ use ureq::unversioned::multipart::{Form, Part};
 use ureq::{Agent, Body, SendBody};
 
 use crate::types::{
-    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ModuleDetail, ModuleList, OffsetList, PipelineList,
-    ReloadRequest, ResetRequest, RollbackRequest,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, LogList, LogsQuery, ModuleDetail, ModuleList, OffsetList,
+    PipelineList, ReloadRequest, ResetRequest, RollbackRequest,
 };
 
 /// The URL of the admin API when none is given: `sluice serve`'s and `sluice dev`'s default.
@@ -31,6 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most bytes of an answer read (a report of a pipeline with many partitions is large,
 /// but not this large).
 const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The longest line of a followed function log read (an entry's message is at most 8 KiB).
+const MAX_LOG_LINE_BYTES: u64 = 1024 * 1024;
 
 /// The name the module part of a deploy is sent under.
 const MODULE_FILE_NAME: &str = "module.wasm";
@@ -257,6 +261,55 @@ impl AdminClient {
         Ok(answer.offsets)
     }
 
+    /// `GET /v1/pipelines/{name}/logs`: the pipeline's function log on the node this client
+    /// speaks to (`query.follow` is ignored: see [`AdminClient::follow_logs`]).
+    pub fn logs(&self, name: &str, query: &LogsQuery) -> Result<LogList> {
+        let path = format!("/v1/pipelines/{name}/logs");
+        let query = LogsQuery { follow: None, ..query.clone() };
+        let request = self.authorized(self.agent.get(self.url(&path))).query_pairs(query_pairs(&query));
+        self.answer("GET", &path, request.call())
+    }
+
+    /// `GET /v1/pipelines/{name}/logs?follow=true`: calls `entry` with each kept entry that
+    /// matches `query` and then each new one as it comes, until `entry` answers `false` or the
+    /// stream ends (the pipeline deleted, the runtime stopped). The call has no time limit.
+    pub fn follow_logs(&self, name: &str, query: &LogsQuery, entry: &mut dyn FnMut(LogEntry) -> bool) -> Result<()> {
+        let path = format!("/v1/pipelines/{name}/logs");
+        let query = LogsQuery { follow: Some(true), ..query.clone() };
+        let request = self
+            .authorized(self.agent.get(self.url(&path)))
+            .query_pairs(query_pairs(&query))
+            .config()
+            .timeout_global(None)
+            .build();
+        let response = self.sent("GET", &path, request.call())?;
+        let mut reader = BufReader::new(response.into_body().into_reader());
+        let failed =
+            |error: std::io::Error| ClientError::Transport { method: "GET", url: self.url(&path), error: error.into() };
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let read = reader.by_ref().take(MAX_LOG_LINE_BYTES).read_until(b'\n', &mut line).map_err(failed)?;
+            if read == 0 {
+                return Ok(());
+            }
+            if line.last() != Some(&b'\n') && read as u64 == MAX_LOG_LINE_BYTES {
+                return Err(failed(std::io::Error::other(format!("a line is longer than {MAX_LOG_LINE_BYTES} bytes"))));
+            }
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            let parsed = serde_json::from_slice(&line).map_err(|error| ClientError::BadAnswer {
+                method: "GET",
+                path: path.clone(),
+                error,
+            })?;
+            if !entry(parsed) {
+                return Ok(());
+            }
+        }
+    }
+
     /// `GET /metrics`: the Prometheus text.
     pub fn metrics(&self) -> Result<String> {
         self.get_text("/metrics")
@@ -351,6 +404,24 @@ impl AdminClient {
         let text = self.text(method, path, &mut response)?;
         serde_json::from_str(&text).map_err(|error| ClientError::BadAnswer { method, path: path.to_string(), error })
     }
+}
+
+/// The query string of a log read: the parameters given, by name.
+fn query_pairs(query: &LogsQuery) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    if let Some(since) = &query.since {
+        pairs.push(("since", since.clone()));
+    }
+    if let Some(level) = &query.level {
+        pairs.push(("level", level.clone()));
+    }
+    if let Some(limit) = query.limit {
+        pairs.push(("limit", limit.to_string()));
+    }
+    if let Some(follow) = query.follow {
+        pairs.push(("follow", follow.to_string()));
+    }
+    pairs
 }
 
 /// The module file at `path`, open, and its size.

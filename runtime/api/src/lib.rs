@@ -10,13 +10,14 @@ pub mod types;
 
 pub use client::{AdminClient, ApiFailure, ClientError, DEFAULT_URL, Progress};
 pub use types::{
-    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ErrorCode, ErrorDetail, ModuleDetail, ModuleList, OffsetList,
-    PipelineList, ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
+    ApplyResult, ClusterView, CommittedOffset, ErrorBody, ErrorCode, ErrorDetail, LogList, LogsQuery, ModuleDetail,
+    ModuleList, OffsetList, PipelineList, ProbeStatus, ReloadRequest, ResetRequest, RollbackRequest, Status,
 };
 
 pub use sluice_pipeline::cluster::status::{
     Heartbeat, NodePipeline, NodeShare, NodeState, NodeStatus, OwnedPartition, Rollout,
 };
+pub use sluice_pipeline::function_log::{LogEntry, LogLevel, LogSource};
 pub use sluice_pipeline::manager::{Applied, ModuleChange, PipelineReport, PipelineState, PipelineSummary};
 pub use sluice_pipeline::registry::ModuleInfo;
 pub use sluice_pipeline::registry::pipelines::Revision;

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use sluice_pipeline::cluster::status::NodeStatus;
+use sluice_pipeline::function_log::LogEntry;
 use sluice_pipeline::manager::{Applied, PipelineSummary};
 use sluice_pipeline::registry::ModuleInfo;
 use sluice_pipeline::spec::StartPosition;
@@ -109,6 +110,43 @@ pub struct ClusterView {
     /// `left`), the seconds since its last heartbeat, and that heartbeat (its pipelines, their
     /// revisions and owned partitions).
     pub nodes: Vec<NodeStatus>,
+}
+
+/// Which function log entries to read (`GET /v1/pipelines/{name}/logs`'s query).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Only entries since then: a duration back from now (`30s`, `5m`, `2h`, `1d`) or an
+    /// RFC 3339 time (`2026-11-03T14:05:09Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Only entries at this level or above: `trace`, `debug`, `info`, `warn` or `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Only the latest this many of the matching entries kept (with `follow`, of the
+    /// entries sent before the new ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// `true`: answer NDJSON (one entry per line), the kept entries that match and then each
+    /// new one as it comes, until the client goes away or the pipeline is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+}
+
+/// The body of `GET /v1/pipelines/{name}/logs`: a pipeline's function log on the node that
+/// answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogList {
+    /// The node whose log this is: each node keeps the entries of the partitions it
+    /// processed.
+    pub node: String,
+    /// The matching entries, oldest first.
+    pub entries: Vec<LogEntry>,
+    /// Entries this node's log of the pipeline dropped since the runtime started, oldest
+    /// first, to stay within `capacity`.
+    pub dropped: u64,
+    /// The most entries the log keeps.
+    pub capacity: usize,
 }
 
 /// The body of the probes (`GET /healthz`, `GET /readyz`).

@@ -18,7 +18,7 @@
 //! - [`admin`] (`sluice-admin`): the admin HTTP server;
 //! - this crate (`sluice`): the `sluice` command, with [`runner`] (`sluice run`), [`serve`]
 //!   and [`dev`] (`sluice serve` and `sluice dev`) and [`scaffold`] (`sluice new`, `sluice
-//!   build`).
+//!   build`), [`logging`] (the runtime's log on stderr) and [`version`] (`sluice version`).
 //!
 //! The crates are re-exported under their short names, so `sluice::engine::Engine` is
 //! `sluice_engine::Engine`.
@@ -34,6 +34,8 @@ pub use sluice_pipeline::{cluster, manager, registry};
 pub use sluice_record as record;
 
 pub mod dev;
+pub mod logging;
 pub mod runner;
 pub mod scaffold;
 pub mod serve;
+pub mod version;

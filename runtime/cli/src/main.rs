@@ -1,29 +1,42 @@
 //! The `sluice` command: the runtime (`serve`, `dev`), the local runner (`run`), guest
 //! development (`new`, `build`) and a client of a runtime's admin API (`deploy`, `ls`,
-//! `status`, `reload`, `rollback`, `pause`, `resume`, `rm`, `offsets`, `modules`).
+//! `status`, `logs`, `reload`, `rollback`, `pause`, `resume`, `rm`, `offsets`, `modules`), and
+//! `version` and `completions`.
 //!
 //! This file is the command line's definition and its dispatch; each command is in
 //! [`commands`], and speaks to the admin API through the typed client of `sluice-api`.
 
 mod commands;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use sluice::client::{AdminClient, DEFAULT_URL};
+use sluice::logging::LogFormat;
 use sluice::serve::DEFAULT_ADMIN_LISTEN;
-use tracing_subscriber::EnvFilter;
 
 /// Sluice: run WebAssembly stream functions on every record of a Kafka topic.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = LOGGING_ENVIRONMENT)]
 struct Cli {
+    /// How the runtime's log lines on stderr are written: text, or one JSON object per line
+    /// (timestamp, level, target, message and the event's fields, such as pipeline).
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
+
+/// What `sluice --help` says about the log's settings that only come from the environment.
+const LOGGING_ENVIRONMENT: &str = "\
+The log on stderr (from the environment):
+  RUST_LOG    which lines, as tracing filter directives (default: info), e.g. sluice_pipeline=debug,info
+  SLUICE_LOG  the same, kept as an alias; when both are set, SLUICE_LOG wins
+  NO_COLOR    set (non-empty) for no colours; colours are only used when stderr is a terminal";
 
 #[derive(Subcommand)]
 enum Command {
@@ -46,6 +59,9 @@ enum Command {
     Ls(ClientArgs),
     /// Show a pipeline: state, module versions, counters, partitions, offsets and lag.
     Status(NameArgs),
+    /// Show a pipeline's function log on the node asked: its function's log lines, stdout and
+    /// stderr, and why records failed (dead letters, skips, traps, limits).
+    Logs(LogsArgs),
     /// Switch a running pipeline to another module without stopping it.
     Reload(ReloadArgs),
     /// Switch a pipeline back to its previous module version, or to a kept revision.
@@ -62,18 +78,48 @@ enum Command {
     Modules(ClientArgs),
     /// List the nodes of the runtime's cluster: state, last heartbeat, pipelines, partitions.
     Nodes(ClientArgs),
+    /// Print this runtime's version, the WIT package its functions implement, and the wasmtime
+    /// version it runs them on.
+    Version(VersionArgs),
+    /// Print a shell completion script: `source <(sluice completions bash)`, or see the README
+    /// for zsh and fish.
+    Completions(CompletionsArgs),
 }
+
+#[derive(Args)]
+struct VersionArgs {
+    /// Print JSON ({"sluice", "wit", "wit_package", "wasmtime"}).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell.
+    shell: clap_complete::Shell,
+}
+
+/// What each client command's `--help` says about where it reads its token.
+const CLIENT_ENVIRONMENT: &str = "\
+The token (from --token or the environment):
+  SLUICE_TOKEN  the bearer token sent to the admin API: the runtime's SLUICE_ADMIN_TOKEN
+                for changes, or its SLUICE_READ_TOKEN for reads (ls, status, modules, nodes)
+With --json, a failure is printed on stderr as one JSON object:
+  {\"error\": {\"code\": .., \"message\": .., \"status\": ..}}, the API's code and message
+  (status: the HTTP status, absent when the API was not reached).";
 
 /// How to reach the admin API.
 #[derive(Args, Clone)]
+#[command(after_help = CLIENT_ENVIRONMENT)]
 struct ClientArgs {
     /// The admin API's URL.
     #[arg(long, env = "SLUICE_URL", default_value = DEFAULT_URL, global = true)]
     url: String,
-    /// The bearer token (read-only or admin).
+    /// The bearer token (read-only or admin): the runtime's SLUICE_ADMIN_TOKEN or
+    /// SLUICE_READ_TOKEN.
     #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Print the API's JSON answer instead of a table.
+    /// Print the API's JSON answer instead of a table, and a failure as JSON on stderr.
     #[arg(long, global = true)]
     json: bool,
 }
@@ -253,6 +299,28 @@ struct RollbackArgs {
 }
 
 #[derive(Args)]
+struct LogsArgs {
+    /// The pipeline.
+    name: String,
+    /// Keep printing new entries as they come, until interrupted. With --json, one JSON
+    /// entry per line.
+    #[arg(long, short)]
+    follow: bool,
+    /// Only entries since then: a duration back from now (30s, 5m, 2h, 1d) or an RFC 3339
+    /// time (2026-11-03T14:05:09Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries at this level or above: trace, debug, info, warn, error.
+    #[arg(long)]
+    level: Option<String>,
+    /// Only the latest this many of the entries kept.
+    #[arg(long, short = 'n')]
+    limit: Option<usize>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
 struct OffsetsArgs {
     /// The pipeline (paused).
     name: String,
@@ -263,14 +331,43 @@ struct OffsetsArgs {
     client: ClientArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+fn main() {
     let cli = Cli::parse();
+    sluice::logging::init(cli.log_format);
+    let json = cli.command.prints_json();
+    if let Err(error) = run(cli.command) {
+        if json {
+            eprintln!("{}", commands::error_json(&error));
+        } else {
+            eprintln!("Error: {error:#}");
+        }
+        std::process::exit(1);
+    }
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output (`--json`), failures included.
+    fn prints_json(&self) -> bool {
+        match self {
+            Command::Ls(a) | Command::Modules(a) | Command::Nodes(a) => a.json,
+            Command::Status(a) | Command::Pause(a) | Command::Resume(a) | Command::Rm(a) => a.client.json,
+            Command::Deploy(a) => a.client.json,
+            Command::Reload(a) => a.client.json,
+            Command::Rollback(a) => a.client.json,
+            Command::Offsets(a) => a.client.json,
+            Command::Logs(a) => a.client.json,
+            Command::Run(a) => a.json,
+            Command::Version(a) => a.json,
+            Command::Serve(_) | Command::Dev(_) | Command::New(_) | Command::Build(_) | Command::Completions(_) => {
+                false
+            }
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
     let runtime = || tokio::runtime::Runtime::new().context("cannot start the async runtime");
-    match cli.command {
+    match command {
         Command::Serve(args) => {
             let runtime = runtime()?;
             let result = runtime.block_on(commands::serve::serve(args));
@@ -285,6 +382,7 @@ fn main() -> anyhow::Result<()> {
         Command::Deploy(args) => commands::deploy::deploy(args),
         Command::Ls(args) => commands::ls::ls(&args),
         Command::Status(args) => commands::ls::status(&args),
+        Command::Logs(args) => commands::logs::logs(args),
         Command::Reload(args) => commands::reload::reload(args),
         Command::Rollback(args) => commands::reload::rollback(args),
         Command::Pause(args) => commands::lifecycle::pause(&args),
@@ -293,5 +391,22 @@ fn main() -> anyhow::Result<()> {
         Command::Offsets(args) => commands::offsets::offsets(args),
         Command::Modules(args) => commands::modules::modules(&args),
         Command::Nodes(args) => commands::nodes::nodes(&args),
+        Command::Version(args) => {
+            let versions = sluice::version::Versions::of_this_build();
+            if args.json {
+                return commands::print_json(&versions);
+            }
+            println!("{versions}");
+            Ok(())
+        }
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "sluice", &mut script);
+            match std::io::stdout().write_all(&script) {
+                // A reader that stops early (`| head`) is not a failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
     }
 }

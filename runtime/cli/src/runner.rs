@@ -140,6 +140,7 @@ pub async fn run(
         name: options.name.as_str().into(),
         cache: Cache::new(recorder.clone(), namespace),
         config: Arc::new(options.config.clone()),
+        log_sink: None,
     };
     let mut instance = FunctionInstance::new(engine, module, context);
     let mut summary = RunSummary::default();

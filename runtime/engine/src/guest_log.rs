@@ -1,5 +1,6 @@
 //! Where a guest's words go: its `log` calls and its stdout/stderr, as runtime log lines
-//! tagged with the function's name. Nothing a guest writes reaches the host's own stdout.
+//! tagged with the function's name, and to the context's [`GuestLogSink`] when it has one (a
+//! pipeline's ring of function logs). Nothing a guest writes reaches the host's own stdout.
 //!
 //! The last lines a guest wrote to stderr during a call are also kept, so that when the call
 //! traps (a Rust panic prints its message to stderr before it aborts) the error can say why.
@@ -16,9 +17,38 @@ use sluice_record::bindings::sluice::function::log::Level;
 /// How many of the latest stderr lines of a call are kept for its error message.
 const RECENT_STDERR_LINES: usize = 8;
 
-/// Writes one guest log line at `level`, cut to `max_bytes`.
-pub(crate) fn emit(function: &str, level: Level, message: &str, max_bytes: usize) {
+/// Where a guest line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestOutput {
+    /// A call of the `log` import.
+    Log,
+    /// A line written to stdout.
+    Stdout,
+    /// A line written to stderr.
+    Stderr,
+}
+
+/// Takes every line a function instance logs (already cut to
+/// [`Limits::max_log_line_bytes`](crate::Limits::max_log_line_bytes)), besides the runtime
+/// log. Called on the worker's task while the guest runs: it must not block.
+pub trait GuestLogSink: Send + Sync + std::fmt::Debug {
+    /// One line at `level`.
+    fn line(&self, output: GuestOutput, level: Level, message: &str);
+}
+
+/// Writes one guest log line at `level`, cut to `max_bytes`, to the runtime log and `sink`.
+pub(crate) fn emit(
+    function: &str,
+    sink: Option<&dyn GuestLogSink>,
+    output: GuestOutput,
+    level: Level,
+    message: &str,
+    max_bytes: usize,
+) {
     let message = truncate(message, max_bytes);
+    if let Some(sink) = sink {
+        sink.line(output, level, message);
+    }
     match level {
         Level::Trace => tracing::trace!(target: "sluice::guest", function, "{message}"),
         Level::Debug => tracing::debug!(target: "sluice::guest", function, "{message}"),
@@ -47,6 +77,8 @@ pub(crate) struct GuestStream {
 
 struct StreamState {
     function: Arc<str>,
+    sink: Option<Arc<dyn GuestLogSink>>,
+    output: GuestOutput,
     level: Level,
     max_line_bytes: usize,
     partial: Vec<u8>,
@@ -55,17 +87,24 @@ struct StreamState {
 
 impl GuestStream {
     /// The guest's stdout, logged at info level.
-    pub(crate) fn stdout(function: Arc<str>, max_line_bytes: usize) -> Self {
-        Self::new(function, Level::Info, max_line_bytes)
+    pub(crate) fn stdout(function: Arc<str>, sink: Option<Arc<dyn GuestLogSink>>, max_line_bytes: usize) -> Self {
+        Self::new(function, sink, GuestOutput::Stdout, Level::Info, max_line_bytes)
     }
 
     /// The guest's stderr, logged at warn level and remembered for error messages.
-    pub(crate) fn stderr(function: Arc<str>, max_line_bytes: usize) -> Self {
-        Self::new(function, Level::Warn, max_line_bytes)
+    pub(crate) fn stderr(function: Arc<str>, sink: Option<Arc<dyn GuestLogSink>>, max_line_bytes: usize) -> Self {
+        Self::new(function, sink, GuestOutput::Stderr, Level::Warn, max_line_bytes)
     }
 
-    fn new(function: Arc<str>, level: Level, max_line_bytes: usize) -> Self {
-        let state = StreamState { function, level, max_line_bytes, partial: Vec::new(), recent: VecDeque::new() };
+    fn new(
+        function: Arc<str>,
+        sink: Option<Arc<dyn GuestLogSink>>,
+        output: GuestOutput,
+        level: Level,
+        max_line_bytes: usize,
+    ) -> Self {
+        let state =
+            StreamState { function, sink, output, level, max_line_bytes, partial: Vec::new(), recent: VecDeque::new() };
         GuestStream { inner: Arc::new(Mutex::new(state)) }
     }
 
@@ -107,7 +146,7 @@ impl StreamState {
         }
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
-        emit(&self.function, self.level, &line, self.max_line_bytes);
+        emit(&self.function, self.sink.as_deref(), self.output, self.level, &line, self.max_line_bytes);
         if self.recent.len() == RECENT_STDERR_LINES {
             self.recent.pop_front();
         }

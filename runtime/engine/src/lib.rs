@@ -13,6 +13,7 @@ mod instance;
 mod limits;
 mod module;
 
+pub use guest_log::{GuestLogSink, GuestOutput};
 pub use host::FunctionContext;
 pub use instance::{BatchError, BatchErrorKind, FunctionInstance};
 pub use limits::Limits;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -435,12 +435,21 @@ pub fn reset_offsets(
         };
         list.add_partition_offset(topic, partition, Offset::Offset(offset))?;
     }
-    consumer.commit(&list, CommitMode::Sync).with_context(|| {
-        format!(
-            "pipeline {}: cannot commit offsets for group {} (is it still running somewhere?)",
-            spec.pipeline, spec.group_id
-        )
-    })?;
+    match consumer.commit(&list, CommitMode::Sync) {
+        Ok(()) => {}
+        // A broker that refuses a commit from outside a group it knows even when the group has
+        // no member (librdkafka's mock cluster, which `sluice dev` runs, keeps every group it
+        // has seen and asks every commit for a member id): commit as a member of the group.
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)) => {
+            commit_as_member(spec, kafka, &all, &list)?;
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context(format!(
+                "pipeline {}: cannot commit offsets for group {} (is it still running somewhere?)",
+                spec.pipeline, spec.group_id
+            )));
+        }
+    }
     let committed = list
         .elements()
         .iter()
@@ -451,6 +460,76 @@ pub fn reset_offsets(
         .collect();
     tracing::info!(pipeline = %spec.pipeline, ?to, "consumer group offsets reset");
     Ok(committed)
+}
+
+/// How long, beyond the group's session timeout, an offsets reset waits to be given every input
+/// partition when it commits as a member of the pipeline's consumer group. A group its last
+/// member just left (a paused pipeline's) rebalances for up to its session timeout before it
+/// takes a new member in; a group's first join waits for the broker's initial rebalance delay
+/// (3 s on librdkafka's mock cluster and on Kafka by default).
+pub const RESET_JOIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Commits `offsets` for the pipeline's group from inside it: joins the group, waits to be
+/// assigned every partition of `all` (which proves no other member is in it), commits, and
+/// leaves. Used where a broker refuses commits from outside a group it knows. Refuses when the
+/// group has another member, or when the assignment does not come within the group's session
+/// timeout and [`RESET_JOIN_GRACE`].
+fn commit_as_member(
+    spec: &ConsumerSpec,
+    kafka: &KafkaConfig,
+    all: &TopicPartitionList,
+    offsets: &TopicPartitionList,
+) -> anyhow::Result<()> {
+    let (pipeline, group) = (&spec.pipeline, &spec.group_id);
+    // A real broker that refused the commit may say why: a group with members is running.
+    let probe = group_client(spec, kafka)?;
+    if let Ok(groups) = probe.fetch_group_list(Some(group), Duration::from_secs(2))
+        && let Some(described) = groups.groups().iter().find(|g| g.name() == group.as_str())
+        && !described.members().is_empty()
+    {
+        anyhow::bail!(
+            "pipeline {pipeline}: cannot reset the offsets of group {group}: it has {} member(s) (is the \
+             pipeline still running somewhere?)",
+            described.members().len()
+        );
+    }
+    drop(probe);
+    let member: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("session.timeout.ms", spec.group.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", spec.group.heartbeat_interval_ms.to_string())
+        .create()
+        .with_context(|| format!("pipeline {pipeline}: cannot create a Kafka client to join group {group}"))?;
+    let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+    member.subscribe(&topics).with_context(|| format!("pipeline {pipeline}: cannot join group {group}"))?;
+    let wanted = all.elements().len();
+    let wait = Duration::from_millis(spec.group.session_timeout_ms) + RESET_JOIN_GRACE;
+    let deadline = std::time::Instant::now() + wait;
+    let mut assigned = 0;
+    while std::time::Instant::now() < deadline {
+        // Records fetched meanwhile are dropped: only the explicit offsets are committed.
+        let _ = member.poll(Duration::from_millis(100));
+        assigned = member.assignment().map(|a| a.elements().len()).unwrap_or(0);
+        if assigned == wanted {
+            break;
+        }
+    }
+    let result = if assigned == wanted {
+        member
+            .commit(offsets, CommitMode::Sync)
+            .with_context(|| format!("pipeline {pipeline}: cannot commit offsets for group {group} as a member of it"))
+    } else {
+        Err(anyhow::anyhow!(
+            "pipeline {pipeline}: cannot reset the offsets of group {group}: joined it to commit, but was given \
+             {assigned} of its {wanted} input partitions within {wait:?} (is the pipeline still \
+             running somewhere?)"
+        ))
+    };
+    member.unsubscribe();
+    result
 }
 
 /// Those of `topics` (a pipeline's, named for errors) that the cluster does not have, sorted.
@@ -478,4 +557,85 @@ fn offsets_for_time(
         query.add_partition_offset(e.topic(), e.partition(), Offset::Offset(ms))?;
     }
     Ok(consumer.offsets_for_times(query, REQUEST_TIMEOUT)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+    use super::*;
+
+    const PARTITIONS: i32 = 2;
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn spec(topic: &str) -> ConsumerSpec {
+        ConsumerSpec {
+            pipeline: "p".into(),
+            group_id: "sluice.p".into(),
+            topics: vec![topic.into()],
+            start: StartPosition::Earliest,
+            group: GroupSettings::default(),
+        }
+    }
+
+    /// A member of the group joins, commits offset 1 on every partition, and leaves, as a
+    /// pipeline that ran and was paused does.
+    fn run_and_leave_the_group(spec: &ConsumerSpec, kafka: &KafkaConfig) {
+        let member: BaseConsumer = kafka
+            .client_config()
+            .set("group.id", &spec.group_id)
+            .set("session.timeout.ms", spec.group.session_timeout_ms.to_string())
+            .create()
+            .unwrap();
+        member.subscribe(&[spec.topics[0].as_str()]).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while member.assignment().unwrap().count() < PARTITIONS as usize {
+            assert!(Instant::now() < deadline, "the member was never given its partitions");
+            let _ = member.poll(Duration::from_millis(100));
+        }
+        let mut list = TopicPartitionList::new();
+        for partition in 0..PARTITIONS {
+            list.add_partition_offset(&spec.topics[0], partition, Offset::Offset(1)).unwrap();
+        }
+        member.commit(&list, CommitMode::Sync).unwrap();
+        member.unsubscribe();
+    }
+
+    #[test]
+    fn offsets_of_a_group_with_no_member_are_reset_on_the_mock_cluster_that_refuses_outside_commits() {
+        let cluster = MockCluster::new(1).unwrap();
+        let topic = "input";
+        cluster.create_topic(topic, PARTITIONS, 1).unwrap();
+        let kafka = KafkaConfig::new(cluster.bootstrap_servers());
+        let producer: BaseProducer = kafka.client_config().create().unwrap();
+        for partition in 0..PARTITIONS {
+            for _ in 0..3 {
+                producer.send(BaseRecord::<(), str>::to(topic).partition(partition).payload("x")).unwrap();
+            }
+        }
+        producer.flush(WAIT).unwrap();
+        let spec = spec(topic);
+        run_and_leave_the_group(&spec, &kafka);
+
+        // The mock cluster refuses the commit a reset makes from outside the group.
+        let outsider = group_client(&spec, &kafka).unwrap();
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, 0, Offset::Offset(0)).unwrap();
+        assert!(
+            matches!(
+                outsider.commit(&list, CommitMode::Sync),
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId))
+            ),
+            "the mock cluster now accepts outside commits: the member path may be unneeded"
+        );
+
+        let reset = reset_offsets(&spec, &kafka, &StartPosition::Latest).expect("the reset succeeds");
+        assert_eq!(reset, vec![(topic.to_string(), 0, 3), (topic.to_string(), 1, 3)]);
+        let committed: Vec<Option<i64>> =
+            group_offsets(&spec, &kafka).unwrap().into_iter().map(|p| p.committed).collect();
+        assert_eq!(committed, vec![Some(3), Some(3)], "the group resumes from the reset offsets");
+    }
 }

@@ -11,6 +11,7 @@
 //! one version and each partition switches at one offset.
 
 pub mod cluster;
+pub mod function_log;
 pub mod manager;
 pub mod registry;
 pub mod spec;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use function_log::{FunctionLog, PartitionLogSink};
 use sluice_cache::{Cache, CacheStatsSnapshot, LatencyHistogram, LatencySnapshot};
 use sluice_engine::{Engine, FunctionContext, FunctionInstance, Module};
 use sluice_kafka::sink::KafkaSink;
@@ -513,7 +515,7 @@ impl Shared {
     ) -> PartitionWorker {
         let mut module = self.module.subscribe();
         let version = self.take_up(&mut module);
-        let instance = self.instance_for(&topic, partition, &version.module);
+        let instance = self.instance_for(&topic, partition, &version.module, version.revision);
         PartitionWorker {
             shared: self.clone(),
             topic,
@@ -565,11 +567,14 @@ impl Shared {
     }
 
     /// A new worker's function instance for `module`, as [`Shared::worker`] builds it.
-    pub(crate) fn instance_for(&self, topic: &str, partition: i32, module: &Module) -> FunctionInstance {
+    /// Its guest lines go to the pipeline's function log, marked with `revision`.
+    pub(crate) fn instance_for(&self, topic: &str, partition: i32, module: &Module, revision: u64) -> FunctionInstance {
+        let sink = PartitionLogSink { log: self.stats.logs.clone(), topic: topic.to_owned(), partition, revision };
         let context = FunctionContext {
             name: format!("pipeline {} partition {topic}/{partition}", self.spec.name).into(),
             cache: self.cache.clone(),
             config: Arc::new(self.spec.config.clone()),
+            log_sink: Some(Arc::new(sink)),
         };
         FunctionInstance::new(&self.engine, module, context)
     }
@@ -591,10 +596,12 @@ pub enum PartitionState {
     Stopped,
 }
 
-/// A pipeline's counters. They outlive a [`Pipeline`] when passed to
-/// [`Pipeline::start_with_stats`], so they carry on across a pause and resume.
+/// A pipeline's counters and its function log. They outlive a [`Pipeline`] when passed in
+/// its [`StartOptions`], so they carry on across a pause and resume or an update.
 #[derive(Default)]
 pub struct PipelineStats {
+    /// What the function said and why records failed, on this node.
+    logs: Arc<FunctionLog>,
     records_in: AtomicU64,
     records_out: AtomicU64,
     batches: AtomicU64,
@@ -608,6 +615,11 @@ pub struct PipelineStats {
 }
 
 impl PipelineStats {
+    /// The pipeline's function log on this node.
+    pub fn function_log(&self) -> &Arc<FunctionLog> {
+        &self.logs
+    }
+
     fn record_batch(&self, records: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.records_in.fetch_add(records as u64, Ordering::Relaxed);

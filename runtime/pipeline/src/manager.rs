@@ -48,6 +48,7 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use crate::cluster::{ClusterConfig, CommitError, Control, Event};
+use crate::function_log::FunctionLog;
 use crate::registry::module_digest;
 use crate::registry::pipelines::RevisionCause;
 use crate::registry::pipelines::{
@@ -913,6 +914,12 @@ impl PipelineManager {
     /// One pipeline, briefly. Never waits for a change or the broker.
     pub async fn summary(&self, name: &str) -> Result<PipelineSummary, ManagerError> {
         self.view(name).map(|v| v.summary()).ok_or_else(|| not_found(name))
+    }
+
+    /// One pipeline's function log on this node (what its function said and why its records
+    /// failed). Never waits for a change.
+    pub fn function_log(&self, name: &str) -> Result<Arc<FunctionLog>, ManagerError> {
+        self.view(name).map(|v| v.stats.function_log().clone()).ok_or_else(|| not_found(name))
     }
 
     /// One pipeline's counters and partitions, without asking the broker anything.

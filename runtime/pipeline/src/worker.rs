@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use super::failure::FailureKind;
 use super::failure::{self, Failure, Outcome};
+use super::function_log::{LogLevel, LogPlace, LogSource};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
 use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
 use sluice_engine::FunctionInstance;
@@ -105,12 +106,14 @@ impl PartitionWorker {
             self.shared.set_partition_module(&self.topic, self.partition, &module, revision, None);
             return;
         }
-        self.instance = self.shared.instance_for(&self.topic, self.partition, &module);
+        self.instance = self.shared.instance_for(&self.topic, self.partition, &module, revision);
         if let Err(e) = self.instance.prepare().await {
             tracing::warn!(
                 pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
                 "preparing module {}: {e}", module.digest()
             );
+            let message = format!("preparing module {} of revision {revision}: {e}", module.digest());
+            self.shared.stats.function_log().push(LogLevel::Error, LogSource::Runtime, self.place(None), &message);
         }
         let took = started.elapsed();
         tracing::info!(
@@ -214,8 +217,38 @@ impl PartitionWorker {
                     );
                     tracing::warn!("{error}; policy {policy:?}");
                     self.shared.stats.record_failure(policy, error);
+                    self.log_failure(record, failure);
                 }
             }
+        }
+    }
+
+    /// Puts a failed record in the pipeline's function log: why it failed and what became of it.
+    fn log_failure(&self, record: &InputRecord, failure: &Failure) {
+        let attempts = failure.attempts;
+        let (level, became) = match self.shared.spec.processing.on_failure {
+            FailurePolicy::DeadLetter => {
+                (LogLevel::Warn, format!("dead-lettered to {}", self.shared.spec.dead_letter_topic()))
+            }
+            FailurePolicy::Skip => (LogLevel::Warn, "skipped".to_owned()),
+            FailurePolicy::Block => (LogLevel::Error, "the partition is blocked at it".to_owned()),
+        };
+        let message = format!(
+            "{}: {} ({attempts} attempt{}); {became}",
+            failure.kind,
+            failure.message,
+            if attempts == 1 { "" } else { "s" }
+        );
+        self.shared.stats.function_log().push(level, LogSource::Failure, self.place(Some(record.offset)), &message);
+    }
+
+    /// This worker's partition and revision, as a function log entry's place.
+    fn place(&self, offset: Option<i64>) -> LogPlace {
+        LogPlace {
+            topic: Some(self.topic.clone()),
+            partition: Some(self.partition),
+            offset,
+            revision: Some(self.revision),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod deploy;
 pub mod dev;
 pub mod lifecycle;
+pub mod logs;
 pub mod ls;
 pub mod modules;
 pub mod new;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use serde::Serialize;
+use sluice::client::ClientError;
 
 /// A component path: the file given, or the component built from the crate folder given.
 pub fn component(path: &Path) -> anyhow::Result<PathBuf> {
@@ -71,6 +73,27 @@ pub fn print_json(answer: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A failure as `--json` prints it: `{"error": {"code", "message", "status"}}`, the API's error
+/// body with the HTTP status added. The code and message are the API's when it answered with
+/// an error; otherwise the code says what failed on this side (`unreachable`: nothing listens
+/// at the URL; `client_error`: the call could not be made or its answer not read; `error`:
+/// anything else, a file that cannot be read, say), the message is the whole error, and there
+/// is no status.
+pub fn error_json(error: &anyhow::Error) -> serde_json::Value {
+    let client = error.chain().find_map(|e| e.downcast_ref::<ClientError>());
+    let (code, message, status) = match client {
+        Some(ClientError::Api(failure)) => (failure.code.clone(), failure.message.clone(), Some(failure.status)),
+        Some(ClientError::Unreachable { .. }) => ("unreachable".to_owned(), format!("{error:#}"), None),
+        Some(_) => ("client_error".to_owned(), format!("{error:#}"), None),
+        None => ("error".to_owned(), format!("{error:#}"), None),
+    };
+    let mut detail = serde_json::json!({ "code": code, "message": message });
+    if let Some(status) = status {
+        detail["status"] = status.into();
+    }
+    serde_json::json!({ "error": detail })
+}
+
 /// Prints rows under headers, each column as wide as its widest cell.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -116,6 +139,29 @@ pub fn short(digest: &str) -> &str {
 mod tests {
     use super::*;
     use sluice::api::{Applied, PartitionState, PipelineState};
+
+    #[test]
+    fn a_json_failure_carries_the_apis_code_message_and_status() {
+        let failure = sluice::client::ApiFailure::from_answer(
+            404,
+            r#"{"error":{"code":"pipeline_not_found","message":"no pipeline named \"x\""}}"#,
+        );
+        let error = anyhow::Error::new(ClientError::Api(failure)).context("pause x");
+        assert_eq!(
+            error_json(&error),
+            serde_json::json!({"error": {"code": "pipeline_not_found", "message": "no pipeline named \"x\"", "status": 404}})
+        );
+    }
+
+    #[test]
+    fn a_json_failure_without_an_api_answer_says_what_failed_here() {
+        let unreachable = anyhow::Error::new(ClientError::Unreachable { url: "http://127.0.0.1:1".into() });
+        let printed = error_json(&unreachable);
+        assert_eq!(printed["error"]["code"], "unreachable");
+        assert!(printed["error"]["message"].as_str().unwrap().contains("http://127.0.0.1:1"), "{printed}");
+        assert!(printed["error"].get("status").is_none(), "{printed}");
+        assert_eq!(error_json(&anyhow::anyhow!("cannot read m.wasm"))["error"]["code"], "error");
+    }
 
     #[test]
     fn states_and_results_print_as_the_api_names_them() {

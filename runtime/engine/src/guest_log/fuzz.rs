@@ -28,7 +28,7 @@ fn any_guest_output_in_any_pieces_keeps_its_latest_lines_cut_to_the_limit() {
         prop::collection::vec(prop_oneof![any::<u8>(), Just(b'\n'), Just(0xe2), Just(0x82), Just(0xac)], 0..400);
     let cases = (output, prop::collection::vec(1usize..50, 0..20), 1usize..40);
     check("guest_stderr_lines", 1024, cases, |(bytes, cuts, max)| {
-        let stream = GuestStream::stderr("fuzzed".into(), max);
+        let stream = GuestStream::stderr("fuzzed".into(), None, max);
         let mut rest = bytes.as_slice();
         for cut in cuts {
             let (piece, after) = rest.split_at(cut.min(rest.len()));

@@ -1,15 +1,16 @@
 //! The `log` import: the guest's log lines, written to the runtime log under the function's
-//! name.
+//! name and to the context's log sink.
 
 use sluice_record::bindings::sluice::function::log;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::HostState;
-use crate::guest_log;
+use crate::guest_log::{self, GuestOutput};
 
 impl log::Host for HostState {
     async fn log(&mut self, level: log::Level, message: String) {
-        guest_log::emit(&self.context.name, level, &message, self.limits.max_log_line_bytes);
+        let sink = self.context.log_sink.as_deref();
+        guest_log::emit(&self.context.name, sink, GuestOutput::Log, level, &message, self.limits.max_log_line_bytes);
     }
 }
 

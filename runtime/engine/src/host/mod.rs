@@ -14,7 +14,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::guest_log::GuestStream;
+use crate::guest_log::{GuestLogSink, GuestStream};
 use crate::{EngineStats, Limits};
 use sluice_cache::Cache;
 use sluice_record::bindings::sluice::function::types;
@@ -30,6 +30,9 @@ pub struct FunctionContext {
     pub cache: Cache,
     /// The pipeline's settings for the function (the `config` import).
     pub config: Arc<BTreeMap<String, String>>,
+    /// Where the function's log lines (the `log` import, stdout and stderr) also go, besides
+    /// the runtime log: a pipeline's ring of function logs. `None`: the runtime log only.
+    pub log_sink: Option<Arc<dyn GuestLogSink>>,
 }
 
 /// Which limit a call broke, recorded by the limiter or the epoch callback as it happens so
@@ -70,8 +73,9 @@ impl Drop for HostState {
 impl HostState {
     pub(crate) fn new(context: FunctionContext, limits: Limits, engine_stats: Arc<EngineStats>) -> Self {
         engine_stats.instance_started();
-        let stdout = GuestStream::stdout(context.name.clone(), limits.max_log_line_bytes);
-        let stderr = GuestStream::stderr(context.name.clone(), limits.max_log_line_bytes);
+        let sink = context.log_sink.clone();
+        let stdout = GuestStream::stdout(context.name.clone(), sink.clone(), limits.max_log_line_bytes);
+        let stderr = GuestStream::stderr(context.name.clone(), sink, limits.max_log_line_bytes);
         // Nothing is granted: no preopened directories, no environment, no arguments, and
         // (the WASI default since wasmtime 48) no network.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();

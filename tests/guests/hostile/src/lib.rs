@@ -14,11 +14,13 @@
 //! | `fail` | returns the fatal error `rejected record at offset N` |
 //! | `retry` | returns the retryable error `try again later` |
 //! | `print` | writes `hello from stdout` to stdout and `hello from stderr` to stderr, then passes the record through |
+//! | `log <level> <text>` | logs `<text>` through the `log` import at `<level>` (`trace`, `debug`, `info`, `warn`, `error`), then passes the record through |
 //! | `probe` | looks for what the host grants: emits `env=N args=N fs=<result of reading />` |
 //! | anything else, or a null value | passes the record through unchanged |
 
 use std::hint::black_box;
 
+use sluice_sdk::log::{self, Level};
 use sluice_sdk::{Error, Output, Outputs, Record, Result};
 
 const MIB: usize = 1 << 20;
@@ -76,6 +78,18 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
         "print" => {
             println!("hello from stdout");
             eprintln!("hello from stderr");
+            out.emit(Output::from_record(record));
+        }
+        value if value.starts_with("log ") => {
+            let (level, text) = value["log ".len()..].split_once(' ').unwrap_or(("info", ""));
+            let level = match level {
+                "trace" => Level::Trace,
+                "debug" => Level::Debug,
+                "warn" => Level::Warn,
+                "error" => Level::Error,
+                _ => Level::Info,
+            };
+            log::log(level, text);
             out.emit(Output::from_record(record));
         }
         "probe" => {
