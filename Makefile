@@ -9,7 +9,8 @@ GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tag
 GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := memcached redis-server redis-tools
+# Debian's Chromium and its ChromeDriver: the web console's tests drive the page in a real browser.
+APT_PACKAGES := memcached redis-server redis-tools chromium chromium-driver
 # The Kafka-protocol broker the end-to-end tests run (its own process on loopback). Built once
 # per machine (about 13 minutes on 2 cores); `cargo install` keeps it in ~/.cargo/bin.
 TANSU_VERSION := 0.6.0
@@ -26,10 +27,11 @@ setup: wasm-target test-services
 wasm-target:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-## test-services: memcached + redis-server for the cache tests, and the tansu broker for the
-## Kafka tests (built once per machine; the demo never needs them: it runs an embedded Kafka).
+## test-services: memcached + redis-server for the cache tests, Chromium and ChromeDriver for
+## the console's browser tests, and the tansu broker for the Kafka tests (built once per
+## machine; the demo never needs them: it runs an embedded Kafka).
 test-services:
-	@missing=""; for bin in memcached redis-server redis-benchmark; do \
+	@missing=""; for bin in memcached redis-server redis-benchmark chromium chromedriver; do \
 		command -v $$bin >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing $(APT_PACKAGES)"; \

@@ -1,6 +1,8 @@
 //! Shared harness for Sluice's integration tests: where the built guests are, builders for
-//! engines and records, and the real servers (cache, broker) the tests start on loopback.
+//! engines and records, the real servers (cache, broker) the tests start on loopback, and a
+//! headless browser for the web console.
 
+pub mod browser;
 pub mod chaos;
 pub mod cluster;
 pub mod fixtures;

@@ -40,6 +40,18 @@ impl ServeProcess {
         process
     }
 
+    /// Like [`ServeProcess::start`], with the environment variables `env` set as well (the
+    /// runtime's tokens, say, which are best not given on the command line).
+    pub fn start_with_env(brokers: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let mut all: Vec<&OsStr> =
+            vec!["--brokers".as_ref(), brokers.as_ref(), "--data-dir".as_ref(), data_dir.as_ref()];
+        all.extend(["--status-every", "0"].map(OsStr::new));
+        all.extend(args.iter().map(OsStr::new));
+        let mut process = ServeProcess::spawn_with_env(&all, env, data_dir.with_extension("log"));
+        process.wait_ready();
+        process
+    }
+
     /// Starts `sluice serve` like [`ServeProcess::start`] without waiting for its admin API
     /// (see [`ServeProcess::wait_ready`]).
     pub fn start_unready(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
@@ -80,6 +92,11 @@ impl ServeProcess {
 
     /// Starts `sluice serve <args>` like [`ServeProcess::spawn`] without waiting for anything.
     pub fn spawn_unready(args: &[&OsStr], log: PathBuf) -> ServeProcess {
+        ServeProcess::spawn_with_env(args, &[], log)
+    }
+
+    /// Like [`ServeProcess::spawn_unready`], with the environment variables `env` set as well.
+    fn spawn_with_env(args: &[&OsStr], env: &[(&str, &str)], log: PathBuf) -> ServeProcess {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let started_at = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
         let child = Command::new(sluice_binary())
@@ -87,6 +104,7 @@ impl ServeProcess {
             .args(args)
             .env("SLUICE_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()

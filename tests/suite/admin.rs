@@ -472,6 +472,39 @@ async fn probes_and_the_openapi_document_need_no_token() {
     assert_eq!(api.get_text("/metrics", None).await.0, StatusCode::UNAUTHORIZED);
 }
 
+#[tokio::test]
+async fn the_console_is_served_without_a_token_and_its_api_calls_still_need_one() {
+    let (api, read, _) = guarded().await;
+    let (status, content_type, page) = api.get_text("/ui", None).await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "text/html; charset=utf-8"));
+    assert!(page.contains(r#"<script src="/ui/console.js""#), "{page}");
+    for (asset, kind) in [("/ui/console.js", "text/javascript"), ("/ui/console.css", "text/css")] {
+        let (status, content_type, body) = api.get_text(asset, None).await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        assert!(!body.is_empty(), "{asset}");
+    }
+    // The page holds no data: what it shows comes from the API, with the token signed in with.
+    assert_eq!(api.get("/v1/pipelines", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.get("/v1/pipelines", Some(&read)).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_console_allows_only_its_own_origin_and_the_root_leads_to_it() {
+    let api = Api::open().await;
+    let (status, headers, _) = api.send(Request::builder().uri("/ui").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert_eq!(policy, admin::console::CONTENT_SECURITY_POLICY);
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let (status, headers, _) = api.send(Request::builder().uri("/").body(Body::empty()).unwrap()).await;
+    assert!(status.is_redirection(), "{status}");
+    assert_eq!(headers[header::LOCATION], "/ui");
+}
+
 // Pipelines: calls refused before anything reaches Kafka.
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod cache_resilience;
 mod cache_tls;
 mod cluster;
 mod cluster_status;
+mod console;
 mod control;
 mod examples;
 mod first_run;

@@ -29,6 +29,7 @@
 //! | `GET /metrics` | read | Prometheus text |
 //! | `GET /v1/openapi.json` | none | the OpenAPI document |
 //! | `GET /healthz`, `GET /readyz` | none | `200` / `503` |
+//! | `GET /ui` (`/` redirects there) | none | the web console ([`console`]), which calls the API with the token signed in with |
 //!
 //! Limits: a module body may be at most the engine's
 //! [`Limits::max_module_bytes`](sluice_engine::Limits::max_module_bytes) (default 32 MiB), a
@@ -44,6 +45,7 @@
 //! that crate.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod listener;
 pub mod metrics;
@@ -142,6 +144,7 @@ pub fn router(manager: PipelineManager, config: AdminConfig) -> Router {
     let document = openapi::finish(document).to_string().into();
     let state = AdminState { manager, config: std::sync::Arc::new(config), upload_limit, document };
     router
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))

@@ -215,7 +215,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         let _ = admin_stopped.await;
     }));
     println!(
-        "admin API on http://{} — try `sluice ls`, `sluice status demo`, `sluice reload demo <module.wasm>`, `sluice rollback demo`",
+        "admin API on http://{0} — open http://{0}/ui for the web console, or try `sluice ls`, `sluice status demo`, `sluice reload demo <module.wasm>`, `sluice rollback demo`",
         options.admin_listen
     );
 

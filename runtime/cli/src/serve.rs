@@ -425,7 +425,7 @@ pub async fn serve_admin(
         .with_context(|| format!("cannot listen on {} for the admin API", settings.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(
-        "admin API on http://{address} ({})",
+        "admin API on http://{address} ({}); web console at http://{address}/ui",
         if config.is_open() { "open: loopback only" } else { "bearer tokens required" }
     );
     let limits = settings.connection_limits();
