@@ -1,7 +1,7 @@
 //! The web console in a real browser (headless Chromium over WebDriver) against a `sluice
 //! serve` process on a real Kafka-protocol broker (tansu): what the page shows is what
 //! `/v1/pipelines` answers, its throughput chart moves while records flow, and a reload, a
-//! rollback, a pause and a resume made from the page reach the runtime. With tokens, the page
+//! rollback, a pause, a resume and a deploy made from the page reach the runtime. With tokens, the page
 //! asks for one, and a change the token may not make is refused with the API's own message.
 //! Screenshots are kept under `target/test-artifacts/console/`.
 
@@ -108,7 +108,7 @@ async fn confirm(browser: &Browser, expected: &str, answer: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_console_shows_what_the_api_answers_and_reloads_rolls_back_pauses_and_resumes_a_pipeline() {
+async fn the_console_shows_what_the_api_answers_and_reloads_rolls_back_pauses_resumes_and_deploys() {
     let world = World::start(None).await;
     let name = world.name.clone();
     let browser = Browser::start().await;
@@ -196,6 +196,25 @@ async fn the_console_shows_what_the_api_answers_and_reloads_rolls_back_pauses_an
     browser.wait_for_text("the cancellation", "#message", |t| t == "nothing changed").await;
     assert_eq!(world.listed().await.state, PipelineState::Running);
     browser.screenshot("resumed").await;
+
+    // A deploy from the page: a spec and a module file.
+    let second = format!("{name}-b");
+    let output = format!("{}-b", world.input);
+    world.broker.create_topic(&output, 1);
+    world.broker.create_topic(&format!("{second}.dlq"), 1);
+    let spec = json!({"name": second, "inputs": [world.input], "outputs": {"default": output}});
+    let textarea = browser.client().find(fantoccini::Locator::Id("deploy-spec")).await.unwrap();
+    textarea.clear().await.unwrap();
+    textarea.send_keys(&spec.to_string()).await.unwrap();
+    browser.type_into("#deploy-file", &passthrough.display().to_string()).await;
+    browser.click("#deploy-form button[type=submit]").await;
+    confirm(&browser, &format!("Deploy {second} with passthrough.wasm"), &["created", &second]).await;
+    browser.wait_for_text("the new pipeline's row", &cell(&second, "state"), |t| t == "running").await;
+    let (client, deployed) = (world.client(None), second.clone());
+    let report = blocking(move || client.get_pipeline(&deployed)).await.unwrap();
+    assert_eq!((report.revision, report.spec.inputs.clone()), (1, vec![world.input.clone()]), "{report:?}");
+    assert_eq!(report.spec.module.to_string(), reloaded.module, "the uploaded module runs");
+    browser.screenshot("deployed").await;
     browser.close().await;
 }
 
