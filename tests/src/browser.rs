@@ -117,10 +117,24 @@ impl Browser {
         element.attr(name).await.ok().flatten()
     }
 
-    /// Clicks the element `css` selects.
+    /// Clicks the element `css` selects. The page redraws its tables every refresh, so an
+    /// element found may be replaced before the click lands: then it is found and clicked again.
     pub async fn click(&self, css: &str) {
-        let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("no {css}: {e}"));
-        element.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let clicked = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.click().await,
+                Err(e) => Err(e),
+            };
+            match clicked {
+                Ok(()) => return,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!("click {css}: {e}; again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// Types `text` into the element `css` selects (a file input takes a path).

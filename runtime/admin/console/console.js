@@ -19,6 +19,9 @@ const view = {
   // Samples of each pipeline's counters, { t, records_in, records_out }, oldest first.
   history: new Map(),
   timer: null,
+  // A read is under way; another was asked for meanwhile.
+  refreshing: false,
+  again: false,
 };
 
 class ApiError extends Error {
@@ -300,8 +303,27 @@ function logLine(entry) {
 
 // ---- the refresh loop ----
 
+/** Reads everything shown, then again every REFRESH_MS; one read at a time. */
 async function refresh() {
+  if (view.refreshing) {
+    view.again = true;
+    return;
+  }
+  view.refreshing = true;
   clearTimeout(view.timer);
+  const polling = await load().finally(() => {
+    view.refreshing = false;
+  });
+  if (view.again) {
+    view.again = false;
+    refresh();
+  } else if (polling) {
+    view.timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+/** One read of what the page shows; false when the page waits for a token instead. */
+async function load() {
   try {
     const [list, cluster] = await Promise.all([api("GET", "/v1/pipelines"), api("GET", "/v1/cluster")]);
     showConsole();
@@ -325,11 +347,11 @@ async function refresh() {
   } catch (e) {
     if (e.status === 401) {
       showLogin(view.token ? `the token was refused: ${e.message}` : "");
-      return;
+      return false;
     }
     $("updated").textContent = `not updated: ${e}`;
   }
-  view.timer = setTimeout(refresh, REFRESH_MS);
+  return true;
 }
 
 function showConsole() {
