@@ -437,6 +437,17 @@ impl ConsumedRecord {
 /// committed) until `expected` records arrived or `timeout` passed, and returns what was read in
 /// arrival order. Callers assert on the count: fewer than `expected` means the timeout passed.
 pub async fn consume_all(bootstrap: &str, topic: &str, expected: usize, timeout: Duration) -> Vec<ConsumedRecord> {
+    consume_until(bootstrap, topic, timeout, |records| records.len() >= expected).await
+}
+
+/// Reads every partition of `topic` from its beginning until `done` holds of the records read
+/// (asked after each one), or `timeout` passes; returns the records read, in the order read.
+pub async fn consume_until(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[ConsumedRecord]) -> bool,
+) -> Vec<ConsumedRecord> {
     let partitions = partition_count(bootstrap, topic).unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
     let consumer: StreamConsumer = client_config(bootstrap)
         .set("group.id", format!("sluice-tests-reader-{}", unique_suffix()))
@@ -450,8 +461,8 @@ pub async fn consume_all(bootstrap: &str, topic: &str, expected: usize, timeout:
     }
     consumer.assign(&assignment).expect("assign partitions");
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut records = Vec::with_capacity(expected);
-    while records.len() < expected {
+    let mut records = Vec::new();
+    while !done(&records) {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(message)) => records.push(ConsumedRecord::from_message(&message)),
             // Transient errors (a broker restarting, end of partition) do not end the read.
