@@ -5,13 +5,18 @@
 //! whitespace-separated parts of the text with ASCII punctuation trimmed from both ends,
 //! lowercased; empty ones are skipped. All of a record's words are counted with one
 //! `cache::incr_many` call (keys `wc:<word>`, no TTL), then each occurrence is emitted in order
-//! with key = the word and value = its count after that occurrence, as decimal text.
+//! with key = the word and value = its count after that occurrence, as decimal text. A word
+//! whose count reaches 1,000, 10,000, 100,000 and so on is logged at `info` (what `sluice logs`
+//! and the console show).
 //!
 //! Delivery is at-least-once, so a replayed record counts its words again: fine for a
 //! demonstration, not for billing.
 
 use sluice_sdk::cache::{self, MAX_BATCH_ENTRIES};
-use sluice_sdk::{Output, Outputs, Record, Result};
+use sluice_sdk::{Output, Outputs, Record, Result, log};
+
+/// The smallest count that is logged: from there, each power of ten.
+const FIRST_LOGGED_COUNT: i64 = 1_000;
 
 /// Splits `text` into lowercase words without surrounding ASCII punctuation.
 fn words(text: &str) -> Vec<String> {
@@ -19,6 +24,15 @@ fn words(text: &str) -> Vec<String> {
         .map(|word| word.trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase())
         .filter(|word| !word.is_empty())
         .collect()
+}
+
+/// Whether reaching `count` is worth a log line: 1,000, 10,000, 100,000, ...
+fn is_milestone(count: i64) -> bool {
+    let mut milestone = FIRST_LOGGED_COUNT;
+    while milestone < count {
+        milestone = milestone.saturating_mul(10);
+    }
+    milestone == count
 }
 
 /// Counts the record's words and emits `(word, count)` per occurrence.
@@ -34,6 +48,9 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
         let entries: Vec<(&str, i64)> = keys.iter().map(|key| (key.as_str(), 1)).collect();
         let counts = cache::incr_many(&entries, None)?;
         for (word, count) in words.iter().zip(counts) {
+            if is_milestone(count) {
+                log::info(format!("the word {word:?} has been counted {count} times"));
+            }
             out.emit(Output::new().with_key(word.as_str()).with_value(count.to_string()));
         }
     }
@@ -42,6 +59,7 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use sluice_sdk::log::Level;
     use sluice_sdk::{Error, Output, Record, testing};
 
     fn pairs(outputs: &[Output]) -> Vec<(&str, &str)> {
@@ -62,6 +80,20 @@ mod tests {
             testing::cache_entries(),
             [("wc:cat".to_string(), b"1".to_vec()), ("wc:dog".into(), b"1".to_vec()), ("wc:the".into(), b"3".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_word_reaching_each_power_of_ten_from_a_thousand_is_logged_once() {
+        let records: Vec<Record> = (0..10_000).map(|i| Record::new().with_offset(i).with_value("tick")).collect();
+        testing::run(super::process, records);
+        assert_eq!(
+            testing::logs(),
+            [
+                (Level::Info, r#"the word "tick" has been counted 1000 times"#.to_string()),
+                (Level::Info, r#"the word "tick" has been counted 10000 times"#.to_string()),
+            ]
+        );
+        assert!(!super::is_milestone(100) && !super::is_milestone(1_001) && super::is_milestone(100_000));
     }
 
     #[test]
