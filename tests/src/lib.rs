@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod fixtures;
 pub use sluice_fuzzing as fuzzing;
 pub mod guests;
+pub mod hostile;
 pub mod kafka;
 pub mod process;
 pub mod servers;

@@ -43,11 +43,7 @@ impl ServeProcess {
     /// Like [`ServeProcess::start`], with the environment variables `env` set as well (the
     /// runtime's tokens, say, which are best not given on the command line).
     pub fn start_with_env(brokers: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
-        let mut all: Vec<&OsStr> =
-            vec!["--brokers".as_ref(), brokers.as_ref(), "--data-dir".as_ref(), data_dir.as_ref()];
-        all.extend(["--status-every", "0"].map(OsStr::new));
-        all.extend(args.iter().map(OsStr::new));
-        let mut process = ServeProcess::spawn_with_env(&all, env, data_dir.with_extension("log"));
+        let mut process = ServeProcess::start_unready_with_env(brokers, data_dir, args, env);
         process.wait_ready();
         process
     }
@@ -55,11 +51,15 @@ impl ServeProcess {
     /// Starts `sluice serve` like [`ServeProcess::start`] without waiting for its admin API
     /// (see [`ServeProcess::wait_ready`]).
     pub fn start_unready(brokers: &str, data_dir: &Path, args: &[&str]) -> ServeProcess {
+        ServeProcess::start_unready_with_env(brokers, data_dir, args, &[])
+    }
+
+    fn start_unready_with_env(brokers: &str, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ServeProcess {
         let mut all: Vec<&OsStr> =
             vec!["--brokers".as_ref(), brokers.as_ref(), "--data-dir".as_ref(), data_dir.as_ref()];
         all.extend(["--status-every", "0"].map(OsStr::new));
         all.extend(args.iter().map(OsStr::new));
-        ServeProcess::spawn_unready(&all, data_dir.with_extension("log"))
+        ServeProcess::spawn_with_env(&all, env, data_dir.with_extension("log"))
     }
 
     /// Starts `sluice serve <args>` with its admin API on a free loopback port, logging to

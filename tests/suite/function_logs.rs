@@ -8,55 +8,27 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::json;
-use sluice::api::{AdminClient, LogEntry, LogLevel, LogList, LogSource, LogsQuery};
+use sluice::api::{LogEntry, LogLevel, LogList, LogSource, LogsQuery};
 use sluice::pipeline::function_log::FUNCTION_LOG_CAPACITY;
-use sluice_tests::guests;
-use sluice_tests::kafka::{TansuBroker, produce, unique_suffix};
-use sluice_tests::process::{ServeProcess, sluice_binary};
+use sluice_tests::hostile::HostilePipeline;
+use sluice_tests::process::sluice_binary;
 
 /// How long a test waits for an entry before it fails.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A broker, a runtime, and the hostile guest deployed as pipeline `name` on a one-partition
-/// input (so offsets are the order records were produced in), dead-lettering its failures.
-struct World {
-    broker: TansuBroker,
-    _dir: tempfile::TempDir,
-    serve: ServeProcess,
-    name: String,
-    input: String,
+/// The hostile guest's pipeline, with the function log's reads.
+struct World(HostilePipeline);
+
+impl std::ops::Deref for World {
+    type Target = HostilePipeline;
+    fn deref(&self) -> &HostilePipeline {
+        &self.0
+    }
 }
 
 impl World {
     async fn start() -> World {
-        let broker = TansuBroker::start();
-        let dir = tempfile::tempdir().unwrap();
-        let serve = ServeProcess::start(&broker.bootstrap(), &dir.path().join("data"), &[]);
-        let id = unique_suffix();
-        let (name, input, output) = (format!("logs-{id}"), format!("in-{id}"), format!("out-{id}"));
-        broker.create_topic(&input, 1);
-        broker.create_topic(&output, 1);
-        broker.create_topic(&format!("{name}.dlq"), 1);
-        let spec = json!({
-            "name": name,
-            "inputs": [input],
-            "outputs": { "default": output },
-            "processing": { "linger_ms": 5, "batch_size": 100, "max_retries": 0 }
-        });
-        let module = guests::component("hostile");
-        let client = serve.client(None);
-        tokio::task::spawn_blocking(move || client.deploy(&spec, &module, &mut |_, _| {}))
-            .await
-            .unwrap()
-            .expect("deploy");
-        World { broker, _dir: dir, serve, name, input }
-    }
-
-    /// Produces `values` to the input, in order.
-    async fn produce(&self, values: &[String]) {
-        let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
-        produce(&self.broker.bootstrap(), &self.input, &records).await;
+        World(HostilePipeline::start("logs", None).await)
     }
 
     /// Reads the pipeline's log with `query` until `check` holds, returning it.
@@ -71,10 +43,6 @@ impl World {
             assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}; the log: {list:#?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    fn client(&self) -> AdminClient {
-        self.serve.client(None)
     }
 }
 
