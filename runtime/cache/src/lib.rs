@@ -16,6 +16,7 @@
 pub mod latency;
 mod memcached;
 mod memory;
+mod overlay;
 mod redis;
 mod url;
 
@@ -24,6 +25,7 @@ pub use latency::{LATENCY_BUCKET_BOUNDS_MICROS, LATENCY_BUCKETS, LatencyHistogra
 pub use memcached::MemcachedCache;
 pub use memcached::MemcachedConfig;
 pub use memory::MemoryCache;
+pub use overlay::{COUNTER_BYTES, CallCache, Effect, EffectLimits, EffectsBreach};
 #[cfg(feature = "redis")]
 pub use redis::RedisCache;
 pub use redis::{RedisConfig, RedisTls};
@@ -81,6 +83,24 @@ pub trait CacheBackend: Send + Sync + 'static {
     }
     /// Removes `key`; `true` when it existed.
     async fn delete(&self, key: &str) -> Result<bool, CacheError>;
+    /// Applies the writes of one successful call ([`CallCache::apply`]), at most one per key,
+    /// in as few round trips as the backend allows, and as one atomic step where it can (each
+    /// backend documents what it makes atomic). `Ok` when every effect was applied; on an
+    /// error, some effects may have been applied. The default applies one effect after another.
+    async fn apply(&self, effects: &[Effect]) -> Result<(), CacheError> {
+        for effect in effects {
+            match effect {
+                Effect::Set { key, value, ttl } => self.set(key, value, *ttl).await?,
+                Effect::Delete { key } => {
+                    self.delete(key).await?;
+                }
+                Effect::Incr { key, delta, ttl } => {
+                    self.incr(key, *delta, *ttl).await?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The prefix that keeps one pipeline's keys apart from another's.

@@ -45,6 +45,16 @@
 //! then take the compare-and-swap path together, one pipelined read and one pipelined write per
 //! round.
 //!
+//! # A call's effects
+//!
+//! [`CacheBackend::apply`] sends the `set`s and `delete`s of a call (`ms`, `md`) in one
+//! pipelined exchange per server and, at the same time, its increments by the paths above (one
+//! `incr-many` per TTL, usually one): one round trip when no delta is negative, more for the
+//! compare-and-swap path. Memcached has no multi-key transaction, so only each key's effect is
+//! atomic: another client can read some of a call's effects before the others land, and a
+//! failure part-way (a server down, a counter refused) leaves the effects that got through
+//! applied. What the overlay guarantees on Memcached is that a *failed* call writes nothing.
+//!
 //! # Values memcached would take for numbers
 //!
 //! Memcached's `incr` reads any value that starts like an unsigned number: `007`, `+5`, ` 5`,
@@ -74,7 +84,7 @@ use tokio::time::Instant;
 use self::protocol::{Condition, Reply, Request};
 #[cfg(feature = "memcached")]
 use self::servers::Servers;
-use super::{CacheBackend, CacheError, add_to_counter, limits, parse_counter};
+use super::{CacheBackend, CacheError, Effect, add_to_counter, limits, parse_counter};
 
 #[cfg(feature = "memcached")]
 /// Client flag of a value stored behind [`ESCAPE`].
@@ -613,6 +623,43 @@ impl CacheBackend for MemcachedCache {
             Reply::NotFound => Ok(false),
             other => Err(self.refused(key, other)),
         }
+    }
+
+    async fn apply(&self, effects: &[Effect]) -> Result<(), CacheError> {
+        let mut writes = Vec::new();
+        let mut increments: Vec<(Option<u32>, Vec<(&str, i64)>)> = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Set { key, value, ttl } => writes.push(store(key, value, *ttl)),
+                Effect::Delete { key } => writes.push(Request::Delete { key }),
+                Effect::Incr { key, delta, ttl } => match increments.iter_mut().find(|(t, _)| t == ttl) {
+                    Some((_, entries)) => entries.push((key, *delta)),
+                    None => increments.push((*ttl, vec![(key, *delta)])),
+                },
+            }
+        }
+        let written = async {
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let replies = self.servers.exchange_all(&writes, self.deadline()).await?;
+            for (request, reply) in writes.iter().zip(replies) {
+                let key = request.key().unwrap_or_default();
+                match (request, reply) {
+                    (Request::Delete { .. }, Reply::Done | Reply::NotFound) | (_, Reply::Done) => {}
+                    (_, other) => return Err(self.refused(key, other)),
+                }
+            }
+            Ok(())
+        };
+        let incremented =
+            futures_util::future::join_all(increments.iter().map(|(ttl, entries)| self.increments(entries, *ttl)));
+        let (written, incremented) = tokio::join!(written, incremented);
+        written?;
+        for result in incremented {
+            result?;
+        }
+        Ok(())
     }
 }
 

@@ -6,9 +6,13 @@
 //! Counters are stored as atomic integers, so incrementing an existing counter is a lookup and
 //! an atomic add rather than a locked read-modify-write of the entry; they read back as
 //! decimal text, like on every other backend.
+//!
+//! A call's effects ([`CacheBackend::apply`]) are applied under one lock, the write side of a
+//! reader-writer gate that every other call takes the read side of: no call, read or write,
+//! sees or interleaves with part of another call's effects.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,12 +21,14 @@ use moka::ops::compute::Op;
 use moka::sync::Cache as MokaCache;
 
 use super::format_counter;
-use super::{CacheBackend, CacheError, add_to_counter, parse_counter};
+use super::{CacheBackend, CacheError, Effect, add_to_counter, parse_counter};
 
 /// An in-process cache with a size bound and TTL expiry.
 #[derive(Clone)]
 pub struct MemoryCache {
     entries: MokaCache<String, Entry>,
+    /// Taken for writing while one call's effects are applied, for reading by every other call.
+    gate: Arc<RwLock<()>>,
 }
 
 #[derive(Clone)]
@@ -89,7 +95,7 @@ impl MemoryCache {
             .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.weight()).unwrap_or(u32::MAX))
             .expire_after(EntryExpiry)
             .build();
-        MemoryCache { entries }
+        MemoryCache { entries, gate: Arc::default() }
     }
 
     /// Every live entry, sorted by key: what the local runner prints as the cache's final state.
@@ -99,9 +105,34 @@ impl MemoryCache {
         all
     }
 
+    /// The read side of the gate: no call's effects are half applied while it is held.
+    fn shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn put(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) {
         let entry = Entry { value: Stored::Bytes(value.into()), ttl: ttl(ttl_seconds), keeps_expiry: false };
         self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// `incr`, without the gate.
+    fn add(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, CacheError> {
+        // Fast path: an existing counter is incremented in place. A `set` or `delete` racing
+        // with it replaces the entry; the increment then simply happened just before.
+        if let Some(Entry { value: Stored::Counter(n), .. }) = self.entries.get(key) {
+            let mut overflow = false;
+            let previous = n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                let next = current.checked_add(delta);
+                overflow = next.is_none();
+                next
+            });
+            return match previous {
+                Ok(previous) => Ok(previous + delta),
+                Err(current) if overflow => add_to_counter(key, current, delta),
+                Err(_) => unreachable!("fetch_update only fails when the closure returns None"),
+            };
+        }
+        self.incr_slow(key, delta, ttl_seconds)
     }
 
     /// The slow path of `incr`: creates the counter, or turns a numeric text value into one,
@@ -147,19 +178,23 @@ impl CacheBackend for MemoryCache {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let _shared = self.shared();
         Ok(self.entries.get(key).map(|e| e.value.to_bytes()))
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let _shared = self.shared();
         Ok(keys.iter().map(|k| self.entries.get(k).map(|e| e.value.to_bytes())).collect())
     }
 
     async fn set(&self, key: &str, value: &[u8], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
+        let _shared = self.shared();
         self.put(key, value, ttl_seconds);
         Ok(())
     }
 
     async fn set_many(&self, entries: &[(String, Vec<u8>)], ttl_seconds: Option<u32>) -> Result<(), CacheError> {
+        let _shared = self.shared();
         for (key, value) in entries {
             self.put(key, value, ttl_seconds);
         }
@@ -167,25 +202,34 @@ impl CacheBackend for MemoryCache {
     }
 
     async fn incr(&self, key: &str, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, CacheError> {
-        // Fast path: an existing counter is incremented in place. A `set` or `delete` racing
-        // with it replaces the entry; the increment then simply happened just before.
-        if let Some(Entry { value: Stored::Counter(n), .. }) = self.entries.get(key) {
-            let mut overflow = false;
-            let previous = n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
-                let next = current.checked_add(delta);
-                overflow = next.is_none();
-                next
-            });
-            return match previous {
-                Ok(previous) => Ok(previous + delta),
-                Err(current) if overflow => add_to_counter(key, current, delta),
-                Err(_) => unreachable!("fetch_update only fails when the closure returns None"),
-            };
-        }
-        self.incr_slow(key, delta, ttl_seconds)
+        let _shared = self.shared();
+        self.add(key, delta, ttl_seconds)
     }
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let _shared = self.shared();
         Ok(self.entries.remove(key).is_some())
+    }
+
+    async fn apply(&self, effects: &[Effect]) -> Result<(), CacheError> {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        // Every effect is applied even when a counter refuses its increment (a value another
+        // writer made not a number since the call read it), as on Redis; the first such
+        // refusal is reported.
+        let mut refused = None;
+        for effect in effects {
+            match effect {
+                Effect::Set { key, value, ttl } => self.put(key, value, *ttl),
+                Effect::Delete { key } => {
+                    self.entries.remove(key);
+                }
+                Effect::Incr { key, delta, ttl } => {
+                    if let Err(error) = self.add(key, *delta, *ttl) {
+                        refused.get_or_insert(error);
+                    }
+                }
+            }
+        }
+        refused.map_or(Ok(()), Err)
     }
 }

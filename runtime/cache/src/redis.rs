@@ -17,6 +17,11 @@
 //!   Without a TTL, the call is a bare `INCRBY`.
 //! - `incr-many` is one pipeline (one transaction with a TTL) of the same commands, in order, so a
 //!   repeated key sees its earlier increments.
+//! - A call's effects ([`CacheBackend::apply`]) are one `MULTI`/`EXEC` transaction of the same
+//!   commands (`SET [EX]`, `DEL`, `[SET key 0 EX ttl NX;] INCRBY`), sent in one round trip: no
+//!   other client sees part of them, and no other command runs between them. Redis does not roll
+//!   a transaction back, so an `INCRBY` refused inside it (a value another writer made not a
+//!   number since the call read it) leaves the other effects applied; the refusal is reported.
 //!
 //! Every call runs under the configured timeout; a call that misses it, or finds the server
 //! unreachable, fails with [`CacheError::Unavailable`]. The connection reconnects by itself on
@@ -39,7 +44,7 @@ use async_trait::async_trait;
 #[cfg(feature = "redis")]
 use tokio::time::Instant;
 
-use super::{CacheBackend, CacheError};
+use super::{CacheBackend, CacheError, Effect};
 
 /// Where and how to reach a Redis server. Built from a `redis://` URL by [`super::CacheUrl`].
 #[derive(Clone, PartialEq, Eq)]
@@ -227,6 +232,19 @@ impl RedisCache {
         self.call(|mut connection| async move { command.query_async(&mut connection).await }).await
     }
 
+    /// The error of `INCRBY key delta` that failed with `error`.
+    fn increment_error(&self, key: &str, delta: i64, error: &RedisError) -> CacheError {
+        if refused_counter(error) {
+            CacheError::NotANumber(format!(
+                "incr of {key:?} by {delta} on {}: the value is not a signed 64-bit decimal integer, or the result \
+                 overflows ({error})",
+                self.label
+            ))
+        } else {
+            self.map_error(error)
+        }
+    }
+
     /// Applies `entries` in order in one round trip and returns each result, or the failure of
     /// the first entry that failed (the ones after it ran too; see the module docs).
     async fn increments(&self, entries: &[(&str, i64)], ttl_seconds: Option<u32>) -> Result<Vec<i64>, CacheError> {
@@ -257,19 +275,7 @@ impl RedisCache {
         results
             .into_iter()
             .zip(entries)
-            .map(|(result, (key, delta))| {
-                result.map_err(|error| {
-                    if refused_counter(&error) {
-                        CacheError::NotANumber(format!(
-                            "incr of {key:?} by {delta} on {}: the value is not a signed 64-bit decimal integer, or \
-                             the result overflows ({error})",
-                            self.label
-                        ))
-                    } else {
-                        self.map_error(&error)
-                    }
-                })
-            })
+            .map(|(result, (key, delta))| result.map_err(|error| self.increment_error(key, *delta, &error)))
             .collect()
     }
 }
@@ -340,5 +346,51 @@ impl CacheBackend for RedisCache {
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         Ok(self.query::<u64>(::redis::cmd("DEL").arg(key)).await? > 0)
+    }
+
+    async fn apply(&self, effects: &[Effect]) -> Result<(), CacheError> {
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        let mut increments = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Set { key, value, ttl } => {
+                    let command = pipe.cmd("SET").arg(key).arg(value);
+                    if let Some(ttl) = ttl {
+                        command.arg("EX").arg(*ttl);
+                    }
+                    command.ignore();
+                }
+                Effect::Delete { key } => {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                Effect::Incr { key, delta, ttl } => {
+                    if let Some(ttl) = ttl {
+                        pipe.cmd("SET").arg(key).arg(0).arg("EX").arg(*ttl).arg("NX").ignore();
+                    }
+                    pipe.cmd("INCRBY").arg(key).arg(*delta);
+                    increments.push((key.as_str(), *delta));
+                }
+            }
+        }
+        pipe.ignore_errors();
+        let pipe = &pipe;
+        let results: Vec<RedisResult<i64>> =
+            self.call(|mut connection| async move { pipe.query_async(&mut connection).await }).await?;
+        if results.len() != increments.len() {
+            return Err(CacheError::Other(format!(
+                "{} answered {} results to a transaction of {} increments",
+                self.label,
+                results.len(),
+                increments.len()
+            )));
+        }
+        for (result, (key, delta)) in results.into_iter().zip(increments) {
+            result.map_err(|error| self.increment_error(key, delta, &error))?;
+        }
+        Ok(())
     }
 }
