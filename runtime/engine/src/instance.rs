@@ -8,8 +8,9 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::host::{Breach, FunctionContext, HostState};
 use super::{Engine, Limits, Module};
+use sluice_cache::EffectsBreach;
 use sluice_record::bindings::Processor;
-use sluice_record::{InputRecord, OutputRecord, RecordResult};
+use sluice_record::{InputRecord, OutputRecord, RecordError, RecordResult};
 
 /// Why a whole batch failed. The instance that failed is discarded; the next call gets a
 /// fresh one. Each message names the function and the limit or fault.
@@ -82,6 +83,24 @@ pub enum BatchError {
         /// The limit.
         limit: usize,
     },
+    /// The call's pending cache writes went past [`Limits::cache_effects`]; none of them was
+    /// applied.
+    #[error(
+        "{function}: its cache writes in one call (records at offsets {offsets}) reached {actual} {what}, over the \
+         limit of {limit} per call; none was applied"
+    )]
+    CacheEffectsLimit {
+        /// The function.
+        function: Arc<str>,
+        /// The offsets of the call's records, `first..=last`.
+        offsets: String,
+        /// `keys` or `bytes`.
+        what: &'static str,
+        /// How many the call would have held.
+        actual: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The guest broke the contract of one result per input record.
     #[error("{function}: returned {actual} results for a batch of {expected} records (one per record is required)")]
     ResultCount {
@@ -121,6 +140,8 @@ pub enum BatchErrorKind {
     Trap,
     /// [`BatchError::OutputLimit`].
     OutputLimit,
+    /// [`BatchError::CacheEffectsLimit`].
+    CacheEffectsLimit,
     /// [`BatchError::ResultCount`].
     ResultCount,
     /// [`BatchError::Instantiate`].
@@ -138,6 +159,7 @@ impl BatchErrorKind {
             BatchErrorKind::StackOverflow => "stack-overflow",
             BatchErrorKind::Trap => "trap",
             BatchErrorKind::OutputLimit => "output-limit",
+            BatchErrorKind::CacheEffectsLimit => "cache-effects-limit",
             BatchErrorKind::ResultCount => "result-count",
             BatchErrorKind::Instantiate => "instantiate",
         }
@@ -161,6 +183,7 @@ impl BatchError {
             BatchError::StackOverflow { .. } => BatchErrorKind::StackOverflow,
             BatchError::Trap { .. } => BatchErrorKind::Trap,
             BatchError::OutputLimit { .. } => BatchErrorKind::OutputLimit,
+            BatchError::CacheEffectsLimit { .. } => BatchErrorKind::CacheEffectsLimit,
             BatchError::ResultCount { .. } => BatchErrorKind::ResultCount,
             BatchError::Instantiate { .. } => BatchErrorKind::Instantiate,
         }
@@ -225,8 +248,12 @@ impl FunctionInstance {
 
     /// Runs the guest's `process` on `batch` and returns one result per record.
     ///
-    /// On a [`BatchError`] no result of the batch is valid; the caller decides whether to
-    /// retry it or split it to find the records at fault.
+    /// The call's cache writes are held back while it runs and applied, in one round trip,
+    /// only when it returns results that pass the checks; on a [`BatchError`] they are
+    /// discarded and no result of the batch is valid (the caller decides whether to retry it
+    /// or split it to find the records at fault). When the backend fails to apply them, every
+    /// record gets a retryable error instead of its outputs, and the failure counts as a cache
+    /// outage ([`FunctionInstance::saw_cache_outage`]) when the backend was unavailable.
     pub async fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, BatchError> {
         let limits = self.engine.limits().clone();
         let function = self.context.name.clone();
@@ -239,13 +266,28 @@ impl FunctionInstance {
         let call = live.processor.call_process(&mut live.store, batch);
         let results = match tokio::time::timeout(limits.call_timeout, call).await {
             Ok(Ok(results)) => results,
-            Ok(Err(error)) => return Err(classify(&function, &limits, live.store.data(), &error)),
+            Ok(Err(error)) => return Err(classify(&function, &limits, live.store.data(), &error, batch)),
             Err(_) => return Err(BatchError::Timeout { function, limit: limits.call_timeout }),
         };
+        let effects = live.store.data_mut().take_cache_effects();
+        let breach = live.store.data().breach;
         // The instance is sound: keep it for the next batch, whatever the checks below say.
-        self.live = Some(live);
+        let live = self.live.insert(live);
+        if let Some(Breach::CacheEffects(breach)) = breach {
+            return Err(cache_effects_limit(&function, batch, breach));
+        }
         check_results(&function, &limits, batch.len(), &results)?;
-        Ok(results)
+        match effects.apply().await {
+            Ok(()) => Ok(results),
+            Err(error) => {
+                if error.is_unavailable() {
+                    live.store.data_mut().cache_unavailable += 1;
+                }
+                tracing::warn!(function = %function, "the cache writes of a call could not be applied: {error}");
+                let message = format!("{function}: the call's cache writes could not be applied: {error}");
+                Ok(batch.iter().map(|_| Err(RecordError { message: message.clone(), retryable: true })).collect())
+            }
+        }
     }
 }
 
@@ -281,9 +323,16 @@ async fn instantiate(
 }
 
 /// Names the limit or fault behind a failed call.
-fn classify(function: &Arc<str>, limits: &Limits, state: &HostState, error: &wasmtime::Error) -> BatchError {
+fn classify(
+    function: &Arc<str>,
+    limits: &Limits,
+    state: &HostState,
+    error: &wasmtime::Error,
+    batch: &[InputRecord],
+) -> BatchError {
     let function = function.clone();
     match state.breach {
+        Some(Breach::CacheEffects(breach)) => cache_effects_limit(&function, batch, breach),
         Some(Breach::Cpu) => BatchError::CpuLimit { function, limit: limits.max_cpu_per_call },
         Some(Breach::Memory { desired }) => {
             BatchError::MemoryLimit { function, desired, limit: limits.max_memory_bytes }
@@ -304,6 +353,21 @@ fn classify(function: &Arc<str>, limits: &Limits, state: &HostState, error: &was
             Some(trap) => BatchError::Trap { function, trap: trap.to_string(), guest_stderr: state.stderr.recent() },
             None => BatchError::Trap { function, trap: format!("{error:#}"), guest_stderr: state.stderr.recent() },
         },
+    }
+}
+
+/// The error of a call whose pending cache writes went past their limit.
+fn cache_effects_limit(function: &Arc<str>, batch: &[InputRecord], breach: EffectsBreach) -> BatchError {
+    let offsets = match (batch.first(), batch.last()) {
+        (Some(first), Some(last)) => format!("{}..={}", first.offset, last.offset),
+        _ => "none".to_owned(),
+    };
+    BatchError::CacheEffectsLimit {
+        function: function.clone(),
+        offsets,
+        what: breach.what,
+        actual: breach.actual,
+        limit: breach.limit,
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub use sluice_cache::EffectLimits;
+
 /// Limits on modules and on each running function instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -35,6 +37,9 @@ pub struct Limits {
     /// Longest guest log line (through `log` or stdout/stderr) kept, in bytes; the rest of
     /// the line is cut. Default 4 KiB.
     pub max_log_line_bytes: usize,
+    /// Most cache writes one call holds back until it succeeds (distinct keys, and bytes of
+    /// keys and values): see [`sluice_cache::CallCache`]. Default 100,000 keys and 16 MiB.
+    pub cache_effects: EffectLimits,
 }
 
 impl Limits {
@@ -61,6 +66,7 @@ impl Default for Limits {
             max_table_elements: 100_000,
             max_instances: 1_000,
             max_log_line_bytes: 4 * 1024,
+            cache_effects: EffectLimits::default(),
         }
     }
 }

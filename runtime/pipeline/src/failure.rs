@@ -41,7 +41,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::RecordError,
         FailureKind::CacheUnavailable,
         FailureKind::UndeclaredOutput,
@@ -52,6 +52,7 @@ impl FailureKind {
         FailureKind::Batch(BatchErrorKind::StackOverflow),
         FailureKind::Batch(BatchErrorKind::Trap),
         FailureKind::Batch(BatchErrorKind::OutputLimit),
+        FailureKind::Batch(BatchErrorKind::CacheEffectsLimit),
         FailureKind::Batch(BatchErrorKind::ResultCount),
         FailureKind::Batch(BatchErrorKind::Instantiate),
     ];
@@ -251,6 +252,7 @@ mod tests {
                 "stack-overflow",
                 "trap",
                 "output-limit",
+                "cache-effects-limit",
                 "result-count",
                 "instantiate"
             ]

@@ -1,12 +1,14 @@
-//! The `cache` import: each call goes to the pipeline's [`sluice_cache::Cache`], which checks,
-//! namespaces and counts it; an unavailable backend is noted on the call so an outage is told
-//! apart from a bad record.
+//! The `cache` import: each call goes to the current call's [`sluice_cache::CallCache`], which
+//! checks, namespaces and counts it, and holds its writes back until the call has succeeded
+//! (the instance applies them then, or drops them with a failed call); an unavailable backend
+//! is noted on the call so an outage is told apart from a bad record, and a call whose held
+//! writes go past their limit is marked to fail as a whole.
 
 use sluice_cache::CacheError;
 use sluice_record::bindings::sluice::function::cache;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::HostState;
+use super::{Breach, HostState};
 
 /// The WIT form of a cache error: the variants match one to one.
 fn to_wit(e: CacheError) -> cache::CacheError {
@@ -26,23 +28,26 @@ impl HostState {
         if matches!(result, Err(CacheError::Unavailable(_))) {
             self.cache_unavailable += 1;
         }
+        if let Some(breach) = self.call_cache.breach() {
+            self.breach.get_or_insert(Breach::CacheEffects(breach));
+        }
         result.map_err(to_wit)
     }
 }
 
 impl cache::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, cache::CacheError> {
-        let result = self.context.cache.get(&key).await;
+        let result = self.call_cache.get(&key).await;
         self.cache_result(result)
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, cache::CacheError> {
-        let result = self.context.cache.get_many(&keys).await;
+        let result = self.call_cache.get_many(&keys).await;
         self.cache_result(result)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> Result<(), cache::CacheError> {
-        let result = self.context.cache.set(&key, &value, ttl_seconds).await;
+        let result = self.call_cache.set(&key, &value, ttl_seconds).await;
         self.cache_result(result)
     }
 
@@ -51,12 +56,12 @@ impl cache::Host for HostState {
         entries: Vec<(String, Vec<u8>)>,
         ttl_seconds: Option<u32>,
     ) -> Result<(), cache::CacheError> {
-        let result = self.context.cache.set_many(&entries, ttl_seconds).await;
+        let result = self.call_cache.set_many(&entries, ttl_seconds).await;
         self.cache_result(result)
     }
 
     async fn incr(&mut self, key: String, delta: i64, ttl_seconds: Option<u32>) -> Result<i64, cache::CacheError> {
-        let result = self.context.cache.incr(&key, delta, ttl_seconds).await;
+        let result = self.call_cache.incr(&key, delta, ttl_seconds).await;
         self.cache_result(result)
     }
 
@@ -65,12 +70,12 @@ impl cache::Host for HostState {
         entries: Vec<(String, i64)>,
         ttl_seconds: Option<u32>,
     ) -> Result<Vec<i64>, cache::CacheError> {
-        let result = self.context.cache.incr_many(&entries, ttl_seconds).await;
+        let result = self.call_cache.incr_many(&entries, ttl_seconds).await;
         self.cache_result(result)
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, cache::CacheError> {
-        let result = self.context.cache.delete(&key).await;
+        let result = self.call_cache.delete(&key).await;
         self.cache_result(result)
     }
 }

@@ -16,7 +16,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::guest_log::{GuestLogSink, GuestStream};
 use crate::{EngineStats, Limits};
-use sluice_cache::Cache;
+use sluice_cache::{Cache, CallCache, EffectsBreach};
 use sluice_record::bindings::sluice::function::types;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -40,8 +40,14 @@ pub struct FunctionContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breach {
     Cpu,
-    Memory { desired: usize },
-    Table { desired: usize },
+    Memory {
+        desired: usize,
+    },
+    Table {
+        desired: usize,
+    },
+    /// The call's pending cache writes went past [`Limits::cache_effects`].
+    CacheEffects(EffectsBreach),
 }
 
 /// The data of one instance's `Store`.
@@ -58,6 +64,8 @@ pub(crate) struct HostState {
     /// Cache calls of the current call that failed as unavailable (the backend is down or
     /// slow), so failures that follow from an outage can be told apart from bad records.
     pub(crate) cache_unavailable: u32,
+    /// The current call's cache, whose writes wait in an overlay until the call succeeds.
+    pub(crate) call_cache: CallCache,
     /// The engine's counters: this instance's life and memory are counted there.
     engine_stats: Arc<EngineStats>,
     /// Linear memory this instance holds, in bytes.
@@ -79,6 +87,7 @@ impl HostState {
         // Nothing is granted: no preopened directories, no environment, no arguments, and
         // (the WASI default since wasmtime 48) no network.
         let wasi = WasiCtx::builder().stdout(stdout).stderr(stderr.clone()).build();
+        let call_cache = context.cache.begin_call(limits.cache_effects);
         HostState {
             wasi,
             table: ResourceTable::new(),
@@ -88,6 +97,7 @@ impl HostState {
             cpu_ticks: 0,
             breach: None,
             cache_unavailable: 0,
+            call_cache,
             engine_stats,
             memory_bytes: 0,
         }
@@ -97,7 +107,14 @@ impl HostState {
         self.cpu_ticks = 0;
         self.breach = None;
         self.cache_unavailable = 0;
+        self.call_cache = self.context.cache.begin_call(self.limits.cache_effects);
         self.stderr.start_call();
+    }
+
+    /// The cache writes of the call that just ended, leaving an empty overlay in their place.
+    pub(crate) fn take_cache_effects(&mut self) -> CallCache {
+        let fresh = self.context.cache.begin_call(self.limits.cache_effects);
+        std::mem::replace(&mut self.call_cache, fresh)
     }
 }
 
