@@ -8,7 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::cache::{self, Cache, CacheBackend, CacheError, Namespace, limits};
+use sluice::cache::{self, Cache, CacheBackend, CacheError, EffectLimits, EffectsBreach, Namespace, limits};
+use sluice_contract::conformance::{Call, Case, answer, cases};
 use sluice_tests::servers::{MemcachedServer, RedisServer};
 
 /// Runs `check` on a fresh in-memory backend, a Redis backend and a Memcached backend,
@@ -445,6 +446,202 @@ async fn stats_count_hits_misses_writes_errors_and_backend_latency_on_every_back
         assert_eq!(stats.latency.count, 6, "every call that reached the backend, the failed incr included");
         assert_eq!(stats.latency.buckets.iter().sum::<u64>(), 6);
         assert!(stats.latency.mean().is_some());
+    })
+    .await;
+}
+
+// Batch-atomic cache effects: one call's writes wait in an overlay (`CallCache`) that the call
+// reads through, and reach the backend only when `apply` runs.
+
+/// Every key a contract case names.
+fn keys_of(case: &Case) -> Vec<String> {
+    let mut keys: Vec<String> = case
+        .steps
+        .iter()
+        .flat_map(|step| match &step.call {
+            Call::Get(key) | Call::Set(key, ..) | Call::Incr(key, ..) | Call::Delete(key) => vec![key.clone()],
+            Call::GetMany(keys) => keys.clone(),
+            Call::SetMany(entries, _) => entries.iter().map(|(k, _)| k.clone()).collect(),
+            Call::IncrMany(entries, _) => entries.iter().map(|(k, _)| k.clone()).collect(),
+        })
+        .filter(|key| cache::check_key(key).is_ok())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys.truncate(limits::MAX_BATCH_KEYS);
+    keys
+}
+
+#[tokio::test]
+async fn every_contract_case_gets_its_stated_answers_inside_one_call_and_the_apply_stores_what_the_call_saw_on_every_backend()
+ {
+    on_every_backend(|backend| async move {
+        let mut failures = Vec::new();
+        for (number, case) in cases().into_iter().enumerate() {
+            let cache = handle(&backend, &format!("case{number}"));
+            let mut call = cache.begin_call(EffectLimits::default());
+            let mut answers = Vec::new();
+            for step in &case.steps {
+                answers.push(match &step.call {
+                    Call::Get(key) => answer(call.get(key).await),
+                    Call::GetMany(keys) => answer(call.get_many(keys).await),
+                    Call::Set(key, value, ttl) => answer(call.set(key, value, *ttl).await),
+                    Call::SetMany(entries, ttl) => answer(call.set_many(entries, *ttl).await),
+                    Call::Incr(key, delta, ttl) => answer(call.incr(key, *delta, *ttl).await),
+                    Call::IncrMany(entries, ttl) => answer(call.incr_many(entries, *ttl).await),
+                    Call::Delete(key) => answer(call.delete(key).await),
+                });
+            }
+            if let Err(error) = case.verify(&answers) {
+                failures.push(error);
+                continue;
+            }
+            let keys = keys_of(&case);
+            let seen = call.get_many(&keys).await.unwrap();
+            assert_eq!(cache.get_many(&keys).await.unwrap(), vec![None; keys.len()], "{}: applied early", case.name);
+            call.apply().await.unwrap();
+            let stored = cache.get_many(&keys).await.unwrap();
+            if stored != seen {
+                failures.push(format!("{}: the call saw {seen:?} but the apply stored {stored:?}", case.name));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_reads_its_own_writes_and_the_backend_sees_them_only_after_the_apply_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        cache.set("old", b"before", None).await.unwrap();
+        cache.set("counter", b"10", None).await.unwrap();
+        cache.set("doomed", b"x", None).await.unwrap();
+
+        let mut call = cache.begin_call(EffectLimits::default());
+        call.set("new", b"written", None).await.unwrap();
+        call.set_many(&[("old".into(), b"after".to_vec())], None).await.unwrap();
+        assert_eq!(call.incr("counter", 5, None).await, Ok(15));
+        assert_eq!(call.incr_many(&[("counter".into(), 1), ("fresh".into(), -2)], None).await, Ok(vec![16, -2]));
+        assert_eq!(call.delete("doomed").await, Ok(true));
+        assert_eq!(call.delete("doomed").await, Ok(false), "a key the call deleted is gone for the call");
+        let keys: Vec<String> = ["new", "old", "counter", "fresh", "doomed", "never"].map(String::from).into();
+        let in_call = vec![text("written"), text("after"), text("16"), text("-2"), None, None];
+        assert_eq!(call.get_many(&keys).await, Ok(in_call.clone()));
+        assert_eq!(call.get("counter").await, Ok(text("16")));
+
+        let before = vec![None, text("before"), text("10"), None, text("x"), None];
+        assert_eq!(cache.get_many(&keys).await, Ok(before), "nothing reaches the backend during the call");
+        call.apply().await.unwrap();
+        assert_eq!(cache.get_many(&keys).await, Ok(in_call), "the apply stores what the call saw");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_dropped_without_apply_leaves_no_trace_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        cache.set("kept", b"1", None).await.unwrap();
+        let mut call = cache.begin_call(EffectLimits::default());
+        call.incr("kept", 41, None).await.unwrap();
+        call.incr_many(&[("counted".into(), 1), ("counted".into(), 1)], Some(60)).await.unwrap();
+        call.set("written", b"v", None).await.unwrap();
+        call.delete("kept").await.unwrap();
+        drop(call);
+        let keys: Vec<String> = ["kept", "counted", "written"].map(String::from).into();
+        assert_eq!(cache.get_many(&keys).await, Ok(vec![text("1"), None, None]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_applied_call_adds_its_exact_sum_to_a_counter_others_incremented_meanwhile_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        let other_partition = handle(&backend, "overlay");
+        let mut call = cache.begin_call(EffectLimits::default());
+        assert_eq!(call.incr("shared", 1, None).await, Ok(1), "the call's view: nothing stored yet, plus 1");
+        assert_eq!(other_partition.incr("shared", 10, None).await, Ok(10));
+        assert_eq!(call.incr("shared", 1, None).await, Ok(2), "the call keeps its own view");
+        assert_eq!(call.incr("shared", -5, None).await, Ok(-3), "negative deltas take the same path");
+        call.apply().await.unwrap();
+        assert_eq!(cache.get("shared").await, Ok(text("7")), "10 from the other partition plus the call's -3");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn set_then_incr_and_delete_then_incr_in_one_call_keep_the_ttls_of_sequential_calls_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        cache.set("deleted", b"100", None).await.unwrap();
+        cache.set("counter", b"1", None).await.unwrap();
+        let mut call = cache.begin_call(EffectLimits::default());
+        // A value set with a TTL and then incremented keeps the TTL of the set.
+        call.set("set-with-ttl", b"5", Some(2)).await.unwrap();
+        assert_eq!(call.incr("set-with-ttl", 3, None).await, Ok(8));
+        // A deleted key counts again from 0, created with the TTL of the incr.
+        assert_eq!(call.delete("deleted").await, Ok(true));
+        assert_eq!(call.incr("deleted", 4, Some(2)).await, Ok(4));
+        // An existing counter keeps its (absent) expiry; a created one takes the first incr's TTL.
+        assert_eq!(call.incr("counter", 1, Some(2)).await, Ok(2));
+        assert_eq!(call.incr("created", 1, Some(2)).await, Ok(1));
+        assert_eq!(call.incr("created", 1, None).await, Ok(2));
+        // A value set then deleted is deleted.
+        call.set("gone", b"v", None).await.unwrap();
+        assert_eq!(call.delete("gone").await, Ok(true));
+        call.apply().await.unwrap();
+        let keys: Vec<String> = ["set-with-ttl", "deleted", "counter", "created", "gone"].map(String::from).into();
+        assert_eq!(cache.get_many(&keys).await, Ok(vec![text("8"), text("4"), text("2"), text("2"), None]));
+        tokio::time::sleep(PAST_A_TWO_SECOND_TTL).await;
+        assert_eq!(cache.get_many(&keys).await, Ok(vec![None, None, text("2"), None, None]));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_incr_refused_inside_a_call_changes_nothing_in_the_overlay_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        cache.set("text", b"abc", None).await.unwrap();
+        cache.set("max", i64::MAX.to_string().as_bytes(), None).await.unwrap();
+        let mut call = cache.begin_call(EffectLimits::default());
+        assert!(matches!(call.incr("text", 1, None).await, Err(CacheError::NotANumber(_))));
+        assert!(matches!(call.incr("max", 1, None).await, Err(CacheError::NotANumber(_))));
+        call.set("set-text", b"x", None).await.unwrap();
+        assert!(matches!(call.incr("set-text", 1, None).await, Err(CacheError::NotANumber(_))));
+        assert!(call.len() == 1, "only the set is pending");
+        call.apply().await.unwrap();
+        let keys: Vec<String> = ["text", "max", "set-text"].map(String::from).into();
+        assert_eq!(
+            cache.get_many(&keys).await,
+            Ok(vec![text("abc"), Some(i64::MAX.to_string().into_bytes()), text("x")])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_call_over_its_limit_of_pending_keys_or_bytes_is_refused_and_marked_on_every_backend() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "overlay");
+        let mut call = cache.begin_call(EffectLimits { max_keys: 3, max_bytes: 1_000 });
+        call.set_many(&[("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())], None).await.unwrap();
+        call.set("a", b"rewritten", None).await.unwrap();
+        call.incr("c", 1, None).await.unwrap();
+        let refused = call.incr("d", 1, None).await;
+        assert!(
+            matches!(&refused, Err(CacheError::TooLarge(m)) if m.contains("4 keys") && m.contains("3")),
+            "{refused:?}"
+        );
+        assert_eq!(call.breach(), Some(EffectsBreach { what: "keys", actual: 4, limit: 3 }));
+
+        let mut call = cache.begin_call(EffectLimits { max_keys: 3, max_bytes: 1_000 });
+        let refused = call.set("big", &[b'x'; 998], None).await;
+        assert!(matches!(&refused, Err(CacheError::TooLarge(m)) if m.contains("1001 bytes")), "{refused:?}");
+        assert_eq!(call.breach(), Some(EffectsBreach { what: "bytes", actual: 1001, limit: 1_000 }));
+        assert_eq!(cache.get("big").await, Ok(None));
     })
     .await;
 }

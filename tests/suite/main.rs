@@ -3,6 +3,7 @@
 mod admin;
 mod cache_conformance;
 mod cache_contract;
+mod cache_effects;
 mod cache_resilience;
 mod cache_tls;
 mod cluster;

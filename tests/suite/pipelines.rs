@@ -11,7 +11,7 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice::api::PipelineState;
-use sluice::cache::{Cache, MemoryCache, Namespace};
+use sluice::cache::{Cache, CacheBackend, MemoryCache, Namespace};
 use sluice::engine::{Engine, Limits};
 use sluice::kafka::KafkaConfig;
 use sluice::pipeline::spec::{CacheSetting, ModuleDigest};
@@ -211,6 +211,58 @@ async fn poison_and_looping_records_are_dead_lettered_while_the_rest_flows_on() 
     pipeline.stop().await;
     let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
     assert_eq!(committed, next_offsets(&written), "the whole partition was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_bisected_around_a_trapping_record_applies_exactly_the_increments_of_the_records_that_succeeded() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let spec = spec("exact-counts", &topics, "tally");
+    let cache = MemoryCache::new();
+    let handle = Cache::new(Arc::new(cache.clone()), Namespace::new(spec.namespace()).unwrap());
+    let namespace = spec.namespace().to_owned();
+    let pipeline =
+        Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, load(&engine, "tally"), handle)
+            .await
+            .expect("pipeline starts");
+
+    // 60 records of three words each; the 37th counts its words and then traps, in whatever
+    // batch it lands: every attempt that contains it fails, and the attempts are split until
+    // it stands alone.
+    let sentences = ["the cat sat", "the dog ran", "a cat and"];
+    let mut values: Vec<String> = sentences.iter().cycle().take(60).map(|s| s.to_string()).collect();
+    values[37] = "panic the cat cat".to_owned();
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
+    for value in values.iter().filter(|v| !v.starts_with("panic ")) {
+        for word in value.split_whitespace() {
+            *totals.entry(word).or_default() += 1;
+        }
+    }
+    let expected_outputs = totals.values().sum::<i64>() as usize;
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, expected_outputs, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.len(), expected_outputs, "every word of every successful record gives one output");
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, OUTPUT_TIMEOUT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value_text(), values[37]);
+    pipeline.stop().await;
+
+    for (word, total) in &totals {
+        let stored = cache.get(&format!("{namespace}:wc:{word}")).await.unwrap();
+        assert_eq!(stored, Some(total.to_string().into_bytes()), "count of {word:?}");
+    }
+    // The running counts in the outputs are 1..=n for each word, each once: no failed attempt
+    // moved a counter.
+    let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for output in &outputs {
+        counts.entry(output.key_text()).or_default().push(output.value_text().parse().unwrap());
+    }
+    for (word, seen) in counts {
+        assert_eq!(seen, (1..=totals[word.as_str()]).collect::<Vec<_>>(), "running counts of {word:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
