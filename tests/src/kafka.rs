@@ -510,3 +510,56 @@ pub fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
+
+/// librdkafka's mock cluster, in this process, listening on loopback TCP so that a runtime in
+/// another process can use it (and be killed while the cluster lives on).
+///
+/// Unlike tansu 0.6.0, it implements the whole transaction protocol (EndTxn included), so an
+/// exactly-once pipeline commits on it. It does not filter aborted transactions, though: a
+/// `read_committed` reader sees the records of aborted and open transactions too
+/// (docs/delivery.md says what the tests verify on it).
+pub struct MockBroker {
+    bootstrap: String,
+    /// Topics to create, each with where to answer; `None` stops the cluster's thread.
+    requests: std::sync::mpsc::Sender<Option<(String, i32, std::sync::mpsc::Sender<Result<(), String>>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockBroker {
+    /// Starts a one-broker mock cluster on a thread of its own (its handle cannot move between
+    /// threads).
+    pub fn start() -> MockBroker {
+        let (requests, incoming) = std::sync::mpsc::channel::<Option<(String, i32, std::sync::mpsc::Sender<_>)>>();
+        let (ready, started) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+            ready.send(cluster.bootstrap_servers()).unwrap();
+            for (topic, partitions, reply) in incoming.iter().map_while(|request| request) {
+                let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(|e| e.to_string()));
+            }
+        });
+        let bootstrap = started.recv().expect("the mock cluster started");
+        MockBroker { bootstrap, requests, thread: Some(thread) }
+    }
+
+    /// The address clients bootstrap from.
+    pub fn bootstrap(&self) -> String {
+        self.bootstrap.clone()
+    }
+
+    /// Creates topic `name` with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests.send(Some((name.to_owned(), partitions, reply))).expect("the mock cluster runs");
+        answer.recv().expect("the mock cluster answers").unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        let _ = self.requests.send(None);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -8,7 +8,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::cache::{self, Cache, CacheBackend, CacheError, EffectLimits, EffectsBreach, Namespace, limits};
+use sluice::cache::{
+    self, Cache, CacheBackend, CacheError, EffectLimits, EffectsBreach, Fence, Fenced, Namespace, limits,
+};
 use sluice_contract::conformance::{Call, Case, answer, cases};
 use sluice_tests::servers::{MemcachedServer, RedisServer};
 
@@ -642,6 +644,66 @@ async fn a_call_over_its_limit_of_pending_keys_or_bytes_is_refused_and_marked_on
         assert!(matches!(&refused, Err(CacheError::TooLarge(m)) if m.contains("1001 bytes")), "{refused:?}");
         assert_eq!(call.breach(), Some(EffectsBreach { what: "bytes", actual: 1001, limit: 1_000 }));
         assert_eq!(cache.get("big").await, Ok(None));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_fenced_apply_writes_once_per_position_on_the_backends_that_can_and_memcached_refuses_it() {
+    on_every_backend(|backend| async move {
+        let cache = handle(&backend, "fenced");
+        let fence_key = cache.fence_key("orders", "in", 0);
+        let mut call = cache.begin_call(EffectLimits::default());
+        call.incr("count", 2, None).await.unwrap();
+        call.set("latest", b"a", None).await.unwrap();
+        let batch = |first, last| Fence { key: fence_key.clone(), first, last };
+        if backend.kind() == "memcached" {
+            assert!(!cache.supports_fences());
+            let refused = call.apply_fenced(&batch(0, 9)).await;
+            assert!(
+                matches!(&refused, Err(CacheError::InvalidArgument(m)) if m.contains("memcached") && m.contains("exactly once")),
+                "{refused:?}"
+            );
+            assert_eq!(cache.get("count").await, Ok(None), "nothing written");
+            return;
+        }
+        assert!(cache.supports_fences());
+        assert_eq!(cache.applied_through(&fence_key).await, Ok(None), "no position before the first apply");
+        assert_eq!(call.apply_fenced(&batch(0, 9)).await, Ok(Fenced::Applied));
+        let position = cache.applied_through(&fence_key).await.unwrap().expect("a position");
+        assert_eq!(position.applied_through, 9);
+        let before: Vec<_> = {
+            let mut before: Vec<_> = position.before.into_iter().collect();
+            before.sort();
+            before
+        };
+        assert_eq!(
+            before,
+            vec![("fenced:count".to_owned(), None), ("fenced:latest".to_owned(), None)],
+            "what the batch's keys held before it: nothing"
+        );
+        // A replay of the same batch, or of a batch inside it, writes nothing.
+        assert_eq!(call.apply_fenced(&batch(0, 9)).await, Ok(Fenced::Skipped { applied_through: 9 }));
+        assert_eq!(call.apply_fenced(&batch(5, 9)).await, Ok(Fenced::Skipped { applied_through: 9 }));
+        assert_eq!(cache.get("count").await, Ok(text("2")), "applied once");
+        // The next batch applies.
+        let mut next = cache.begin_call(EffectLimits::default());
+        assert_eq!(next.incr("count", 1, None).await, Ok(3));
+        assert_eq!(next.apply_fenced(&batch(10, 19)).await, Ok(Fenced::Applied));
+        assert_eq!(cache.get_many(&["count".into(), "latest".into()]).await, Ok(vec![text("3"), text("a")]));
+        let position = cache.applied_through(&fence_key).await.unwrap().expect("a position");
+        assert_eq!(position.applied_through, 19);
+        assert_eq!(position.before.into_iter().collect::<Vec<_>>(), vec![("fenced:count".to_owned(), text("2"))]);
+        // A replay reads those values in place of the stored ones, and sees what the batch saw.
+        let mut replay = cache.begin_call(EffectLimits::default()).reading_before(
+            [("fenced:count".to_owned(), text("2"))].into_iter().collect(),
+        );
+        assert_eq!(replay.incr("count", 1, None).await, Ok(3), "as the first time, not 4");
+        assert_eq!(replay.get("latest").await, Ok(text("a")), "keys the batch did not write are read as stored");
+        assert_eq!(replay.apply_fenced(&batch(10, 19)).await, Ok(Fenced::Skipped { applied_through: 19 }));
+        assert_eq!(cache.get("count").await, Ok(text("3")));
+        // The position is out of every function's reach: its key has spaces, which keys may not.
+        assert!(matches!(cache.get(&fence_key).await, Err(CacheError::InvalidKey(_))));
     })
     .await;
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod cluster_status;
 mod console;
 mod control;
+mod exactly_once;
 mod examples;
 mod first_run;
 mod function_logs;

@@ -15,6 +15,7 @@
 //! | `sluice_pipeline_revision` | gauge | pipeline |
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
+//! | `sluice_pipeline_transactions_committed_total`, `_transactions_aborted_total`, `_effects_already_applied_total` | counter | pipeline |
 //! | `sluice_pipeline_batch_duration_seconds` | histogram | pipeline |
 //! | `sluice_pipeline_lag_records` | gauge | pipeline, topic, partition |
 //! | `sluice_cache_hits_total`, `_misses_total`, `_writes_total`, `_unavailable_total`, `_errors_total`, `_outages_total` | counter | pipeline, backend |
@@ -164,6 +165,25 @@ pub async fn render(manager: &PipelineManager) -> String {
             status.dead_letters,
         );
         f.counter("sluice_pipeline_skipped_total", "Failed records skipped.", &p, status.skipped);
+        let transactions = &status.transactions;
+        f.counter(
+            "sluice_pipeline_transactions_committed_total",
+            "Exactly-once batches committed in a Kafka transaction.",
+            &p,
+            transactions.committed,
+        );
+        f.counter(
+            "sluice_pipeline_transactions_aborted_total",
+            "Exactly-once transactions aborted and tried again.",
+            &p,
+            transactions.aborted,
+        );
+        f.counter(
+            "sluice_pipeline_effects_already_applied_total",
+            "Exactly-once batches run again whose cache writes had been applied, and were not applied twice.",
+            &p,
+            transactions.effects_already_applied,
+        );
         f.histogram(
             "sluice_pipeline_batch_duration_seconds",
             "Time from a batch's first record to its results acknowledged.",

@@ -309,7 +309,9 @@ mod tests {
     use sluice_pipeline::manager::{ModuleChange, PipelineReport, PipelineState};
     use sluice_pipeline::registry::pipelines::{Revision, RevisionCause};
     use sluice_pipeline::spec::{ModuleDigest, PipelineSpec};
-    use sluice_pipeline::{ModuleSwitch, PartitionState, PartitionStatus, PipelineCacheStatus, PipelineStatus};
+    use sluice_pipeline::{
+        ModuleSwitch, PartitionState, PartitionStatus, PipelineCacheStatus, PipelineStatus, TransactionCounts,
+    };
 
     use super::*;
 
@@ -417,6 +419,7 @@ mod tests {
                 failed: 10,
                 dead_letters: 0,
                 skipped: 0,
+                transactions: TransactionCounts::default(),
                 last_error: Some("pipeline orders-enrich partition orders/2 offset 77: trap".into()),
                 partitions: vec![
                     partition(0, PartitionState::Running, true),

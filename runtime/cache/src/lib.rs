@@ -101,6 +101,68 @@ pub trait CacheBackend: Send + Sync + 'static {
         }
         Ok(())
     }
+    /// Applies `effects` as [`CacheBackend::apply`] does, and records `fence.last` at
+    /// `fence.key` with the values the effects' keys held before ([`FencePosition::before`]),
+    /// in one atomic step, unless the position stored at `fence.key` is already at
+    /// or past `fence.first`: then nothing is written and the stored position is returned.
+    /// This is what makes a replayed batch's cache writes happen once (docs/delivery.md).
+    /// Backends without an atomic multi-key write refuse (the default).
+    async fn apply_fenced(&self, effects: &[Effect], fence: &Fence) -> Result<Fenced, CacheError> {
+        let _ = (effects, fence);
+        Err(CacheError::InvalidArgument(format!(
+            "the {} cache cannot write a batch's effects and its position in one atomic step, so it cannot apply them \
+             exactly once",
+            self.kind()
+        )))
+    }
+    /// Whether [`CacheBackend::apply_fenced`] is supported.
+    fn supports_fences(&self) -> bool {
+        false
+    }
+    /// The position stored at `key` by [`CacheBackend::apply_fenced`], with the values the
+    /// keys of that apply had before it; `None` before the first apply.
+    async fn fence_position(&self, key: &str) -> Result<Option<FencePosition>, CacheError> {
+        let _ = key;
+        Ok(None)
+    }
+}
+
+/// The position guard of an exactly-once apply ([`CacheBackend::apply_fenced`]): the batch of
+/// offsets `first..=last` of one input partition, and the backend key where the last applied
+/// offset of that partition is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The backend key that holds the partition's last applied offset.
+    pub key: String,
+    /// The batch's first offset.
+    pub first: i64,
+    /// The batch's last offset.
+    pub last: i64,
+}
+
+/// A partition's exactly-once position ([`CacheBackend::fence_position`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FencePosition {
+    /// The last offset whose batch's writes are applied.
+    pub applied_through: i64,
+    /// The first offset of that batch.
+    pub applied_from: i64,
+    /// What the keys that batch wrote held before it, by backend key (`None`: missing). A
+    /// replay of the batch reads these, so it sees what the batch saw the first time.
+    pub before: std::collections::HashMap<String, Option<Vec<u8>>>,
+}
+
+/// What a fenced apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// The effects were written and the position moved to the batch's last offset.
+    Applied,
+    /// The position was already at `applied_through`, at or past the batch's first offset:
+    /// an earlier attempt applied these effects, and nothing was written.
+    Skipped {
+        /// The stored position.
+        applied_through: i64,
+    },
 }
 
 /// The prefix that keeps one pipeline's keys apart from another's.
@@ -269,6 +331,24 @@ impl Cache {
     /// This handle's counters.
     pub fn stats(&self) -> &CacheStats {
         &self.stats
+    }
+
+    /// Whether the backend can apply a batch's effects exactly once
+    /// ([`CacheBackend::apply_fenced`]).
+    pub fn supports_fences(&self) -> bool {
+        self.backend.supports_fences()
+    }
+
+    /// The backend key that holds the last offset of `topic`/`partition` whose cache effects
+    /// pipeline `pipeline` applied in exactly-once mode. It lives in this handle's namespace
+    /// but has spaces in it, which no function's key may have, so no function can write it.
+    pub fn fence_key(&self, pipeline: &str, topic: &str, partition: i32) -> String {
+        format!("{}:sluice applied {pipeline} {topic} {partition}", self.namespace)
+    }
+
+    /// The last offset whose effects were applied under `fence_key`, `None` before the first.
+    pub async fn applied_through(&self, fence_key: &str) -> Result<Option<FencePosition>, CacheError> {
+        self.timed(self.backend.fence_position(fence_key)).await
     }
 
     /// See the WIT `cache.get`.

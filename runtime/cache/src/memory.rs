@@ -11,8 +11,9 @@
 //! reader-writer gate that every other call takes the read side of: no call, read or write,
 //! sees or interleaves with part of another call's effects.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache as MokaCache;
 
 use super::format_counter;
-use super::{CacheBackend, CacheError, Effect, add_to_counter, parse_counter};
+use super::{CacheBackend, CacheError, Effect, Fence, FencePosition, Fenced, add_to_counter, parse_counter};
 
 /// An in-process cache with a size bound and TTL expiry.
 #[derive(Clone)]
@@ -29,6 +30,9 @@ pub struct MemoryCache {
     entries: MokaCache<String, Entry>,
     /// Taken for writing while one call's effects are applied, for reading by every other call.
     gate: Arc<RwLock<()>>,
+    /// Exactly-once positions ([`CacheBackend::apply_fenced`]), apart from the entries so that
+    /// eviction never drops one.
+    fences: Arc<Mutex<HashMap<String, FencePosition>>>,
 }
 
 #[derive(Clone)]
@@ -95,7 +99,7 @@ impl MemoryCache {
             .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.weight()).unwrap_or(u32::MAX))
             .expire_after(EntryExpiry)
             .build();
-        MemoryCache { entries, gate: Arc::default() }
+        MemoryCache { entries, gate: Arc::default(), fences: Arc::default() }
     }
 
     /// Every live entry, sorted by key: what the local runner prints as the cache's final state.
@@ -213,6 +217,42 @@ impl CacheBackend for MemoryCache {
 
     async fn apply(&self, effects: &[Effect]) -> Result<(), CacheError> {
         let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.apply_exclusive(effects)
+    }
+
+    /// Under the same lock as `apply`: the stored position is read, and the effects and the
+    /// new position written, with every other cache call waiting. The position lives as long as
+    /// the process, so a batch is applied once within a process's lifetime.
+    async fn apply_fenced(&self, effects: &[Effect], fence: &Fence) -> Result<Fenced, CacheError> {
+        let _exclusive = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut fences = self.fences.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(position) = fences.get(&fence.key).filter(|at| at.applied_through >= fence.first) {
+            return Ok(Fenced::Skipped { applied_through: position.applied_through });
+        }
+        let before = effects
+            .iter()
+            .map(|effect| (effect.key().to_owned(), self.entries.get(effect.key()).map(|e| e.value.to_bytes())))
+            .collect();
+        let result = self.apply_exclusive(effects);
+        fences.insert(
+            fence.key.clone(),
+            FencePosition { applied_through: fence.last, applied_from: fence.first, before },
+        );
+        result.map(|()| Fenced::Applied)
+    }
+
+    async fn fence_position(&self, key: &str) -> Result<Option<FencePosition>, CacheError> {
+        Ok(self.fences.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned())
+    }
+
+    fn supports_fences(&self) -> bool {
+        true
+    }
+}
+
+impl MemoryCache {
+    /// Applies `effects`; the caller holds the gate exclusively.
+    fn apply_exclusive(&self, effects: &[Effect]) -> Result<(), CacheError> {
         // Every effect is applied even when a counter refuses its increment (a value another
         // writer made not a number since the call read it), as on Redis; the first such
         // refusal is reported.

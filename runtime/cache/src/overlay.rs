@@ -30,6 +30,7 @@
 //! breach is kept ([`CallCache::breach`]) so the engine fails the whole call, naming the limit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{Cache, CacheError, add_to_counter, contract, format_counter, limits, parse_counter};
 
@@ -141,7 +142,11 @@ impl Pending {
 
 /// A [`Cache`] as one function call sees it: reads go through the call's overlay, writes stay
 /// in it until [`CallCache::apply`]. Dropping it discards the writes. See the module docs.
-#[derive(Debug)]
+///
+/// In exactly-once mode one overlay spans a batch: each call starts from a clone of the
+/// overlay the batch's successful calls left, and the whole is applied once with the batch's
+/// position ([`CallCache::apply_fenced`]).
+#[derive(Debug, Clone)]
 pub struct CallCache {
     cache: Cache,
     limits: EffectLimits,
@@ -149,16 +154,55 @@ pub struct CallCache {
     /// Bytes of `pending`, by [`Pending::bytes`].
     bytes: usize,
     breach: Option<EffectsBreach>,
+    /// Values read in place of the backend's, by backend key: when a batch whose writes were
+    /// already applied runs again, the values its keys had before ([`CallCache::reading_before`]).
+    before: Arc<HashMap<String, Option<Vec<u8>>>>,
 }
 
 impl Cache {
     /// An empty overlay over this cache for one call, bounded by `limits`.
     pub fn begin_call(&self, limits: EffectLimits) -> CallCache {
-        CallCache { cache: self.clone(), limits, pending: HashMap::new(), bytes: 0, breach: None }
+        CallCache {
+            cache: self.clone(),
+            limits,
+            pending: HashMap::new(),
+            bytes: 0,
+            breach: None,
+            before: Arc::default(),
+        }
     }
 }
 
 impl CallCache {
+    /// This overlay, reading `before` (backend key: value, `None` for a missing key) in place
+    /// of the backend's values of those keys. Exactly-once mode runs a batch whose writes an
+    /// earlier attempt applied (and a crash kept from being committed) over the values its
+    /// keys had before that apply, so the function returns what it returned the first time.
+    pub fn reading_before(mut self, before: HashMap<String, Option<Vec<u8>>>) -> CallCache {
+        self.before = Arc::new(before);
+        self
+    }
+
+    /// The stored values of `keys` (not in the overlay): from `before` where it has them, the
+    /// rest from the backend in one round trip.
+    async fn stored(&self, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        let qualified: Vec<String> = keys.iter().map(|key| self.cache.namespace.qualify(key)).collect();
+        let unknown: Vec<String> = qualified.iter().filter(|key| !self.before.contains_key(*key)).cloned().collect();
+        let mut read = match unknown.len() {
+            0 => Vec::new(),
+            1 => vec![self.cache.timed(self.cache.backend.get(&unknown[0])).await?],
+            _ => self.cache.timed(self.cache.backend.get_many(&unknown)).await?,
+        }
+        .into_iter();
+        Ok(qualified
+            .iter()
+            .map(|key| match self.before.get(key) {
+                Some(value) => value.clone(),
+                None => read.next().flatten(),
+            })
+            .collect())
+    }
+
     /// The cache underneath.
     pub fn cache(&self) -> &Cache {
         &self.cache
@@ -186,12 +230,24 @@ impl CallCache {
             self.cache.stats.count_lookups([&value]);
             return Ok(value);
         }
-        self.cache.get(key).await
+        if self.before.is_empty() {
+            return self.cache.get(key).await;
+        }
+        let result = async {
+            contract::check_get(key)?;
+            Ok(self.stored(&[key]).await?.remove(0))
+        }
+        .await;
+        if let Ok(value) = &result {
+            self.cache.stats.count_lookups([value]);
+        }
+        self.cache.stats.count(&result);
+        result
     }
 
     /// See the WIT `cache.get-many`.
     pub async fn get_many(&mut self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.before.is_empty() {
             return self.cache.get_many(keys).await;
         }
         let result = self.get_many_through(keys).await;
@@ -204,17 +260,9 @@ impl CallCache {
 
     async fn get_many_through(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         contract::check_get_many(keys.iter().map(String::as_str))?;
-        let unwritten: Vec<String> = keys
-            .iter()
-            .filter(|key| !self.pending.contains_key(*key))
-            .map(|key| self.cache.namespace.qualify(key))
-            .collect();
-        let mut stored = if unwritten.is_empty() {
-            Vec::new()
-        } else {
-            self.cache.timed(self.cache.backend.get_many(&unwritten)).await?
-        }
-        .into_iter();
+        let unwritten: Vec<&str> =
+            keys.iter().map(String::as_str).filter(|key| !self.pending.contains_key(*key)).collect();
+        let mut stored = self.stored(&unwritten).await?.into_iter();
         let values: Vec<Option<Vec<u8>>> = keys
             .iter()
             .map(|key| match self.pending.get(key) {
@@ -262,7 +310,7 @@ impl CallCache {
             contract::check_incr(key, ttl_seconds)?;
             let stored = match self.pending.contains_key(key) {
                 true => None,
-                false => Some(self.cache.timed(self.cache.backend.get(&self.cache.namespace.qualify(key))).await?),
+                false => Some(self.stored(&[key]).await?.remove(0)),
             };
             self.add(key, delta, ttl_seconds, stored)
         }
@@ -285,11 +333,10 @@ impl CallCache {
                 entries.iter().map(|(key, _)| key.as_str()).filter(|key| !self.pending.contains_key(*key)).collect();
             unread.sort_unstable();
             unread.dedup();
-            let qualified: Vec<String> = unread.iter().map(|key| self.cache.namespace.qualify(key)).collect();
-            let mut stored: HashMap<&str, Option<Vec<u8>>> = if qualified.is_empty() {
+            let mut stored: HashMap<&str, Option<Vec<u8>>> = if unread.is_empty() {
                 HashMap::new()
             } else {
-                let values = self.cache.timed(self.cache.backend.get_many(&qualified)).await?;
+                let values = self.stored(&unread).await?;
                 unread.into_iter().zip(values).collect()
             };
             let mut values = Vec::with_capacity(entries.len());
@@ -310,7 +357,7 @@ impl CallCache {
             contract::check_get(key)?;
             let existed = match self.pending.get(key) {
                 Some(pending) => pending.read().is_some(),
-                None => self.cache.timed(self.cache.backend.get(&self.cache.namespace.qualify(key))).await?.is_some(),
+                None => self.stored(&[key]).await?.remove(0).is_some(),
             };
             self.hold(key, Pending::Deleted)?;
             Ok(existed)
@@ -327,22 +374,39 @@ impl CallCache {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let effects = self.effects();
+        let result = self.cache.timed(self.cache.backend.apply(&effects)).await;
+        self.cache.stats.count(&result);
+        result
+    }
+
+    /// Applies the writes together with `fence`, once ([`super::CacheBackend::apply_fenced`]):
+    /// when the stored position is already at or past the batch's first offset, nothing is
+    /// written. Writes nothing, and says `Applied`, when the overlay is empty.
+    pub async fn apply_fenced(&self, fence: &super::Fence) -> Result<super::Fenced, CacheError> {
+        if self.pending.is_empty() {
+            return Ok(super::Fenced::Applied);
+        }
+        let effects = self.effects();
+        let result = self.cache.timed(self.cache.backend.apply_fenced(&effects, fence)).await;
+        self.cache.stats.count(&result);
+        result
+    }
+
+    /// The overlay as backend effects, one per key.
+    fn effects(&self) -> Vec<Effect> {
         let namespace = &self.cache.namespace;
-        let effects: Vec<Effect> = self
-            .pending
-            .into_iter()
+        self.pending
+            .iter()
             .map(|(key, pending)| {
-                let key = namespace.qualify(&key);
-                match pending {
+                let key = namespace.qualify(key);
+                match pending.clone() {
                     Pending::Value { value, ttl } => Effect::Set { key, value, ttl },
                     Pending::Deleted => Effect::Delete { key },
                     Pending::Counter { delta, ttl, .. } => Effect::Incr { key, delta, ttl },
                 }
             })
-            .collect();
-        let result = self.cache.timed(self.cache.backend.apply(&effects)).await;
-        self.cache.stats.count(&result);
-        result
+            .collect()
     }
 
     /// Adds `delta` to the call's view of `key`. `stored` is the backend's value when the call

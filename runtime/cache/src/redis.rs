@@ -27,6 +27,7 @@
 //! unreachable, fails with [`CacheError::Unavailable`]. The connection reconnects by itself on
 //! the next call after the server comes back.
 
+use std::collections::HashMap;
 use std::fmt;
 #[cfg(feature = "redis")]
 use std::future::Future;
@@ -44,7 +45,7 @@ use async_trait::async_trait;
 #[cfg(feature = "redis")]
 use tokio::time::Instant;
 
-use super::{CacheBackend, CacheError, Effect};
+use super::{CacheBackend, CacheError, Effect, Fence, FencePosition, Fenced};
 
 /// Where and how to reach a Redis server. Built from a `redis://` URL by [`super::CacheUrl`].
 #[derive(Clone, PartialEq, Eq)]
@@ -393,4 +394,107 @@ impl CacheBackend for RedisCache {
         }
         Ok(())
     }
+
+    /// One `EVAL` of [`APPLY_FENCED`]: Redis runs a script with nothing else in between, so
+    /// reading the position, the writes and the new position are one atomic step. A refused
+    /// `INCRBY` (the value is not a number) does not stop the others, as in `apply`, and is
+    /// reported after the position has moved: a retry would not apply it either.
+    async fn apply_fenced(&self, effects: &[Effect], fence: &Fence) -> Result<Fenced, CacheError> {
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(APPLY_FENCED).arg(effects.len() + 2).arg(&fence.key).arg(before_key(&fence.key));
+        for effect in effects {
+            eval.arg(effect.key());
+        }
+        eval.arg(fence.first).arg(fence.last);
+        for effect in effects {
+            match effect {
+                Effect::Set { value, ttl, .. } => eval.arg("set").arg(value.as_slice()).arg(ttl.unwrap_or(0)),
+                Effect::Delete { .. } => eval.arg("del").arg("").arg(0),
+                Effect::Incr { delta, ttl, .. } => eval.arg("incr").arg(*delta).arg(ttl.unwrap_or(0)),
+            };
+        }
+        let answer: Vec<::redis::Value> = self.query(&eval).await?;
+        match answer.as_slice() {
+            [::redis::Value::Int(-1)] => Ok(Fenced::Applied),
+            [::redis::Value::Int(applied_through)] => Ok(Fenced::Skipped { applied_through: *applied_through }),
+            [::redis::Value::Int(-1), refused, reason] => {
+                let key = String::from_redis_value(refused.clone()).unwrap_or_default();
+                let reason = String::from_redis_value(reason.clone()).unwrap_or_default();
+                Err(CacheError::NotANumber(format!(
+                    "incr of {key:?} on {}: the value is not a signed 64-bit decimal integer, or the result overflows \
+                     ({reason}); the call's other writes were applied",
+                    self.label
+                )))
+            }
+            other => Err(CacheError::Other(format!("{} answered {other:?} to an exactly-once apply", self.label))),
+        }
+    }
+
+    fn supports_fences(&self) -> bool {
+        true
+    }
+
+    async fn fence_position(&self, key: &str) -> Result<Option<FencePosition>, CacheError> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET").arg(key).cmd("HGETALL").arg(before_key(key));
+        let pipe = &pipe;
+        let (position, before): (Option<String>, HashMap<String, Vec<u8>>) =
+            self.call(|mut connection| async move { pipe.query_async(&mut connection).await }).await?;
+        let Some(position) = position else { return Ok(None) };
+        let applied_through = position.parse().map_err(|_| {
+            CacheError::NotANumber(format!("the applied position at {key:?} on {} is not an offset", self.label))
+        })?;
+        let mut before: HashMap<String, Option<Vec<u8>>> = before
+            .into_iter()
+            .map(|(key, image)| match image.split_first() {
+                Some((b'=', value)) => (key, Some(value.to_vec())),
+                _ => (key, None),
+            })
+            .collect();
+        let applied_from = before
+            .remove("")
+            .flatten()
+            .and_then(|first| String::from_utf8(first).ok()?.parse().ok())
+            .unwrap_or(applied_through);
+        Ok(Some(FencePosition { applied_through, applied_from, before }))
+    }
 }
+
+/// Where the values before the last fenced apply of the position at `fence_key` are kept: a
+/// hash of backend key to `=VALUE`, or `-` for a key that was missing, and of the empty field
+/// to `=FIRST`, the first offset of that batch.
+fn before_key(fence_key: &str) -> String {
+    format!("{fence_key} before")
+}
+
+/// The exactly-once apply ([`RedisCache::apply_fenced`]). `KEYS[1]` holds the partition's last
+/// applied offset, `KEYS[2]` the values the last applied batch's keys had before it
+/// ([`before_key`]); `KEYS[3..]` are the effects' keys. `ARGV[1]`, `ARGV[2]`: the batch's first
+/// and last offsets; then three arguments per effect: `set VALUE TTL`, `del "" 0` or
+/// `incr DELTA TTL` (TTL 0: none). Answers `{-1}` when applied, `{position}` when the stored
+/// position is at or past the first offset (nothing written), `{-1, key, error}` when an
+/// increment was refused.
+const APPLY_FENCED: &str = r#"
+local applied = tonumber(redis.call('GET', KEYS[1]))
+if applied and applied >= tonumber(ARGV[1]) then return {applied} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], '', '=' .. ARGV[1])
+local refused
+for i = 3, #KEYS do
+  local j = i - 2
+  local op, arg, ttl = ARGV[3 * j], ARGV[3 * j + 1], tonumber(ARGV[3 * j + 2])
+  local old = redis.pcall('GET', KEYS[i])
+  if type(old) == 'string' then redis.call('HSET', KEYS[2], KEYS[i], '=' .. old) else redis.call('HSET', KEYS[2], KEYS[i], '-') end
+  if op == 'set' then
+    if ttl > 0 then redis.call('SET', KEYS[i], arg, 'EX', ttl) else redis.call('SET', KEYS[i], arg) end
+  elseif op == 'del' then
+    redis.call('DEL', KEYS[i])
+  else
+    if ttl > 0 then redis.call('SET', KEYS[i], 0, 'EX', ttl, 'NX') end
+    local answer = redis.pcall('INCRBY', KEYS[i], arg)
+    if type(answer) == 'table' and answer.err and not refused then refused = {-1, KEYS[i], answer.err} end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return refused or {-1}
+"#;

@@ -8,7 +8,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::host::{Breach, FunctionContext, HostState};
 use super::{Engine, Limits, Module};
-use sluice_cache::EffectsBreach;
+use sluice_cache::{CallCache, EffectsBreach};
 use sluice_record::bindings::Processor;
 use sluice_record::{InputRecord, OutputRecord, RecordError, RecordResult};
 
@@ -206,6 +206,9 @@ pub struct FunctionInstance {
     module: Module,
     context: FunctionContext,
     live: Option<Live>,
+    /// In exactly-once mode ([`FunctionInstance::hold_effects`]): the cache writes of the
+    /// successful calls since the last [`FunctionInstance::take_held_effects`].
+    held: Option<CallCache>,
 }
 
 struct Live {
@@ -217,7 +220,39 @@ impl FunctionInstance {
     /// An instance of `module` that will use `context`. Instantiation happens on the first
     /// call, and again after any call that fails.
     pub fn new(engine: &Engine, module: &Module, context: FunctionContext) -> Self {
-        FunctionInstance { engine: engine.clone(), module: module.clone(), context, live: None }
+        FunctionInstance { engine: engine.clone(), module: module.clone(), context, live: None, held: None }
+    }
+
+    /// From now on, a successful call's cache writes are not applied: they join the overlay
+    /// the next call starts from, until the caller takes them ([`Self::take_held_effects`])
+    /// and applies them with the batch's position. A failed call's writes are dropped as
+    /// always. This is how a batch's effects are applied exactly once.
+    pub fn hold_effects(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(self.context.cache.begin_call(self.engine.limits().cache_effects));
+        }
+    }
+
+    /// Like [`Self::hold_effects`], over values read in place of the backend's
+    /// ([`CallCache::reading_before`]): for running again a batch whose writes were applied.
+    pub fn hold_effects_reading_before(&mut self, before: std::collections::HashMap<String, Option<Vec<u8>>>) {
+        self.held = Some(self.context.cache.begin_call(self.engine.limits().cache_effects).reading_before(before));
+    }
+
+    /// Makes `overlay` (taken from this instance) the one the next call starts from again:
+    /// the batches of a replay see the writes of the replayed batches before them.
+    pub fn continue_from(&mut self, overlay: CallCache) {
+        self.held = Some(overlay);
+    }
+
+    /// The held writes of the successful calls since the last take (an empty overlay when
+    /// effects are not held), leaving an empty one in their place.
+    pub fn take_held_effects(&mut self) -> CallCache {
+        let fresh = self.context.cache.begin_call(self.engine.limits().cache_effects);
+        match &mut self.held {
+            Some(held) => std::mem::replace(held, fresh),
+            None => fresh,
+        }
     }
 
     /// The module this instance runs.
@@ -261,7 +296,7 @@ impl FunctionInstance {
             Some(live) => live,
             None => instantiate(&self.engine, &self.module, &self.context, &limits).await?,
         };
-        live.store.data_mut().start_call();
+        live.store.data_mut().start_call(self.held.as_ref());
         live.store.set_epoch_deadline(1);
         let call = live.processor.call_process(&mut live.store, batch);
         let results = match tokio::time::timeout(limits.call_timeout, call).await {
@@ -277,6 +312,10 @@ impl FunctionInstance {
             return Err(cache_effects_limit(&function, batch, breach));
         }
         check_results(&function, &limits, batch.len(), &results)?;
+        if let Some(held) = &mut self.held {
+            *held = effects;
+            return Ok(results);
+        }
         match effects.apply().await {
             Ok(()) => Ok(results),
             Err(error) => {

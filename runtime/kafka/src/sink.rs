@@ -1,22 +1,59 @@
 //! The Kafka sink: an idempotent producer shared by a pipeline's partition workers, for
 //! outputs and dead letters. Sending waits (and so holds the partition back) while the
 //! producer's bounded queue is full, instead of buffering without limit.
+//!
+//! In exactly-once mode each partition worker has a transactional producer of its own
+//! ([`KafkaSink::transactional`]), whose id names the pipeline and the partition: a batch's
+//! outputs, dead letters and input offset are committed in one transaction, and a new owner
+//! of the partition fences the old one's producer when it starts.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{BrokerWatch, KafkaConfig};
 use sluice_record::Header;
 
 /// Most bytes the producer queues before `send` waits. Default 64 MiB.
 pub const PRODUCER_QUEUE_KBYTES: u32 = 64 * 1024;
+/// The broker aborts a transaction left open this long (`transaction.timeout.ms`), so a
+/// worker that died mid-batch holds `read_committed` readers back at most this long when no
+/// new owner fences it first. Default 60 s.
+pub const TRANSACTION_TIMEOUT_MS: u32 = 60_000;
+/// Longest wait for one transaction step (init, offsets, commit, abort) before it fails and
+/// is tried again.
+pub const TRANSACTION_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How a failed transaction step should be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionFailure {
+    /// Another producer with the same id took over, or the producer cannot go on: make a
+    /// new one (which fences in its turn) or give the partition up.
+    Fatal,
+    /// Abort the transaction, then run it again.
+    Abort,
+    /// Try the same step again.
+    Retry,
+}
+
+impl TransactionFailure {
+    /// What to do after `error` from a transaction step.
+    pub fn of(error: &KafkaError) -> TransactionFailure {
+        match error {
+            KafkaError::Transaction(e) if e.is_fatal() => TransactionFailure::Fatal,
+            KafkaError::Transaction(e) if e.txn_requires_abort() => TransactionFailure::Abort,
+            KafkaError::Transaction(e) if e.is_retriable() => TransactionFailure::Retry,
+            _ => TransactionFailure::Abort,
+        }
+    }
+}
+
 /// How long `send` waits before trying again when the producer queue is full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(5);
 
@@ -80,6 +117,63 @@ impl KafkaSink {
             .create_with_context(SinkContext { watch })
             .with_context(|| format!("pipeline {pipeline}: cannot create the Kafka producer"))?;
         Ok(KafkaSink { producer })
+    }
+
+    /// A transactional producer with id `transactional_id`, for one partition worker of
+    /// pipeline `pipeline` in exactly-once mode. Call [`KafkaSink::init_transactions`] before
+    /// the first transaction.
+    pub fn transactional(
+        pipeline: &str,
+        kafka: &KafkaConfig,
+        watch: Arc<BrokerWatch>,
+        transactional_id: &str,
+    ) -> anyhow::Result<Self> {
+        let producer = kafka
+            .client_config()
+            .set("client.id", format!("sluice-{pipeline}"))
+            .set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string())
+            .create_with_context(SinkContext { watch })
+            .with_context(|| {
+                format!("pipeline {pipeline}: cannot create the transactional producer {transactional_id}")
+            })?;
+        Ok(KafkaSink { producer })
+    }
+
+    /// Registers the transactional id with the broker's coordinator, which aborts a
+    /// transaction an earlier producer with the same id left open and fences that producer.
+    /// Blocks: call it off the async executor.
+    pub fn init_transactions(&self) -> Result<(), KafkaError> {
+        self.producer.init_transactions(TRANSACTION_STEP_TIMEOUT)
+    }
+
+    /// Begins a transaction. Does not block.
+    pub fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()
+    }
+
+    /// Adds the consumed position `topic`/`partition` at `next_offset` to the transaction, on
+    /// behalf of the consumer `group`, and commits it: the outputs sent since
+    /// [`KafkaSink::begin_transaction`] and the position become visible together. Blocks.
+    pub fn commit_transaction(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), KafkaError> {
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+        self.producer.send_offsets_to_transaction(&offsets, group, TRANSACTION_STEP_TIMEOUT)?;
+        self.producer.commit_transaction(TRANSACTION_STEP_TIMEOUT)
+    }
+
+    /// Aborts the open transaction: what it sent is never shown to `read_committed` readers.
+    /// Blocks.
+    pub fn abort_transaction(&self) -> Result<(), KafkaError> {
+        self.producer.abort_transaction(TRANSACTION_STEP_TIMEOUT)
     }
 
     /// Queues `record` for sending; waits while the producer queue is full.

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -238,6 +240,12 @@ impl Source {
         list.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
         self.consumer.store_offsets(&list)?;
         list.elements().first().map_or(Ok(()), |element| element.error())
+    }
+
+    /// The consumer's group metadata, which a transaction sends with the offsets it commits
+    /// for this consumer ([`crate::sink::KafkaSink::commit_transaction`]).
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
     }
 
     /// The partition's high watermark (the offset after its last record) as librdkafka last

@@ -17,6 +17,7 @@ pub mod registry;
 pub mod spec;
 
 mod failure;
+mod transaction;
 mod worker;
 
 /// What kind of failure a record had, as dead-letter headers name it.
@@ -525,6 +526,7 @@ impl Shared {
             revision: version.revision,
             module,
             stop,
+            transactional: None,
         }
     }
 
@@ -608,6 +610,9 @@ pub struct PipelineStats {
     failed: AtomicU64,
     dead_letters: AtomicU64,
     skipped: AtomicU64,
+    transactions_committed: AtomicU64,
+    transactions_aborted: AtomicU64,
+    effects_already_applied: AtomicU64,
     last_error: Mutex<Option<String>>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     /// Time from a batch's first record to its results acknowledged (or dead-lettered).
@@ -627,6 +632,21 @@ impl PipelineStats {
 
     fn record_batch_done(&self, started: Instant) {
         self.batch_latency.record(started.elapsed());
+    }
+
+    fn record_transaction(&self, committed: bool) {
+        let counter = if committed { &self.transactions_committed } else { &self.transactions_aborted };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An aborted transaction, whose cause the status shows as the latest error.
+    fn record_transaction_failure(&self, error: String) {
+        self.record_transaction(false);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    fn record_effects_already_applied(&self) {
+        self.effects_already_applied.fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_outputs(&self, outputs: usize) {
@@ -670,6 +690,11 @@ impl PipelineStats {
             failed: load(&self.failed),
             dead_letters: load(&self.dead_letters),
             skipped: load(&self.skipped),
+            transactions: TransactionCounts {
+                committed: load(&self.transactions_committed),
+                aborted: load(&self.transactions_aborted),
+                effects_already_applied: load(&self.effects_already_applied),
+            },
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
             owned_partitions: 0,
@@ -736,6 +761,9 @@ pub struct PipelineStatus {
     pub dead_letters: u64,
     /// Records skipped under the `skip` policy.
     pub skipped: u64,
+    /// Exactly-once mode's transactions (all zero in at-least-once mode).
+    #[serde(default)]
+    pub transactions: TransactionCounts,
     /// The latest failure, with its pipeline, partition and offset.
     pub last_error: Option<String>,
     /// Partitions this runtime has worked on.
@@ -753,6 +781,19 @@ pub struct PipelineStatus {
     pub batch_latency: LatencySnapshot,
     /// The function's cache calls.
     pub cache: PipelineCacheStatus,
+}
+
+/// What exactly-once mode did (docs/delivery.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
+pub struct TransactionCounts {
+    /// Batches whose outputs and input offset were committed in a Kafka transaction.
+    pub committed: u64,
+    /// Transactions aborted (a produce or commit failed, or the worker stopped mid-batch);
+    /// their batches were run or delivered again.
+    pub aborted: u64,
+    /// Batches run again after a crash or a rebalance whose cache writes an earlier attempt had
+    /// already applied: they were not applied twice.
+    pub effects_already_applied: u64,
 }
 
 /// A pipeline's cache, as its function used it.

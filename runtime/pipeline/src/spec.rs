@@ -252,6 +252,24 @@ pub struct Processing {
     /// Where a new pipeline (a consumer group without committed offsets) starts.
     /// Default `earliest`. See [`StartPosition::validate`] for the ranges.
     pub start: StartPosition,
+    /// What the pipeline promises about its outputs and cache writes. Default
+    /// `at-least-once`. See docs/delivery.md.
+    pub guarantee: Guarantee,
+}
+
+/// A pipeline's delivery guarantee (docs/delivery.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// A batch's outputs are produced, then its offsets committed: after a crash or a
+    /// rebalance, the uncommitted batch runs again, and its outputs and cache writes repeat.
+    #[default]
+    AtLeastOnce,
+    /// A batch's outputs, dead letters and input offset are committed in one Kafka
+    /// transaction, and its cache writes applied once with the partition's position (Redis,
+    /// or the in-memory cache within the process's lifetime; Memcached is refused). Readers
+    /// of the outputs must read with `isolation.level=read_committed`.
+    ExactlyOnce,
 }
 
 /// The most [`Processing::batch_size`].
@@ -305,6 +323,7 @@ impl Default for Processing {
             on_failure: FailurePolicy::DeadLetter,
             dead_letter_topic: None,
             start: StartPosition::Earliest,
+            guarantee: Guarantee::AtLeastOnce,
         }
     }
 }
@@ -377,6 +396,14 @@ impl<M> PipelineSpec<M> {
             return fail(format!("topic {input:?} is both an input and an output, which would loop forever"));
         }
         self.processing.validate().map_err(|reason| SpecError { pipeline: self.name.clone(), reason })?;
+        if self.processing.guarantee == Guarantee::ExactlyOnce && matches!(self.cache.url(), CacheUrl::Memcached(_)) {
+            return fail(
+                "processing.guarantee = exactly-once needs a cache that writes a batch's effects and its position in \
+                 one atomic step: use redis:// or memory://; Memcached has no multi-key atomicity, so its writes \
+                 can only be at-least-once (docs/delivery.md)"
+                    .into(),
+            );
+        }
         let g = &self.group;
         if !SESSION_TIMEOUT_RANGE_MS.contains(&g.session_timeout_ms) {
             return fail(format!(
@@ -493,6 +520,31 @@ mod tests {
         assert_eq!(spec.group_id(), "sluice.clicks");
         assert_eq!(spec.dead_letter_topic(), "clicks.dlq");
         assert_eq!(spec.namespace(), "clicks");
+    }
+
+    #[test]
+    fn exactly_once_is_accepted_on_redis_and_memory_and_refused_on_memcached_naming_why() {
+        let mut spec = spec();
+        assert_eq!(spec.processing.guarantee, Guarantee::AtLeastOnce, "the default");
+        spec.processing.guarantee = Guarantee::ExactlyOnce;
+        for url in ["memory://", "redis://127.0.0.1:6379"] {
+            spec.cache = CacheSetting::parse(url).unwrap();
+            assert_eq!(spec.validate(), Ok(()), "{url}");
+        }
+        spec.cache = CacheSetting::parse("memcache://127.0.0.1:11211").unwrap();
+        let refused = spec.validate().unwrap_err();
+        assert_eq!(refused.pipeline, "clicks");
+        assert!(refused.reason.contains("exactly-once") && refused.reason.contains("Memcached"), "{refused}");
+        spec.processing.guarantee = Guarantee::AtLeastOnce;
+        assert_eq!(spec.validate(), Ok(()), "at-least-once runs on Memcached");
+    }
+
+    #[test]
+    fn the_guarantee_is_read_in_kebab_case() {
+        let processing: Processing = serde_json::from_str(r#"{"guarantee": "exactly-once"}"#).unwrap();
+        assert_eq!(processing.guarantee, Guarantee::ExactlyOnce);
+        let unknown = serde_json::from_str::<Processing>(r#"{"guarantee": "exactly-twice"}"#).unwrap_err();
+        assert!(unknown.to_string().contains("exactly-twice"), "{unknown}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! One partition worker: reads its partition's records in offset order, runs the function
 //! on each batch, produces outputs and dead letters, and stores the next offset for commit
-//! only once the broker has acknowledged everything the batch caused.
+//! only once the broker has acknowledged everything the batch caused. In exactly-once mode it
+//! instead applies the batch's cache writes once and commits its outputs and offset in one
+//! transaction ([`super::transaction`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,11 +12,13 @@ use tokio::sync::watch;
 use super::failure::FailureKind;
 use super::failure::{self, Failure, Outcome};
 use super::function_log::{LogLevel, LogPlace, LogSource};
-use super::spec::{DEFAULT_OUTPUT, FailurePolicy};
+use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee};
+use super::transaction::{CommitError, Transactional};
 use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
+use sluice_cache::Fenced;
 use sluice_engine::FunctionInstance;
 use sluice_kafka::KafkaError;
-use sluice_kafka::sink::Outgoing;
+use sluice_kafka::sink::{KafkaSink, Outgoing};
 use sluice_kafka::source::{PartitionQueue, record_bytes};
 use sluice_record::InputRecord;
 
@@ -30,6 +34,8 @@ pub(crate) struct PartitionWorker {
     /// The pipeline's current module; a change is picked up before the next batch.
     pub(crate) module: watch::Receiver<Version>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// Exactly-once mode's producer and applied position; set up when the worker starts.
+    pub(crate) transactional: Option<Transactional>,
 }
 
 /// What delivering a batch achieved.
@@ -46,8 +52,16 @@ impl PartitionWorker {
         let mut carried: Vec<InputRecord> = Vec::new();
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
         self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), self.revision, None);
+        if self.shared.spec.processing.guarantee == Guarantee::ExactlyOnce {
+            self.transactional = Transactional::start(&self.shared, &self.topic, self.partition, &mut self.stop).await;
+            if self.transactional.is_none() {
+                self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
+                return;
+            }
+            self.instance.hold_effects();
+        }
         loop {
-            let batch = if carried.is_empty() {
+            let mut batch = if carried.is_empty() {
                 tokio::select! {
                     batch = next_batch(&self.shared, &self.queue, &self.topic, self.partition) => batch,
                     _ = self.stop.changed() => break,
@@ -58,19 +72,33 @@ impl PartitionWorker {
             if batch.is_empty() {
                 continue;
             }
+            if let Some(transactional) = &self.transactional {
+                carried = transactional.cut(&mut batch);
+            }
             let started = Instant::now();
             if self.module.has_changed().unwrap_or(false) {
                 self.switch_module(batch[0].offset).await;
             }
+            if let Some(transactional) = &mut self.transactional {
+                transactional.prepare(&self.shared, &self.topic, self.partition, &mut self.instance, &batch);
+            }
             self.shared.stats.record_batch(batch.len());
             let processing = &self.shared.spec.processing;
             let outcomes = failure::process(&mut self.instance, processing, &batch, &mut self.stop).await;
+            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
+            let outcomes = match self.transactional.is_some() {
+                true => self.run_again_before_block(&batch, outcomes).await,
+                false => outcomes,
+            };
             if *self.stop.borrow() {
                 // Revoked or stopping mid-batch: leave the batch uncommitted for the next owner.
                 break;
             }
-            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
-            let Some(delivered) = self.deliver_with_retries(&batch, &outcomes).await else { break };
+            let delivered = match self.transactional.is_some() {
+                true => self.deliver_exactly_once(&batch, &outcomes).await,
+                false => self.deliver_with_retries(&batch, &outcomes).await,
+            };
+            let Some(delivered) = delivered else { break };
             self.shared.stats.record_batch_done(started);
             match delivered {
                 Delivered::All { next_offset } => self.store(next_offset),
@@ -107,6 +135,9 @@ impl PartitionWorker {
             return;
         }
         self.instance = self.shared.instance_for(&self.topic, self.partition, &module, revision);
+        if self.transactional.is_some() {
+            self.instance.hold_effects();
+        }
         if let Err(e) = self.instance.prepare().await {
             tracing::warn!(
                 pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
@@ -151,7 +182,7 @@ impl PartitionWorker {
         let mut attempt = 0;
         loop {
             let module = self.instance.module().digest().to_string();
-            let delivering = deliver(&self.shared, &module, batch, outcomes);
+            let delivering = deliver(&self.shared, &self.shared.sink, &module, batch, outcomes);
             tokio::pin!(delivering);
             let delivered = tokio::select! {
                 delivered = &mut delivering => delivered,
@@ -180,6 +211,115 @@ impl PartitionWorker {
                         pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
                         "producing the results of offsets {first}..={last} failed ({e}); trying again"
                     );
+                    if *self.stop.borrow() {
+                        return None;
+                    }
+                    let delay = self.shared.spec.processing.backoff(attempt);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.changed() => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Under the `block` policy in exactly-once mode: the batch's held cache writes must stop
+    /// at the failed record, since the records after it run again once an operator resumes
+    /// the partition. When a record failed and records after it ran, their writes are dropped
+    /// and the records before it are run again alone; the failed record's outcome is kept last.
+    async fn run_again_before_block(&mut self, batch: &[InputRecord], mut outcomes: Vec<Outcome>) -> Vec<Outcome> {
+        if self.shared.spec.processing.on_failure != FailurePolicy::Block {
+            return outcomes;
+        }
+        loop {
+            let Some(failed) = outcomes.iter().position(|o| matches!(o, Outcome::Failed(_))) else { return outcomes };
+            if failed + 1 == outcomes.len() || *self.stop.borrow() {
+                return outcomes;
+            }
+            drop(self.instance.take_held_effects());
+            let failure = outcomes.swap_remove(failed);
+            let processing = &self.shared.spec.processing;
+            let mut before = match failed {
+                0 => Vec::new(),
+                _ => failure::process(&mut self.instance, processing, &batch[..failed], &mut self.stop).await,
+            };
+            before = before.into_iter().map(|o| self.check_targets(o)).collect();
+            before.push(failure);
+            outcomes = before;
+        }
+    }
+
+    /// Exactly-once delivery: applies the batch's held cache writes with the partition's
+    /// position, then produces its outputs and dead letters and commits its input offset in
+    /// one transaction, trying again (aborting first) until it commits. `None` when the worker
+    /// is stopped first, or when another owner fenced this partition's producer.
+    async fn deliver_exactly_once(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Delivered> {
+        let effects = self.instance.take_held_effects();
+        let blocked = self.shared.spec.processing.on_failure == FailurePolicy::Block;
+        let upto = match blocked {
+            true => outcomes.iter().position(|o| matches!(o, Outcome::Failed(_))).unwrap_or(outcomes.len()),
+            false => outcomes.len(),
+        };
+        if upto == 0 {
+            return Some(Delivered::BlockedAt { index: 0 });
+        }
+        let span = (batch[0].offset, batch[upto - 1].offset);
+        let transactional = self.transactional.as_mut().expect("exactly-once mode");
+        let applied = transactional.apply(&self.shared, &self.topic, self.partition, &effects, span, &mut self.stop);
+        if let Fenced::Skipped { .. } = applied.await? {
+            transactional.after_skip(&mut self.instance, effects, span.1);
+        }
+        let mut attempt = 0;
+        loop {
+            let transactional = self.transactional.as_ref().expect("exactly-once mode");
+            let module = self.instance.module().digest().to_string();
+            let committed = async {
+                transactional.begin()?;
+                let delivered = deliver(&self.shared, transactional.producer(), &module, batch, outcomes)
+                    .await
+                    .map_err(|e| transactional.classify(e))?;
+                let next_offset = match delivered {
+                    Delivered::All { next_offset } => next_offset,
+                    Delivered::BlockedAt { index } => batch[index].offset,
+                };
+                transactional.commit(&self.shared, &self.topic, self.partition, next_offset).await?;
+                Ok::<_, CommitError>(delivered)
+            }
+            .await;
+            let (first, last) = (batch[0].offset, batch[upto - 1].offset);
+            match committed {
+                Ok(delivered) => {
+                    self.shared.stats.record_transaction(true);
+                    self.count(batch, outcomes, &delivered);
+                    return Some(delivered);
+                }
+                Err(CommitError::Fenced(e)) => {
+                    transactional.abort().await;
+                    self.shared.stats.record_transaction(false);
+                    tracing::error!(
+                        pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                        "exactly-once: the producer {} was fenced ({e}): another owner took the partition over; \
+                         offsets {first}..={last} are left to it",
+                        transactional.transactional_id()
+                    );
+                    // Wait for the revocation; the new owner runs the batch.
+                    let _ = self.stop.changed().await;
+                    return None;
+                }
+                Err(CommitError::Retry(e)) => {
+                    transactional.abort().await;
+                    let error = format!(
+                        "pipeline {}, {}/{}: exactly-once: the transaction of offsets {first}..={last} failed ({e}); \
+                         aborted, trying again",
+                        self.shared.spec.name, self.topic, self.partition
+                    );
+                    self.shared.stats.record_transaction_failure(error.clone());
+                    attempt += 1;
+                    // Once, then every tenth attempt: a broker without transactions fails each one.
+                    if attempt % 10 == 1 {
+                        tracing::warn!("{error} (attempt {attempt})");
+                    }
                     if *self.stop.borrow() {
                         return None;
                     }
@@ -255,6 +395,11 @@ impl PartitionWorker {
     /// Stores `next_offset` (the offset after the last processed record) for commit. Fails
     /// harmlessly when the partition was revoked meanwhile.
     fn store(&self, next_offset: i64) {
+        if self.transactional.is_some() {
+            // Committed with the batch's transaction.
+            self.shared.set_partition_offset(&self.topic, self.partition, next_offset);
+            return;
+        }
         match self.shared.source.store(&self.topic, self.partition, next_offset) {
             Ok(()) => self.shared.set_partition_offset(&self.topic, self.partition, next_offset),
             Err(e) => tracing::debug!(
@@ -319,6 +464,7 @@ async fn next_batch(shared: &Shared, queue: &PartitionQueue, topic: &str, partit
 /// them all.
 async fn deliver(
     shared: &Shared,
+    sink: &KafkaSink,
     module: &str,
     batch: &[InputRecord],
     outcomes: &[Outcome],
@@ -334,16 +480,14 @@ async fn deliver(
                     let name = output.target.as_deref().unwrap_or(DEFAULT_OUTPUT);
                     let topic = &spec.outputs[name];
                     pending.push(
-                        shared
-                            .sink
-                            .send(&Outgoing {
-                                topic,
-                                key: output.key.as_deref(),
-                                value: output.value.as_deref(),
-                                headers: &output.headers,
-                                extra_headers: &[],
-                            })
-                            .await?,
+                        sink.send(&Outgoing {
+                            topic,
+                            key: output.key.as_deref(),
+                            value: output.value.as_deref(),
+                            headers: &output.headers,
+                            extra_headers: &[],
+                        })
+                        .await?,
                     );
                 }
             }
@@ -351,16 +495,14 @@ async fn deliver(
                 FailurePolicy::DeadLetter => {
                     let headers = failure::dead_letter_headers(&spec.name, module, record, failure);
                     pending.push(
-                        shared
-                            .sink
-                            .send(&Outgoing {
-                                topic: &dead_letter_topic,
-                                key: record.key.as_deref(),
-                                value: record.value.as_deref(),
-                                headers: &record.headers,
-                                extra_headers: &headers,
-                            })
-                            .await?,
+                        sink.send(&Outgoing {
+                            topic: &dead_letter_topic,
+                            key: record.key.as_deref(),
+                            value: record.value.as_deref(),
+                            headers: &record.headers,
+                            extra_headers: &headers,
+                        })
+                        .await?,
                     );
                 }
                 FailurePolicy::Skip => {}

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use sluice::cache::CacheUrl;
 use sluice::pipeline::spec::{CacheSetting, ModuleDigest};
-use sluice::pipeline::spec::{FailurePolicy, GroupSettings, PipelineSpec, Processing, StartPosition};
+use sluice::pipeline::spec::{FailurePolicy, GroupSettings, Guarantee, PipelineSpec, Processing, StartPosition};
 use sluice::serve::ServeConfig;
 use sluice_tests::fuzzing::{check, mutated};
 
@@ -46,9 +47,16 @@ fn processing() -> impl Strategy<Value = Processing> {
         prop::sample::select(vec![FailurePolicy::DeadLetter, FailurePolicy::Skip, FailurePolicy::Block]),
         prop::option::of(topic("dlq-")),
         start(),
+        prop::sample::select(vec![Guarantee::AtLeastOnce, Guarantee::ExactlyOnce]),
     )
         .prop_map(
-            |((batch_size, batch_max_bytes, linger_ms, max_retries, backoff, backoff_max), on_failure, dlq, start)| {
+            |(
+                (batch_size, batch_max_bytes, linger_ms, max_retries, backoff, backoff_max),
+                on_failure,
+                dlq,
+                start,
+                guarantee,
+            )| {
                 Processing {
                     batch_size: batch_size as usize,
                     batch_max_bytes: batch_max_bytes as usize,
@@ -59,6 +67,7 @@ fn processing() -> impl Strategy<Value = Processing> {
                     on_failure,
                     dead_letter_topic: dlq,
                     start,
+                    guarantee,
                 }
             },
         )
@@ -105,6 +114,11 @@ fn valid_spec() -> impl Strategy<Value = PipelineSpec> {
     )
         .prop_map(|(name, inputs, mut outputs, default, module, cache, namespace, config, (processing, group))| {
             outputs.insert("default".into(), default);
+            let mut processing = processing;
+            if matches!(cache.url(), CacheUrl::Memcached(_)) {
+                // Exactly-once needs a cache with atomic multi-key writes (refused: spec tests).
+                processing.guarantee = Guarantee::AtLeastOnce;
+            }
             PipelineSpec { name, inputs, outputs, module, cache, namespace, config, processing, group }
         })
 }
@@ -158,11 +172,15 @@ fn to_toml(spec: &PipelineSpec) -> String {
             format!("{{ offsets = {} }}", toml_table(topics, |partitions| toml_table(partitions, i64::to_string)))
         }
     };
+    let guarantee = match p.guarantee {
+        Guarantee::AtLeastOnce => "at-least-once",
+        Guarantee::ExactlyOnce => "exactly-once",
+    };
     let dlq =
         p.dead_letter_topic.as_ref().map(|t| format!(", dead_letter_topic = {}", toml_string(t))).unwrap_or_default();
     out.push_str(&format!(
         "processing = {{ batch_size = {}, batch_max_bytes = {}, linger_ms = {}, max_retries = {}, retry_backoff_ms = {}, \
-         retry_backoff_max_ms = {}, on_failure = \"{on_failure}\", start = {start}{dlq} }}\n",
+         retry_backoff_max_ms = {}, on_failure = \"{on_failure}\", start = {start}, guarantee = \"{guarantee}\"{dlq} }}\n",
         p.batch_size, p.batch_max_bytes, p.linger_ms, p.max_retries, p.retry_backoff_ms, p.retry_backoff_max_ms
     ));
     let g = &spec.group;

@@ -103,11 +103,16 @@ impl HostState {
         }
     }
 
-    pub(crate) fn start_call(&mut self) {
+    /// Resets the per-call state. The call's cache writes start from `held` (the batch's
+    /// overlay in exactly-once mode) or from nothing.
+    pub(crate) fn start_call(&mut self, held: Option<&CallCache>) {
         self.cpu_ticks = 0;
         self.breach = None;
         self.cache_unavailable = 0;
-        self.call_cache = self.context.cache.begin_call(self.limits.cache_effects);
+        self.call_cache = match held {
+            Some(held) => held.clone(),
+            None => self.context.cache.begin_call(self.limits.cache_effects),
+        };
         self.stderr.start_call();
     }
 
