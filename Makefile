@@ -88,6 +88,7 @@ bench: setup examples build
 	$(CARGO) bench -p sluice-tests --bench kafka
 	$(CARGO) bench -p sluice-tests --bench reload
 	$(CARGO) bench -p sluice-tests --bench cluster
+	$(CARGO) bench -p sluice-tests --bench exactly_once
 
 ## fuzz: every fuzz target (property tests of the code that takes untrusted bytes: cache URLs,
 ## memcached replies, Kafka headers, pipeline specs, module uploads, runner input, records

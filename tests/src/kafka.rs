@@ -511,6 +511,9 @@ pub fn unique_suffix() -> String {
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A topic for [`MockBroker`]'s thread to create: name, partitions, where to answer.
+type TopicRequest = (String, i32, std::sync::mpsc::Sender<Result<(), String>>);
+
 /// librdkafka's mock cluster, in this process, listening on loopback TCP so that a runtime in
 /// another process can use it (and be killed while the cluster lives on).
 ///
@@ -521,7 +524,7 @@ pub fn unique_suffix() -> String {
 pub struct MockBroker {
     bootstrap: String,
     /// Topics to create, each with where to answer; `None` stops the cluster's thread.
-    requests: std::sync::mpsc::Sender<Option<(String, i32, std::sync::mpsc::Sender<Result<(), String>>)>>,
+    requests: std::sync::mpsc::Sender<Option<TopicRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -529,7 +532,7 @@ impl MockBroker {
     /// Starts a one-broker mock cluster on a thread of its own (its handle cannot move between
     /// threads).
     pub fn start() -> MockBroker {
-        let (requests, incoming) = std::sync::mpsc::channel::<Option<(String, i32, std::sync::mpsc::Sender<_>)>>();
+        let (requests, incoming) = std::sync::mpsc::channel::<Option<TopicRequest>>();
         let (ready, started) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");

@@ -140,6 +140,9 @@ pub struct Fence {
     pub last: i64,
 }
 
+/// Stored values by backend key, `None` for a missing key: what a batch's keys held before it.
+pub type ValuesBefore = std::collections::HashMap<String, Option<Vec<u8>>>;
+
 /// A partition's exactly-once position ([`CacheBackend::fence_position`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FencePosition {
@@ -149,7 +152,7 @@ pub struct FencePosition {
     pub applied_from: i64,
     /// What the keys that batch wrote held before it, by backend key (`None`: missing). A
     /// replay of the batch reads these, so it sees what the batch saw the first time.
-    pub before: std::collections::HashMap<String, Option<Vec<u8>>>,
+    pub before: ValuesBefore,
 }
 
 /// What a fenced apply did.

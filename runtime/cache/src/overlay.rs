@@ -156,7 +156,7 @@ pub struct CallCache {
     breach: Option<EffectsBreach>,
     /// Values read in place of the backend's, by backend key: when a batch whose writes were
     /// already applied runs again, the values its keys had before ([`CallCache::reading_before`]).
-    before: Arc<HashMap<String, Option<Vec<u8>>>>,
+    before: Arc<super::ValuesBefore>,
 }
 
 impl Cache {
@@ -178,7 +178,7 @@ impl CallCache {
     /// of the backend's values of those keys. Exactly-once mode runs a batch whose writes an
     /// earlier attempt applied (and a crash kept from being committed) over the values its
     /// keys had before that apply, so the function returns what it returned the first time.
-    pub fn reading_before(mut self, before: HashMap<String, Option<Vec<u8>>>) -> CallCache {
+    pub fn reading_before(mut self, before: super::ValuesBefore) -> CallCache {
         self.before = Arc::new(before);
         self
     }

@@ -235,7 +235,7 @@ impl FunctionInstance {
 
     /// Like [`Self::hold_effects`], over values read in place of the backend's
     /// ([`CallCache::reading_before`]): for running again a batch whose writes were applied.
-    pub fn hold_effects_reading_before(&mut self, before: std::collections::HashMap<String, Option<Vec<u8>>>) {
+    pub fn hold_effects_reading_before(&mut self, before: sluice_cache::ValuesBefore) {
         self.held = Some(self.context.cache.begin_call(self.engine.limits().cache_effects).reading_before(before));
     }
 

@@ -22,7 +22,6 @@
 //! partition fences the previous owner's producer when it starts ([`Transactional::start`]):
 //! a worker that was cut off and comes back cannot commit a batch the new owner runs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use tokio::sync::watch;
 
 use super::Shared;
 use super::function_log::{LogLevel, LogPlace, LogSource};
-use sluice_cache::{CacheError, CallCache, Fence, Fenced};
+use sluice_cache::{CacheError, CallCache, Fence, Fenced, ValuesBefore};
 use sluice_engine::FunctionInstance;
 use sluice_kafka::KafkaError;
 use sluice_kafka::sink::{KafkaSink, TransactionFailure};
@@ -49,7 +48,7 @@ pub(crate) struct Transactional {
     applied_through: Option<i64>,
     /// The first offset of the last applied batch, and what its keys held before it, until
     /// the replay of that batch (if the partition starts with one) has taken it.
-    before: Option<(i64, HashMap<String, Option<Vec<u8>>>)>,
+    before: Option<(i64, ValuesBefore)>,
     /// Whether the replay under way reads the values from before it.
     exact_replay: bool,
 }
