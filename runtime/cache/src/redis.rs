@@ -478,13 +478,24 @@ const APPLY_FENCED: &str = r#"
 local applied = tonumber(redis.call('GET', KEYS[1]))
 if applied and applied >= tonumber(ARGV[1]) then return {applied} end
 redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[2], '', '=' .. ARGV[1])
+local chunk = 2000
+local images = {'', '=' .. ARGV[1]}
+for from = 3, #KEYS, chunk do
+  local to = math.min(from + chunk - 1, #KEYS)
+  local olds = redis.call('MGET', unpack(KEYS, from, to))
+  for i = from, to do
+    local old = olds[i - from + 1]
+    images[#images + 1] = KEYS[i]
+    if old then images[#images + 1] = '=' .. old else images[#images + 1] = '-' end
+  end
+end
+for from = 1, #images, 2 * chunk do
+  redis.call('HSET', KEYS[2], unpack(images, from, math.min(from + 2 * chunk - 1, #images)))
+end
 local refused
 for i = 3, #KEYS do
   local j = i - 2
   local op, arg, ttl = ARGV[3 * j], ARGV[3 * j + 1], tonumber(ARGV[3 * j + 2])
-  local old = redis.pcall('GET', KEYS[i])
-  if type(old) == 'string' then redis.call('HSET', KEYS[2], KEYS[i], '=' .. old) else redis.call('HSET', KEYS[2], KEYS[i], '-') end
   if op == 'set' then
     if ttl > 0 then redis.call('SET', KEYS[i], arg, 'EX', ttl) else redis.call('SET', KEYS[i], arg) end
   elseif op == 'del' then
