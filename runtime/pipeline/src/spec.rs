@@ -253,7 +253,9 @@ pub struct Processing {
     /// Default `earliest`. See [`StartPosition::validate`] for the ranges.
     pub start: StartPosition,
     /// What the pipeline promises about its outputs and cache writes. Default
-    /// `at-least-once`. See docs/delivery.md.
+    /// `at-least-once`, which is not written out, so a spec stored before this setting existed
+    /// is stored, and digested, the same. See docs/delivery.md.
+    #[serde(skip_serializing_if = "Guarantee::is_default")]
     pub guarantee: Guarantee,
 }
 
@@ -270,6 +272,13 @@ pub enum Guarantee {
     /// or the in-memory cache within the process's lifetime; Memcached is refused). Readers
     /// of the outputs must read with `isolation.level=read_committed`.
     ExactlyOnce,
+}
+
+impl Guarantee {
+    /// Whether this is the default, `at-least-once`.
+    pub fn is_default(&self) -> bool {
+        *self == Guarantee::AtLeastOnce
+    }
 }
 
 /// The most [`Processing::batch_size`].
