@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use sluice::cache::{Cache, MemoryCache, Namespace};
 use sluice::kafka::KafkaConfig;
-use sluice::pipeline::Pipeline;
 use sluice::pipeline::spec::{CacheSetting, FailurePolicy, Guarantee, ModuleDigest, PipelineSpec, Processing};
+use sluice::pipeline::{PartitionState, Pipeline};
 use sluice_tests::fixtures::{engine, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, MockBroker, TansuBroker, consume_until, produce, unique_suffix};
@@ -285,5 +285,59 @@ async fn on_a_broker_that_cannot_commit_transactions_exactly_once_fails_loudly_a
     );
     assert_eq!(status.transactions.committed, 0);
     assert_eq!(status.records_out, 0, "nothing is counted as delivered");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_block_policy_exactly_once_applies_only_the_writes_of_the_records_before_the_failed_one() {
+    let broker = MockBroker::start();
+    let id = unique_suffix();
+    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
+    broker.create_topic(&input, 1);
+    broker.create_topic(&output, 1);
+    let engine = engine();
+    let spec = PipelineSpec {
+        name: format!("eo-block-{id}"),
+        inputs: vec![input.clone()],
+        outputs: BTreeMap::from([("default".to_string(), output.clone())]),
+        module: ModuleDigest::of(&std::fs::read(guests::component("tally")).unwrap()),
+        cache: CacheSetting::default(),
+        namespace: None,
+        config: BTreeMap::new(),
+        processing: Processing {
+            guarantee: Guarantee::ExactlyOnce,
+            on_failure: FailurePolicy::Block,
+            max_retries: 0,
+            linger_ms: 200,
+            ..Processing::default()
+        },
+        group: Default::default(),
+    };
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let module = load(&engine, "tally");
+    let pipeline =
+        Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache.clone()).await.unwrap();
+    // One batch: the record at offset 2 traps after counting; the ones after it ran in the
+    // same batch, but run again once the partition is resumed, so their writes must wait.
+    let values = ["before", "before", "panic failed", "after", "after"];
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &input, &records).await;
+
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    loop {
+        let status = pipeline.status();
+        let blocked = status.partitions.iter().any(|p| p.state == PartitionState::Blocked { offset: 2 });
+        if blocked && status.transactions.committed > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partition did not block at offset 2: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache.get("wc:before").await, Ok(Some(b"2".to_vec())), "the records before the failed one count");
+    assert_eq!(cache.get("wc:failed").await, Ok(None), "the failed record's writes are dropped");
+    assert_eq!(cache.get("wc:after").await, Ok(None), "the records after it have not counted yet");
+    let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |records| records.len() >= 2).await;
+    let counted: Vec<(String, String)> = outputs.iter().map(|r| (r.key_text(), r.value_text())).collect();
+    assert_eq!(counted, [("before".to_owned(), "1".to_owned()), ("before".to_owned(), "2".to_owned())]);
     pipeline.stop().await;
 }
