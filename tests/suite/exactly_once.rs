@@ -29,7 +29,7 @@ use sluice::pipeline::{PartitionState, Pipeline};
 use sluice_tests::fixtures::{engine, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, MockBroker, TansuBroker, consume_until, produce, unique_suffix};
-use sluice_tests::process::ServeProcess;
+use sluice_tests::process::{ServeProcess, sluice_binary};
 use sluice_tests::servers::RedisServer;
 
 /// How long the test waits for the outputs of every record.
@@ -201,6 +201,13 @@ fn check(setup: &Setup, runtime: &ServeProcess, outputs: &[ConsumedRecord], coun
     assert!(wrong.is_empty(), "Redis counters that are not the true count: {wrong:?}\nlog:\n{}", runtime.log());
     let report = runtime.client(None).get_pipeline(&setup.name).unwrap();
     assert!(report.status.transactions.committed > 0, "batches were committed in transactions: {:?}", report.status);
+    let shown = std::process::Command::new(sluice_binary())
+        .args(["status", &setup.name])
+        .env("SLUICE_URL", runtime.url())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("delivery   exactly-once: ") && shown.contains(" transactions committed"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -294,6 +294,17 @@ impl Transactional {
     }
 }
 
+impl Drop for Transactional {
+    /// Closing a producer flushes and may wait on the broker: it happens on a blocking thread,
+    /// so a revoked partition never holds up the executor.
+    fn drop(&mut self) {
+        let producer = self.producer.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || drop(producer));
+        }
+    }
+}
+
 /// Waits before attempt `attempt + 1`: the pipeline's retry backoff, at most
 /// [`SETUP_BACKOFF_MAX`]. `false` when the worker is stopped first.
 async fn pause(shared: &Shared, attempt: u32, stop: &mut watch::Receiver<bool>) -> bool {

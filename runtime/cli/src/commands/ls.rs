@@ -1,6 +1,7 @@
 //! `sluice ls` and `sluice status`: the pipelines, briefly, and one in full.
 
 use sluice::api::{PartitionOffsets, PartitionStatus, PipelineList, PipelineReport, PipelineSummary};
+use sluice::pipeline::spec::Guarantee;
 
 use super::{cell, print_json, print_table, short, wire_name};
 use crate::{ClientArgs, NameArgs};
@@ -50,6 +51,13 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
         "records    in {}  out {}  failed {}  dead letters {}  skipped {}",
         s.records_in, s.records_out, s.failed, s.dead_letters, s.skipped
     );
+    if p.spec.processing.guarantee == Guarantee::ExactlyOnce {
+        let t = &s.transactions;
+        println!(
+            "delivery   exactly-once: {} transactions committed, {} aborted, {} replayed batches already applied",
+            t.committed, t.aborted, t.effects_already_applied
+        );
+    }
     if let Some(error) = &s.last_error {
         println!("last error {error}");
     }
