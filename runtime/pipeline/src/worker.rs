@@ -225,28 +225,34 @@ impl PartitionWorker {
     }
 
     /// Under the `block` policy in exactly-once mode: the batch's held cache writes must stop
-    /// at the failed record, since the records after it run again once an operator resumes
-    /// the partition. When a record failed and records after it ran, their writes are dropped
-    /// and the records before it are run again alone; the failed record's outcome is kept last.
+    /// before the failed record, since it and the records after it run again once an operator
+    /// resumes the partition. So the held writes are dropped and the records before it are run
+    /// again alone (until none of them fails); the failed record's outcome is kept last.
     async fn run_again_before_block(&mut self, batch: &[InputRecord], mut outcomes: Vec<Outcome>) -> Vec<Outcome> {
         if self.shared.spec.processing.on_failure != FailurePolicy::Block {
             return outcomes;
         }
+        let first_failed = |outcomes: &[Outcome]| outcomes.iter().position(|o| matches!(o, Outcome::Failed(_)));
+        let Some(mut failed) = first_failed(&outcomes) else { return outcomes };
         loop {
-            let Some(failed) = outcomes.iter().position(|o| matches!(o, Outcome::Failed(_))) else { return outcomes };
-            if failed + 1 == outcomes.len() || *self.stop.borrow() {
+            if *self.stop.borrow() {
                 return outcomes;
             }
             drop(self.instance.take_held_effects());
             let failure = outcomes.swap_remove(failed);
             let processing = &self.shared.spec.processing;
-            let mut before = match failed {
+            let before = match failed {
                 0 => Vec::new(),
                 _ => failure::process(&mut self.instance, processing, &batch[..failed], &mut self.stop).await,
             };
-            before = before.into_iter().map(|o| self.check_targets(o)).collect();
-            before.push(failure);
-            outcomes = before;
+            let mut before: Vec<Outcome> = before.into_iter().map(|o| self.check_targets(o)).collect();
+            match first_failed(&before) {
+                Some(earlier) => (outcomes, failed) = (before, earlier),
+                None => {
+                    before.push(failure);
+                    return before;
+                }
+            }
         }
     }
 
