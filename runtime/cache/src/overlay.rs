@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Cache, CacheError, add_to_counter, contract, format_counter, limits, parse_counter};
+use super::{Cache, CacheError, add_to_counter, check_buffered, contract, format_counter, parse_counter};
 
 /// One write of a call's overlay, as the backend applies it. Keys are namespaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,13 +270,7 @@ impl CallCache {
                 None => stored.next().flatten(),
             })
             .collect();
-        let buffered: usize = values.iter().flatten().map(Vec::len).sum();
-        if buffered > limits::MAX_HOST_BUFFERED_BYTES {
-            return Err(CacheError::TooLarge(format!(
-                "get-many answer of {buffered} bytes is over the {} byte limit; ask for fewer keys",
-                limits::MAX_HOST_BUFFERED_BYTES
-            )));
-        }
+        check_buffered(&values)?;
         Ok(values)
     }
 
