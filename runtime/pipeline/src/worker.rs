@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::failure::FailureKind;
 use super::failure::{self, Failure, Outcome};
 use super::function_log::{LogLevel, LogPlace, LogSource};
-use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee};
+use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee, Processing};
 use super::transaction::{CommitError, Transactional};
 use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
 use sluice_cache::Fenced;
@@ -211,13 +211,8 @@ impl PartitionWorker {
                         pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
                         "producing the results of offsets {first}..={last} failed ({e}); trying again"
                     );
-                    if *self.stop.borrow() {
+                    if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
                         return None;
-                    }
-                    let delay = self.shared.spec.processing.backoff(attempt);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.changed() => return None,
                     }
                 }
             }
@@ -293,7 +288,7 @@ impl PartitionWorker {
                 Ok::<_, CommitError>(delivered)
             }
             .await;
-            let (first, last) = (batch[0].offset, batch[upto - 1].offset);
+            let (first, last) = span;
             match committed {
                 Ok(delivered) => {
                     self.shared.stats.record_transaction(true);
@@ -326,13 +321,8 @@ impl PartitionWorker {
                     if attempt % 10 == 1 {
                         tracing::warn!("{error} (attempt {attempt})");
                     }
-                    if *self.stop.borrow() {
+                    if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
                         return None;
-                    }
-                    let delay = self.shared.spec.processing.backoff(attempt);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.changed() => return None,
                     }
                 }
             }
@@ -429,6 +419,18 @@ impl PartitionWorker {
         };
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
         resumed
+    }
+}
+
+/// Waits `processing`'s backoff before retry number `attempt`; `false` when the worker is
+/// stopped first (or already).
+async fn wait_before_retry(processing: &Processing, attempt: u32, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(processing.backoff(attempt)) => true,
+        _ = stop.changed() => false,
     }
 }
 
