@@ -246,6 +246,22 @@ async fn kill_9_under_exactly_once_with_a_guest_that_traps_every_100th_record_ke
     assert!(report.status.failed > 0, "traps are counted: {:?}", report.status);
 }
 
+/// An exactly-once pipeline `name` of `guest` from `input` to `output`, on the in-memory
+/// cache, with `processing` otherwise.
+fn in_process_spec(name: &str, input: &str, output: &str, guest: &str, processing: Processing) -> PipelineSpec {
+    PipelineSpec {
+        name: name.to_owned(),
+        inputs: vec![input.to_owned()],
+        outputs: BTreeMap::from([("default".to_string(), output.to_owned())]),
+        module: ModuleDigest::of(&std::fs::read(guests::component(guest)).unwrap()),
+        cache: CacheSetting::default(),
+        namespace: None,
+        config: BTreeMap::new(),
+        processing: Processing { guarantee: Guarantee::ExactlyOnce, ..processing },
+        group: Default::default(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_broker_that_cannot_commit_transactions_exactly_once_fails_loudly_and_commits_nothing() {
     // tansu 0.6.0 answers the rest of the transaction protocol but has no EndTxn handler.
@@ -255,22 +271,13 @@ async fn on_a_broker_that_cannot_commit_transactions_exactly_once_fails_loudly_a
     broker.create_topic(&input, 1);
     broker.create_topic(&output, 1);
     let engine = engine();
-    let spec = PipelineSpec {
-        name: format!("eo-tansu-{id}"),
-        inputs: vec![input.clone()],
-        outputs: BTreeMap::from([("default".to_string(), output.clone())]),
-        module: ModuleDigest::of(&std::fs::read(guests::component("passthrough")).unwrap()),
-        cache: CacheSetting::default(),
-        namespace: None,
-        config: BTreeMap::new(),
-        processing: Processing {
-            guarantee: Guarantee::ExactlyOnce,
-            on_failure: FailurePolicy::Skip,
-            linger_ms: 5,
-            ..Processing::default()
-        },
-        group: Default::default(),
-    };
+    let spec = in_process_spec(
+        &format!("eo-tansu-{id}"),
+        &input,
+        &output,
+        "passthrough",
+        Processing { on_failure: FailurePolicy::Skip, linger_ms: 5, ..Processing::default() },
+    );
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
     let module = load(&engine, "passthrough");
     let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
@@ -303,23 +310,13 @@ async fn under_the_block_policy_exactly_once_applies_only_the_writes_of_the_reco
     broker.create_topic(&input, 1);
     broker.create_topic(&output, 1);
     let engine = engine();
-    let spec = PipelineSpec {
-        name: format!("eo-block-{id}"),
-        inputs: vec![input.clone()],
-        outputs: BTreeMap::from([("default".to_string(), output.clone())]),
-        module: ModuleDigest::of(&std::fs::read(guests::component("tally")).unwrap()),
-        cache: CacheSetting::default(),
-        namespace: None,
-        config: BTreeMap::new(),
-        processing: Processing {
-            guarantee: Guarantee::ExactlyOnce,
-            on_failure: FailurePolicy::Block,
-            max_retries: 0,
-            linger_ms: 200,
-            ..Processing::default()
-        },
-        group: Default::default(),
-    };
+    let spec = in_process_spec(
+        &format!("eo-block-{id}"),
+        &input,
+        &output,
+        "tally",
+        Processing { on_failure: FailurePolicy::Block, max_retries: 0, linger_ms: 200, ..Processing::default() },
+    );
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
     let module = load(&engine, "tally");
     let pipeline =
