@@ -190,6 +190,15 @@ async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() 
     }
     let metrics = api(serve.url(), |c| c.metrics()).await.unwrap();
     assert!(metrics.contains(&format!("sluice_pipeline_records_in_total{{pipeline=\"{name}\"}} 200")), "{metrics}");
+    // A clean run shows its fault counters, at zero, for every kind.
+    for kind in ["trap", "memory-limit", "cpu-limit", "timeout"] {
+        let line = format!("sluice_pipeline_calls_failed_total{{pipeline=\"{name}\",kind=\"{kind}\"}} 0");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    for counter in ["bisections", "reruns", "instance_rebuilds"] {
+        let line = format!("sluice_pipeline_{counter}_total{{pipeline=\"{name}\"}} 0");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 /// Produces ids from `next` on, a batch every few milliseconds, until told to stop.

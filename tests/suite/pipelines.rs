@@ -218,10 +218,41 @@ async fn poison_and_looping_records_are_dead_lettered_while_the_rest_flows_on() 
 
     let status = pipeline.status();
     assert_eq!((status.records_out, status.dead_letters), (3, 3));
+    let faults = &status.faults;
+    assert!(faults.calls_failed.get("trap").copied().unwrap_or(0) >= 1, "the panic is counted: {faults:?}");
+    assert!(faults.calls_failed.get("cpu-limit").copied().unwrap_or(0) >= 1, "the loop is counted: {faults:?}");
+    assert!(faults.instance_rebuilds >= 2, "an instance is built again after each: {faults:?}");
     let group = pipeline.spec().group_id();
     pipeline.stop().await;
     let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
     assert_eq!(committed, next_offsets(&written), "the whole partition was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_leaks_until_its_memory_limit_is_rebuilt_and_every_failed_call_is_counted_though_no_record_fails()
+{
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    // Each `leak` record keeps 1 MiB in the instance: 40 of them cannot all run on one
+    // instance under a 16 MiB limit, but each runs alone on a fresh one.
+    let limits = Limits { max_memory_bytes: 16 << 20, ..Limits::default() };
+    let engine = engine_with(limits);
+    let pipeline = start(&engine, &broker, spec("leak", &topics, "hostile"), "hostile").await;
+    let records: Vec<_> = (0..40).map(|_| (0, None, &b"leak"[..], &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 40, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.len(), 40, "every record passes through in the end");
+    let status = pipeline.status();
+    pipeline.stop().await;
+    assert_eq!((status.failed, status.dead_letters), (0, 0), "no record is at fault: {status:?}");
+    // Yet nothing of what it took is hidden: the memory-limit traps, the instances built
+    // again and the records that ran more than once.
+    let faults = &status.faults;
+    assert!(faults.calls_failed.get("memory-limit").copied().unwrap_or(0) >= 1, "{faults:?}");
+    assert_eq!(faults.calls_failed_total(), faults.calls_failed["memory-limit"], "only memory limits: {faults:?}");
+    assert!(faults.instance_rebuilds >= 1, "{faults:?}");
+    assert!(faults.reruns >= 1, "{faults:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,8 @@
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
 //! | `sluice_pipeline_transactions_committed_total`, `_transactions_aborted_total`, `_effects_already_applied_total` | counter | pipeline |
+//! | `sluice_pipeline_calls_failed_total` (traps and limits: `trap`, `cpu-limit`, `memory-limit`, ...) | counter | pipeline, kind |
+//! | `sluice_pipeline_bisections_total`, `_reruns_total`, `_instance_rebuilds_total` | counter | pipeline |
 //! | `sluice_pipeline_batch_duration_seconds` | histogram | pipeline |
 //! | `sluice_pipeline_lag_records` | gauge | pipeline, topic, partition |
 //! | `sluice_cache_hits_total`, `_misses_total`, `_writes_total`, `_unavailable_total`, `_errors_total`, `_outages_total` | counter | pipeline, backend |
@@ -31,6 +33,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder as _, TextEncoder};
 
 use sluice_cache::{LATENCY_BUCKET_BOUNDS_MICROS, LatencySnapshot};
+use sluice_pipeline::FailureKind;
 use sluice_pipeline::cluster::status::NodeState;
 use sluice_pipeline::manager::{PipelineManager, PipelineState};
 
@@ -183,6 +186,35 @@ pub async fn render(manager: &PipelineManager) -> String {
             "Exactly-once batches run again whose cache writes had been applied, and were not applied twice.",
             &p,
             transactions.effects_already_applied,
+        );
+        let faults = &status.faults;
+        for kind in FailureKind::ALL {
+            let FailureKind::Batch(kind) = kind else { continue };
+            let kind = kind.as_str();
+            f.counter(
+                "sluice_pipeline_calls_failed_total",
+                "Function calls that failed as a whole (a trap or a limit), by kind; their records were run again.",
+                &[p[0], ("kind", kind)],
+                faults.calls_failed.get(kind).copied().unwrap_or(0),
+            );
+        }
+        f.counter(
+            "sluice_pipeline_bisections_total",
+            "Failed calls split in halves to find the records at fault.",
+            &p,
+            faults.bisections,
+        );
+        f.counter(
+            "sluice_pipeline_reruns_total",
+            "Records processed again after a failed attempt (a split call or a retry).",
+            &p,
+            faults.reruns,
+        );
+        f.counter(
+            "sluice_pipeline_instance_rebuilds_total",
+            "Function instances built again after a failed call discarded theirs.",
+            &p,
+            faults.instance_rebuilds,
         );
         f.histogram(
             "sluice_pipeline_batch_duration_seconds",

@@ -310,7 +310,8 @@ mod tests {
     use sluice_pipeline::registry::pipelines::{Revision, RevisionCause};
     use sluice_pipeline::spec::{ModuleDigest, PipelineSpec};
     use sluice_pipeline::{
-        ModuleSwitch, PartitionState, PartitionStatus, PipelineCacheStatus, PipelineStatus, TransactionCounts,
+        FaultCounts, ModuleSwitch, PartitionState, PartitionStatus, PipelineCacheStatus, PipelineStatus,
+        TransactionCounts,
     };
 
     use super::*;
@@ -420,6 +421,12 @@ mod tests {
                 dead_letters: 0,
                 skipped: 0,
                 transactions: TransactionCounts::default(),
+                faults: FaultCounts {
+                    calls_failed: [("trap".to_owned(), 1)].into(),
+                    bisections: 9,
+                    reruns: 510,
+                    instance_rebuilds: 1,
+                },
                 last_error: Some("pipeline orders-enrich partition orders/2 offset 77: trap".into()),
                 partitions: vec![
                     partition(0, PartitionState::Running, true),

@@ -123,7 +123,7 @@ pub enum BatchError {
 
 /// The kind of a [`BatchError`], without its details: a stable name for dead-letter headers
 /// and metrics, serialised as it (`cpu-limit`, `timeout`, ...).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BatchErrorKind {
     /// [`BatchError::CpuLimit`].
@@ -209,18 +209,35 @@ pub struct FunctionInstance {
     /// In exactly-once mode ([`FunctionInstance::hold_effects`]): the cache writes of the
     /// successful calls since the last [`FunctionInstance::take_held_effects`].
     held: Option<CallCache>,
+    /// Whether the module was instantiated before (a new instantiation is then a rebuild).
+    instantiated: bool,
+    /// Instances built again after a call discarded the previous one.
+    rebuilds: u64,
+    /// Whether the last call ran on an instance built for it (it served no call before).
+    last_call_fresh: bool,
 }
 
 struct Live {
     store: Store<HostState>,
     processor: Processor,
+    /// Calls the instance has served.
+    calls: u64,
 }
 
 impl FunctionInstance {
     /// An instance of `module` that will use `context`. Instantiation happens on the first
     /// call, and again after any call that fails.
     pub fn new(engine: &Engine, module: &Module, context: FunctionContext) -> Self {
-        FunctionInstance { engine: engine.clone(), module: module.clone(), context, live: None, held: None }
+        FunctionInstance {
+            engine: engine.clone(),
+            module: module.clone(),
+            context,
+            live: None,
+            held: None,
+            instantiated: false,
+            rebuilds: 0,
+            last_call_fresh: false,
+        }
     }
 
     /// From now on, a successful call's cache writes are not applied: they join the overlay
@@ -255,6 +272,24 @@ impl FunctionInstance {
         }
     }
 
+    /// How many times the instance was built again because a failed call (a trap, a limit, a
+    /// timeout) discarded the previous one.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
+    /// Whether the last call ran on a fresh instance, one that had served no call before. A
+    /// call that failed on an instance that had served others may have failed for what they
+    /// left behind (a leak growing towards the memory limit), not for its own records.
+    pub fn last_call_was_fresh(&self) -> bool {
+        self.last_call_fresh
+    }
+
+    /// Whether the next call reuses a live instance; `false` after a call that discarded it.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
     /// The module this instance runs.
     pub fn module(&self) -> &Module {
         &self.module
@@ -275,10 +310,17 @@ impl FunctionInstance {
     /// not pay for it (used when switching a worker to a reloaded module).
     pub async fn prepare(&mut self) -> Result<(), BatchError> {
         if self.live.is_none() {
-            let limits = self.engine.limits().clone();
-            self.live = Some(instantiate(&self.engine, &self.module, &self.context, &limits).await?);
+            self.live = Some(self.instantiate().await?);
         }
         Ok(())
+    }
+
+    /// A fresh instance, counted as a rebuild when it replaces a discarded one.
+    async fn instantiate(&mut self) -> Result<Live, BatchError> {
+        if std::mem::replace(&mut self.instantiated, true) {
+            self.rebuilds += 1;
+        }
+        instantiate(&self.engine, &self.module, &self.context, self.engine.limits()).await
     }
 
     /// Runs the guest's `process` on `batch` and returns one result per record.
@@ -292,10 +334,16 @@ impl FunctionInstance {
     pub async fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, BatchError> {
         let limits = self.engine.limits().clone();
         let function = self.context.name.clone();
-        let mut live = match self.live.take() {
-            Some(live) => live,
-            None => instantiate(&self.engine, &self.module, &self.context, &limits).await?,
+        self.last_call_fresh = false;
+        let (mut live, fresh) = match self.live.take() {
+            Some(live) => {
+                let fresh = live.calls == 0;
+                (live, fresh)
+            }
+            None => (self.instantiate().await?, true),
         };
+        self.last_call_fresh = fresh;
+        live.calls += 1;
         live.store.data_mut().start_call(self.held.as_ref());
         live.store.set_epoch_deadline(1);
         let call = live.processor.call_process(&mut live.store, batch);
@@ -355,7 +403,7 @@ async fn instantiate(
     let function = context.name.clone();
     let instantiate = module.pre().instantiate_async(&mut store);
     match tokio::time::timeout(limits.call_timeout, instantiate).await {
-        Ok(Ok(processor)) => Ok(Live { store, processor }),
+        Ok(Ok(processor)) => Ok(Live { store, processor, calls: 0 }),
         Ok(Err(e)) => Err(BatchError::Instantiate { function, reason: format!("{e:#}") }),
         Err(_) => Err(BatchError::Timeout { function, limit: limits.call_timeout }),
     }

@@ -6,8 +6,11 @@
 //! Lambda's Kafka source does). Retryable failures are tried again with exponential backoff;
 //! what still fails then goes to the pipeline's failure policy.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -115,16 +118,73 @@ pub(crate) struct Failure {
     pub outage: bool,
 }
 
+/// What failure handling did behind a pipeline's results, so that no trap, limit, split or
+/// re-run goes unseen even when every record succeeds in the end: counted per pipeline, shown
+/// in `/metrics` and `sluice status`.
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Failed calls by kind (`trap`, `memory-limit`, `cpu-limit`, ...).
+    calls_failed: Mutex<BTreeMap<BatchErrorKind, u64>>,
+    bisections: AtomicU64,
+    reruns: AtomicU64,
+    instance_rebuilds: AtomicU64,
+}
+
+impl Faults {
+    fn call_failed(&self, kind: BatchErrorKind) {
+        *self.calls_failed.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> FaultCounts {
+        let calls_failed = self.calls_failed.lock().unwrap_or_else(|p| p.into_inner());
+        FaultCounts {
+            calls_failed: calls_failed.iter().map(|(kind, n)| (kind.as_str().to_owned(), *n)).collect(),
+            bisections: self.bisections.load(Ordering::Relaxed),
+            reruns: self.reruns.load(Ordering::Relaxed),
+            instance_rebuilds: self.instance_rebuilds.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What failure handling did, at one moment ([`Faults`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FaultCounts {
+    /// Calls that failed as a whole, by kind: `trap`, `cpu-limit`, `memory-limit`,
+    /// `timeout`, `stack-overflow`, `output-limit`, `cache-effects-limit`, `result-count`,
+    /// `instantiate`, `table-limit`. Their records were run again in smaller groups.
+    pub calls_failed: BTreeMap<String, u64>,
+    /// Failed calls split in halves to find the records at fault.
+    pub bisections: u64,
+    /// Records processed again after a failed attempt (a split call's records, or a retry):
+    /// the function saw them more than once, and their cache reads were repeated.
+    pub reruns: u64,
+    /// Function instances built again after a failed call discarded theirs.
+    pub instance_rebuilds: u64,
+}
+
+impl FaultCounts {
+    /// Failed calls of every kind.
+    pub fn calls_failed_total(&self) -> u64 {
+        self.calls_failed.values().sum()
+    }
+}
+
 /// Processes `records`, isolating failing records and retrying retryable failures: up to
 /// `max_retries` times each, or for as long as the cache is unavailable. Returns one outcome
-/// per record, in order. Retries stop early when `stop` turns true.
+/// per record, in order. Retries stop early when `stop` turns true. Everything done beyond
+/// one call is counted in `faults`.
 pub(crate) async fn process(
     instance: &mut FunctionInstance,
     processing: &Processing,
     records: &[InputRecord],
     stop: &mut watch::Receiver<bool>,
+    faults: &Faults,
 ) -> Vec<Outcome> {
-    let mut outcomes = isolate(instance, records).await;
+    let mut outcomes = isolate(instance, records, faults, true).await;
     for round in 1.. {
         let again: Vec<usize> = (0..outcomes.len())
             .filter(|&i| matches!(&outcomes[i], Outcome::Failed(f) if f.retryable && (f.outage || f.attempts <= processing.max_retries)))
@@ -149,7 +209,8 @@ pub(crate) async fn process(
             _ = stop.changed() => break,
         }
         let subset: Vec<InputRecord> = again.iter().map(|&i| records[i].clone()).collect();
-        for (i, outcome) in again.into_iter().zip(isolate(instance, &subset).await) {
+        Faults::add(&faults.reruns, subset.len());
+        for (i, outcome) in again.into_iter().zip(isolate(instance, &subset, faults, true).await) {
             let attempts = match &outcomes[i] {
                 Outcome::Failed(f) => f.attempts + 1,
                 Outcome::Done(_) => 1,
@@ -163,13 +224,38 @@ pub(crate) async fn process(
     outcomes
 }
 
-/// One attempt at `records`: a failing call is split until the failing records stand alone.
+/// One attempt at `records`: a failing call is split until the failing records stand alone,
+/// and a record is held at fault only when it fails alone on a fresh instance (or on one the
+/// failure did not discard, such as an output limit's). The first failure of an attempt (`whole`: not a split of it) is logged at WARN, once; the
+/// splits that follow at DEBUG.
 fn isolate<'a>(
     instance: &'a mut FunctionInstance,
     records: &'a [InputRecord],
+    faults: &'a Faults,
+    whole: bool,
 ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
     Box::pin(async move {
-        match instance.process(records).await {
+        let rebuilds = instance.rebuilds();
+        let result = instance.process(records).await;
+        Faults::add(&faults.instance_rebuilds, (instance.rebuilds() - rebuilds) as usize);
+        if let Err(error) = &result {
+            faults.call_failed(error.kind());
+            let offsets = match (records.first(), records.last()) {
+                (Some(first), Some(last)) => format!("{}..={}", first.offset, last.offset),
+                _ => "none".to_owned(),
+            };
+            let next = match (records.len(), instance.last_call_was_fresh() || instance.is_live()) {
+                (1, true) => "the record is at fault",
+                (1, false) => "running it again on a fresh instance",
+                _ => "running it again in halves",
+            };
+            if whole {
+                tracing::warn!(kind = %error.kind(), "call on offsets {offsets} failed: {error}; {next}");
+            } else {
+                tracing::debug!(kind = %error.kind(), "call on offsets {offsets} failed: {error}; {next}");
+            }
+        }
+        match result {
             Ok(results) => {
                 let outage = instance.saw_cache_outage();
                 results
@@ -189,6 +275,13 @@ fn isolate<'a>(
                     })
                     .collect()
             }
+            Err(_) if records.len() == 1 && !instance.last_call_was_fresh() && !instance.is_live() => {
+                // The instance had served other calls: what they left behind (a leak growing
+                // towards the memory limit) may be the cause, so the record is tried once more
+                // alone on a fresh instance before it is held at fault.
+                Faults::add(&faults.reruns, 1);
+                isolate(instance, records, faults, false).await
+            }
             Err(error) if records.len() == 1 => {
                 vec![Outcome::Failed(Failure {
                     kind: FailureKind::Batch(error.kind()),
@@ -198,14 +291,12 @@ fn isolate<'a>(
                     outage: false,
                 })]
             }
-            Err(error) => {
-                tracing::debug!(
-                    records = records.len(),
-                    "batch failed ({error}); splitting it to find the records at fault"
-                );
+            Err(_) => {
+                Faults::add(&faults.bisections, 1);
+                Faults::add(&faults.reruns, records.len());
                 let (left, right) = records.split_at(records.len() / 2);
-                let mut outcomes = isolate(instance, left).await;
-                outcomes.extend(isolate(instance, right).await);
+                let mut outcomes = isolate(instance, left, faults, false).await;
+                outcomes.extend(isolate(instance, right, faults, false).await);
                 outcomes
             }
         }

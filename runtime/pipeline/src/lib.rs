@@ -21,7 +21,7 @@ mod transaction;
 mod worker;
 
 /// What kind of failure a record had, as dead-letter headers name it.
-pub use failure::FailureKind;
+pub use failure::{FailureKind, FaultCounts};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -613,6 +613,8 @@ pub struct PipelineStats {
     transactions_committed: AtomicU64,
     transactions_aborted: AtomicU64,
     effects_already_applied: AtomicU64,
+    /// Failed calls, splits, re-runs and rebuilt instances.
+    faults: failure::Faults,
     last_error: Mutex<Option<String>>,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     /// Time from a batch's first record to its results acknowledged (or dead-lettered).
@@ -695,6 +697,7 @@ impl PipelineStats {
                 aborted: load(&self.transactions_aborted),
                 effects_already_applied: load(&self.effects_already_applied),
             },
+            faults: self.faults.snapshot(),
             last_error: self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions: self.partitions.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect(),
             owned_partitions: 0,
@@ -764,6 +767,10 @@ pub struct PipelineStatus {
     /// Exactly-once mode's transactions (all zero in at-least-once mode).
     #[serde(default)]
     pub transactions: TransactionCounts,
+    /// Failed calls by kind (traps and limits), splits, re-runs and rebuilt instances: what
+    /// failure handling did, even when every record succeeded in the end.
+    #[serde(default)]
+    pub faults: FaultCounts,
     /// The latest failure, with its pipeline, partition and offset.
     pub last_error: Option<String>,
     /// Partitions this runtime has worked on.

@@ -84,7 +84,9 @@ impl PartitionWorker {
             }
             self.shared.stats.record_batch(batch.len());
             let processing = &self.shared.spec.processing;
-            let outcomes = failure::process(&mut self.instance, processing, &batch, &mut self.stop).await;
+            let outcomes =
+                failure::process(&mut self.instance, processing, &batch, &mut self.stop, &self.shared.stats.faults)
+                    .await;
             let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
             let outcomes = match self.transactional.is_some() {
                 true => self.run_again_before_block(&batch, outcomes).await,
@@ -238,7 +240,10 @@ impl PartitionWorker {
             let processing = &self.shared.spec.processing;
             let before = match failed {
                 0 => Vec::new(),
-                _ => failure::process(&mut self.instance, processing, &batch[..failed], &mut self.stop).await,
+                _ => {
+                    let faults = &self.shared.stats.faults;
+                    failure::process(&mut self.instance, processing, &batch[..failed], &mut self.stop, faults).await
+                }
             };
             let mut before: Vec<Outcome> = before.into_iter().map(|o| self.check_targets(o)).collect();
             match first_failed(&before) {

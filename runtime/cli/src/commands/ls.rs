@@ -58,6 +58,18 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
             t.committed, t.aborted, t.effects_already_applied
         );
     }
+    let faults = &s.faults;
+    if faults.calls_failed_total() > 0 || faults.reruns > 0 {
+        let kinds: Vec<String> = faults.calls_failed.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+        println!(
+            "faults     calls failed {} ({}), {} split, {} records run again, {} instances rebuilt",
+            faults.calls_failed_total(),
+            if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
+            faults.bisections,
+            faults.reruns,
+            faults.instance_rebuilds
+        );
+    }
     if let Some(error) = &s.last_error {
         println!("last error {error}");
     }

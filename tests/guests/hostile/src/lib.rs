@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `loop` | spins forever (stopped by the CPU-time limit) |
 //! | `grow` | allocates and touches 1 MiB chunks forever, keeping them (stopped by the memory limit) |
+//! | `leak` | keeps 1 MiB more for as long as the instance lives, then passes the record through (a leaking language runtime) |
 //! | `recurse` | recurses without bound, not as a tail call, until the stack overflows (a trap) |
 //! | `panic` | panics with `poison record at offset N` (a trap) |
 //! | `huge` | emits 20 outputs of 1 MiB each, 20 MiB in all (the output-size limit) |
@@ -45,6 +46,19 @@ fn grow() -> ! {
     }
 }
 
+/// What `leak` keeps: a mebibyte more for every such record, freed only with the instance.
+static LEAKED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Holds one more mebibyte for as long as the instance lives (a guest that leaks, as some
+/// language runtimes do, until its memory limit traps it).
+fn leak() {
+    let mut chunk = vec![0u8; MIB];
+    for page in chunk.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    LEAKED.lock().unwrap_or_else(|p| p.into_inner()).push(black_box(chunk));
+}
+
 /// Recurses until the stack overflows.
 fn recurse(depth: u64) -> u64 {
     // Scalar frames live on the WebAssembly stack (not in linear memory), and the result is
@@ -59,6 +73,10 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
     match record.value_str().unwrap_or_default() {
         "loop" => spin(),
         "grow" => grow(),
+        "leak" => {
+            leak();
+            out.emit(Output::from_record(record));
+        }
         "recurse" => {
             black_box(recurse(0));
         }
