@@ -201,3 +201,88 @@ fn the_help_names_the_token_variables() {
     }
     assert!(help(&["--help"]).contains("RUST_LOG"));
 }
+
+/// A pipe whose reader is already closed: every write to it fails with `EPIPE`.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer
+}
+
+/// Runs `command` with its stdout on a pipe nobody reads and checks it ends quietly.
+fn ends_quietly_on_a_closed_pipe(mut command: Command, what: &str) {
+    let output = command.stdout(closed_pipe()).stderr(Stdio::piped()).output().expect("the command runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{what} panicked on a closed pipe: {stderr}");
+    assert!(output.status.success(), "{what} failed on a closed pipe: {:?} {stderr}", output.status);
+}
+
+#[test]
+fn no_command_panics_when_the_reader_of_its_output_goes_away() {
+    let dev = Dev::start();
+    let root = sluice_tests::guests::workspace_root();
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), "{\"value\": \"a\"}\n".repeat(2000)).unwrap();
+    let mut run = sluice();
+    run.arg("run").arg("--module").arg(sluice_tests::guests::component("passthrough")).arg("--input").arg(input.path());
+    run.arg("--no-artifact-cache");
+    ends_quietly_on_a_closed_pipe(run, "sluice run");
+    for args in [
+        &["version"][..],
+        &["completions", "bash"],
+        &["ls"],
+        &["status", "demo"],
+        &["modules"],
+        &["nodes"],
+        &["logs", "demo"],
+    ] {
+        let mut command = sluice();
+        command.args(args).args(["--url", &dev.url]).current_dir(&root);
+        if args[0] == "version" || args[0] == "completions" {
+            command = sluice();
+            command.args(args);
+        }
+        ends_quietly_on_a_closed_pipe(command, &format!("sluice {}", args.join(" ")));
+    }
+    drop(dev);
+    // The demo itself stops, cleanly, when nobody reads its live lines any more.
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = sluice();
+    demo.args(["dev", "--rate", "200", "--seconds", "600"])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .current_dir(&root);
+    ends_quietly_on_a_closed_pipe(demo, "sluice dev");
+}
+
+#[test]
+fn sluice_run_compiles_a_module_once_and_loads_it_from_the_artifact_cache_after() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let input = tempfile::NamedTempFile::new().unwrap();
+    // A value that is not UTF-8, given in base64, reaches the function as its bytes.
+    std::fs::write(input.path(), "{\"key\": \"k\", \"value_b64\": \"/wCA\"}\n").unwrap();
+    let run = || {
+        let output = sluice()
+            .arg("run")
+            .arg("--module")
+            .arg(sluice_tests::guests::component("passthrough"))
+            .arg("--input")
+            .arg(input.path())
+            .arg("--artifact-dir")
+            .arg(artifacts.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        (String::from_utf8(output.stdout).unwrap(), String::from_utf8(output.stderr).unwrap())
+    };
+    let (first, first_log) = run();
+    assert!(first_log.contains(" compiled in ") && first_log.contains(" ms"), "{first_log}");
+    assert!(first.contains("value=\"hex:ff0080\""), "the bytes went through as they are: {first}");
+    let (second, second_log) = run();
+    assert!(second_log.contains("loaded from the artifact cache in "), "{second_log}");
+    let report = |text: &str| text.lines().filter(|l| !l.contains(" in ")).map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(report(&first), report(&second), "the same report both times");
+    let cached: Vec<_> = std::fs::read_dir(artifacts.path()).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one compiled artifact: {cached:?}");
+}

@@ -158,6 +158,14 @@ impl Drop for EmbeddedCluster {
     }
 }
 
+/// Prints one line of the demo; `false` when stdout's reader is gone (the demo then stops at
+/// its next tick, cleanly, instead of panicking).
+fn say(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_ok()
+}
+
 /// Runs the demo until Ctrl-C or the end of `options.duration`.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let cluster = EmbeddedCluster::start(options.partitions)?;
@@ -165,7 +173,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         cluster.create_topic(topic)?;
     }
     let brokers = cluster.brokers.clone();
-    println!("embedded Kafka (mock cluster) at {brokers}; topics {INPUT_TOPIC} -> {OUTPUT_TOPIC}");
+    say(format_args!("embedded Kafka (mock cluster) at {brokers}; topics {INPUT_TOPIC} -> {OUTPUT_TOPIC}"));
 
     let kafka = KafkaConfig::new(brokers.clone());
     let (data_dir, temporary) = match &options.data_dir {
@@ -189,13 +197,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })?;
     let stored = manager.store_module(bytes.into()).await?;
     let compile_time = stored.module.as_ref().map(|m| m.compile_time());
-    println!(
+    say(format_args!(
         "function {} ({}, {} KiB{})",
         options.module.display(),
         &stored.info.digest[..19],
         stored.info.size / 1024,
         compile_time.map(|t| format!(", compiled in {t:?}")).unwrap_or_default()
-    );
+    ));
     let spec = PipelineSpec {
         name: "demo".into(),
         inputs: vec![INPUT_TOPIC.into()],
@@ -214,10 +222,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(serve_admin(manager.clone(), admin, async move {
         let _ = admin_stopped.await;
     }));
-    println!(
+    say(format_args!(
         "admin API on http://{0} — open http://{0}/ui for the web console, or try `sluice ls`, `sluice status demo`, `sluice reload demo <module.wasm>`, `sluice rollback demo`",
         options.admin_listen
-    );
+    ));
 
     let feeder = tokio::spawn(feed(kafka.clone(), options.rate));
     let outputs = watch_outputs(&kafka, options.partitions)?;
@@ -234,7 +242,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         }
     };
     tokio::pin!(stop);
-    println!("feeding {} records/s; press Ctrl-C to stop", options.rate);
+    say(format_args!("feeding {} records/s; press Ctrl-C to stop", options.rate));
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -255,11 +263,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 let mut top: Vec<_> = latest.iter().collect();
                 top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
                 let top: Vec<String> = top.iter().take(6).map(|(w, n)| format!("{w}={n}")).collect();
-                println!(
+                let shown = say(format_args!(
                     "[{:>4}s] in {:>8}  out {:>9}  failed {}  | {:>7.0} rec/s in {:>8.0} out/s | top: {}",
                     started.elapsed().as_secs(), status.records_in, status.records_out, status.failed,
                     rate_in, rate_out, top.join(" ")
-                );
+                ));
+                if !shown {
+                    // Nobody reads the demo's output any more (`sluice dev | head`): stop it.
+                    break;
+                }
             }
         }
     }

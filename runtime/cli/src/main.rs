@@ -6,6 +6,15 @@
 //! This file is the command line's definition and its dispatch; each command is in
 //! [`commands`], and speaks to the admin API through the typed client of `sluice-api`.
 
+/// `println!` that returns the write's error instead of panicking on it: a reader that went
+/// away (`sluice status x | head -1`) ends the command quietly ([`is_closed_pipe`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod commands;
 
 use std::io::Write as _;
@@ -204,8 +213,8 @@ struct RunArgs {
     /// The function: a WebAssembly component (.wasm) of the sluice:function/processor world.
     #[arg(long, short)]
     module: PathBuf,
-    /// Records, one JSON object per line ({"key": .., "value": .., "headers": {..}}).
-    /// Reads stdin when absent.
+    /// Records, one JSON object per line ({"key": .., "value": .., "headers": {..}}; bytes that
+    /// are not UTF-8 as "key_b64" and "value_b64", in base64). Reads stdin when absent.
     #[arg(long, short)]
     input: Option<PathBuf>,
     /// Take each input line as a record value, as is.
@@ -220,6 +229,14 @@ struct RunArgs {
     /// Print JSON lines instead of text.
     #[arg(long)]
     json: bool,
+    /// Where compiled modules are kept between runs (the runtime's artifact cache format: by
+    /// content digest and engine). Default: $SLUICE_ARTIFACT_DIR, else
+    /// $XDG_CACHE_HOME/sluice/artifacts, else ~/.cache/sluice/artifacts.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_artifact_cache")]
+    artifact_dir: Option<PathBuf>,
+    /// Compile the module every time, keeping nothing on disk.
+    #[arg(long)]
+    no_artifact_cache: bool,
 }
 
 #[derive(Args)]
@@ -336,6 +353,10 @@ fn main() {
     sluice::logging::init(cli.log_format);
     let json = cli.command.prints_json();
     if let Err(error) = run(cli.command) {
+        if is_closed_pipe(&error) {
+            // The reader has what it wanted (`| head`): not a failure, as for any Unix tool.
+            std::process::exit(0);
+        }
         if json {
             eprintln!("{}", commands::error_json(&error));
         } else {
@@ -343,6 +364,13 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// Whether `error` is a write to a pipe whose reader is gone.
+fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 impl Command {
@@ -378,7 +406,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(args) => runtime()?.block_on(commands::dev::dev(args)),
         Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
         Command::New(args) => commands::new::new(args),
-        Command::Build(args) => commands::new::build(&args.dir).map(|path| println!("{}", path.display())),
+        Command::Build(args) => {
+            let path = commands::new::build(&args.dir)?;
+            Ok(outln!("{}", path.display())?)
+        }
         Command::Deploy(args) => commands::deploy::deploy(args),
         Command::Ls(args) => commands::ls::ls(&args),
         Command::Status(args) => commands::ls::status(&args),
@@ -396,17 +427,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             if args.json {
                 return commands::print_json(&versions);
             }
-            println!("{versions}");
-            Ok(())
+            Ok(outln!("{versions}")?)
         }
         Command::Completions(args) => {
             let mut script = Vec::new();
             clap_complete::generate(args.shell, &mut Cli::command(), "sluice", &mut script);
-            match std::io::stdout().write_all(&script) {
-                // A reader that stops early (`| head`) is not a failure.
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
+            Ok(std::io::stdout().write_all(&script)?)
         }
     }
 }

@@ -4,8 +4,13 @@
 //!
 //! Each input line is a JSON object: `{"key": ..., "value": ..., "headers": {...}}`, all
 //! optional. A string is taken as its UTF-8 bytes; any other JSON value (an object, a number)
-//! as its compact JSON text; `null` as a null key or value. `topic`, `partition`, `offset` and
+//! as its compact JSON text; `null` as a null key or value. Bytes that are not UTF-8 are given
+//! in base64 as `key_b64` and `value_b64` instead. `topic`, `partition`, `offset` and
 //! `timestamp_ms` may be given too. With `raw`, each line is taken as a record value as is.
+//!
+//! Compiled modules are kept between runs in the runtime's artifact cache format
+//! ([`default_artifact_dir`]), so only the first run of a large (Python, JavaScript) component
+//! pays for its compilation.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -70,7 +75,34 @@ struct InputLine {
     #[serde(default)]
     value: Value,
     #[serde(default)]
+    key_b64: Option<String>,
+    #[serde(default)]
+    value_b64: Option<String>,
+    #[serde(default)]
     headers: BTreeMap<String, Value>,
+}
+
+/// Where `sluice run` keeps compiled modules by default: `$SLUICE_ARTIFACT_DIR`, else
+/// `$XDG_CACHE_HOME/sluice/artifacts`, else `~/.cache/sluice/artifacts`; `None` when none of
+/// them is set.
+pub fn default_artifact_dir() -> Option<std::path::PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    var("SLUICE_ARTIFACT_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("sluice").join("artifacts")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("sluice").join("artifacts")))
+}
+
+/// The bytes of a key or value given either as JSON (`field`) or in base64 (`field_b64`).
+fn bytes_of(field: &str, json: Value, b64: Option<String>) -> anyhow::Result<Option<Vec<u8>>> {
+    use base64::Engine as _;
+    match b64 {
+        None => Ok(json_bytes(json)),
+        Some(_) if !json.is_null() => bail!("give either {field} or {field}_b64, not both"),
+        Some(text) => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{field}_b64 is not base64: {e}")),
+    }
 }
 
 /// Reads records from `input`: one per non-empty line.
@@ -101,8 +133,10 @@ pub fn read_records(input: impl BufRead, raw: bool) -> anyhow::Result<Vec<InputR
                 partition: parsed.partition.unwrap_or(0),
                 offset: parsed.offset.unwrap_or(offset),
                 timestamp_ms: parsed.timestamp_ms,
-                key: json_bytes(parsed.key),
-                value: json_bytes(parsed.value),
+                key: bytes_of("key", parsed.key, parsed.key_b64)
+                    .with_context(|| format!("input line {}", index + 1))?,
+                value: bytes_of("value", parsed.value, parsed.value_b64)
+                    .with_context(|| format!("input line {}", index + 1))?,
                 headers: parsed
                     .headers
                     .into_iter()
@@ -400,5 +434,25 @@ mod tests {
         report_record(&mut out, false, &record, &Ok(vec![output])).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("key=\"k\" value=\"v\" headers: trace=\"abc\""), "{text}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_read_from_base64_fields() {
+        let input =
+            concat!(r#"{"key_b64": "/wA=", "value_b64": "gIGC"}"#, "\n", r#"{"key": "k", "value": {"n": 1}}"#, "\n");
+        let records = read_records(input.as_bytes(), false).unwrap();
+        assert_eq!(records[0].key.as_deref(), Some(&[0xff, 0x00][..]));
+        assert_eq!(records[0].value.as_deref(), Some(&[0x80, 0x81, 0x82][..]));
+        assert_eq!(records[1].value.as_deref(), Some(&br#"{"n":1}"#[..]));
+    }
+
+    #[test]
+    fn a_base64_field_that_is_malformed_or_doubled_is_refused_with_its_line() {
+        let error = read_records(r#"{"value_b64": "not base64!"}"#.as_bytes(), false).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("input line 1") && message.contains("value_b64 is not base64"), "{message}");
+        let error = read_records(r#"{"key": "a", "key_b64": "YQ=="}"#.as_bytes(), false).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("either key or key_b64"), "{message}");
     }
 }

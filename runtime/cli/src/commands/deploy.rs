@@ -14,13 +14,13 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<()> {
     if args.client.json {
         return print_json(&answer);
     }
-    println!(
+    outln!(
         "pipeline {}: {}, module {} (revision {})",
         args.name,
         wire_name(&answer.result),
         short(&answer.pipeline.module),
         answer.pipeline.revision
-    );
+    )?;
     Ok(())
 }
 

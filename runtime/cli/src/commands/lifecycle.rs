@@ -23,9 +23,9 @@ pub fn resume(args: &NameArgs) -> anyhow::Result<()> {
 pub fn rm(args: &NameArgs) -> anyhow::Result<()> {
     args.client.client().delete_pipeline(&args.name)?;
     if args.client.json {
-        println!("{}", json!({ "deleted": args.name }));
+        outln!("{}", json!({ "deleted": args.name }))?;
     } else {
-        println!("pipeline {} deleted", args.name);
+        outln!("pipeline {} deleted", args.name)?;
     }
     Ok(())
 }
@@ -40,13 +40,13 @@ pub fn print_summary(
     if args.json {
         print_json(answer)
     } else {
-        println!(
+        outln!(
             "pipeline {} {what}: {}, module {} (revision {})",
             pipeline.name,
             wire_name(&pipeline.state),
             short(&pipeline.module),
             pipeline.revision
-        );
+        )?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ pub fn ls(args: &ClientArgs) -> anyhow::Result<()> {
         return print_json(&PipelineList { pipelines });
     }
     let rows: Vec<Vec<String>> = pipelines.iter().map(summary_row).collect();
-    print_table(&["NAME", "STATE", "REV", "MODULE", "INPUTS", "IN", "OUT", "FAILED", "OWNED", "LAG"], &rows);
+    print_table(&["NAME", "STATE", "REV", "MODULE", "INPUTS", "IN", "OUT", "FAILED", "OWNED", "LAG"], &rows)?;
     Ok(())
 }
 
@@ -39,52 +39,62 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
         return print_json(&p);
     }
     let s = &p.status;
-    println!("pipeline   {}", p.name);
-    println!("state      {}{}", wire_name(&p.state), p.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default());
-    println!("module     {} (revision {})", p.spec.module, p.revision);
-    println!("inputs     {}", p.spec.inputs.join(", "));
-    println!(
+    outln!("pipeline   {}", p.name)?;
+    outln!("state      {}{}", wire_name(&p.state), p.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())?;
+    outln!("module     {} (revision {})", p.spec.module, p.revision)?;
+    outln!("inputs     {}", p.spec.inputs.join(", "))?;
+    outln!(
         "outputs    {}",
         p.spec.outputs.iter().map(|(name, topic)| format!("{name}={topic}")).collect::<Vec<_>>().join(", ")
-    );
-    println!(
+    )?;
+    outln!(
         "records    in {}  out {}  failed {}  dead letters {}  skipped {}",
-        s.records_in, s.records_out, s.failed, s.dead_letters, s.skipped
-    );
+        s.records_in,
+        s.records_out,
+        s.failed,
+        s.dead_letters,
+        s.skipped
+    )?;
     if p.spec.processing.guarantee == Guarantee::ExactlyOnce {
         let t = &s.transactions;
-        println!(
+        outln!(
             "delivery   exactly-once: {} transactions committed, {} aborted, {} replayed batches already applied",
-            t.committed, t.aborted, t.effects_already_applied
-        );
+            t.committed,
+            t.aborted,
+            t.effects_already_applied
+        )?;
     }
     let faults = &s.faults;
     if faults.calls_failed_total() > 0 || faults.reruns > 0 {
         let kinds: Vec<String> = faults.calls_failed.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
-        println!(
+        outln!(
             "faults     calls failed {} ({}), {} split, {} records run again, {} instances rebuilt",
             faults.calls_failed_total(),
             if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
             faults.bisections,
             faults.reruns,
             faults.instance_rebuilds
-        );
+        )?;
     }
     if let Some(error) = &s.last_error {
-        println!("last error {error}");
+        outln!("last error {error}")?;
     }
     if let Some(stalled) = &s.stalled {
-        println!("stalled    it {stalled}");
+        outln!("stalled    it {stalled}")?;
     }
     if let Some(ms) = s.broker_unreachable_ms {
-        println!("broker     unreachable for {:.1} s", ms as f64 / 1000.0);
+        outln!("broker     unreachable for {:.1} s", ms as f64 / 1000.0)?;
     }
     let cache = &s.cache;
-    println!(
+    outln!(
         "cache      {} namespace {}  hits {}  misses {}  unavailable {}",
-        cache.backend, cache.namespace, cache.stats.hits, cache.stats.misses, cache.stats.unavailable
-    );
-    println!("\nversions");
+        cache.backend,
+        cache.namespace,
+        cache.stats.hits,
+        cache.stats.misses,
+        cache.stats.unavailable
+    )?;
+    outln!("\nversions")?;
     let versions: Vec<Vec<String>> = p
         .revisions
         .iter()
@@ -101,21 +111,21 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print_table(&["REV", "MODULE", "CAUSE", "DEPLOYED (UNIX S)"], &versions);
-    println!("\npartitions");
-    print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "WORKER", "MODULE"], &partition_rows(&p));
+    print_table(&["REV", "MODULE", "CAUSE", "DEPLOYED (UNIX S)"], &versions)?;
+    outln!("\npartitions")?;
+    print_table(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "WORKER", "MODULE"], &partition_rows(&p))?;
     if let Some(error) = &p.offsets_error {
-        println!("(offsets unavailable: {error})");
+        outln!("(offsets unavailable: {error})")?;
     }
     if !p.nodes.is_empty() {
-        println!("\nnodes");
+        outln!("\nnodes")?;
         print_table(
             &["NODE", "STATE", "REVISION", "PARTITIONS", "RECORDS IN", "LAG"],
             &super::nodes::share_rows(&p.nodes),
-        );
+        )?;
     }
     if let Some(rollout) = &p.rollout {
-        println!(
+        outln!(
             "\nrevision {} {}: {} of {} nodes up run it, {} of {} owned partitions switched",
             rollout.revision,
             if rollout.complete { "complete" } else { "rolling out" },
@@ -123,7 +133,7 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
             rollout.nodes,
             rollout.partitions_switched,
             rollout.partitions
-        );
+        )?;
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ pub fn with_progress<T>(module: &Path, upload: impl FnOnce(&mut dyn FnMut(u64, u
 pub fn print_json(answer: &impl Serialize) -> anyhow::Result<()> {
     // Through a `Value`, whose objects keep their keys sorted: the order `--json` has always
     // printed, whatever the order of the type's fields.
-    println!("{}", serde_json::to_string_pretty(&serde_json::to_value(answer)?)?);
+    outln!("{}", serde_json::to_string_pretty(&serde_json::to_value(answer)?)?)?;
     Ok(())
 }
 
@@ -95,7 +95,7 @@ pub fn error_json(error: &anyhow::Error) -> serde_json::Value {
 }
 
 /// Prints rows under headers, each column as wide as its widest cell.
-pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -104,12 +104,13 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end())
     };
-    line(headers.to_vec());
+    line(headers.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 /// An optional value as a table cell: `-` when absent.

@@ -13,6 +13,6 @@ pub fn modules(args: &ClientArgs) -> anyhow::Result<()> {
     }
     let rows: Vec<Vec<String>> =
         modules.iter().map(|m| vec![m.digest.clone(), m.size.to_string(), m.uploaded_at.to_string()]).collect();
-    print_table(&["DIGEST", "BYTES", "UPLOADED (UNIX S)"], &rows);
+    print_table(&["DIGEST", "BYTES", "UPLOADED (UNIX S)"], &rows)?;
     Ok(())
 }

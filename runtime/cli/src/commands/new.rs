@@ -17,11 +17,11 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
             .context("cannot find the sluice-sdk sources next to this build of sluice; give their folder with --sdk")?,
     };
     let dir = scaffold::new_guest(&args.name, &args.dir, &sdk)?;
-    println!("created {}", dir.display());
-    println!(
+    outln!("created {}", dir.display())?;
+    outln!(
         "next: cd {} && cargo test && sluice build && sluice run --module <the .wasm> --input sample.jsonl",
         dir.display()
-    );
+    )?;
     Ok(())
 }
 

@@ -11,9 +11,9 @@ pub fn nodes(args: &ClientArgs) -> anyhow::Result<()> {
     if args.json {
         return print_json(&view);
     }
-    print_table(&["NODE", "STATE", "LAST SEEN", "PIPELINES", "PARTITIONS"], &node_rows(&view));
+    print_table(&["NODE", "STATE", "LAST SEEN", "PIPELINES", "PARTITIONS"], &node_rows(&view))?;
     if !view.cluster {
-        println!("(not in cluster mode: this runtime alone)");
+        outln!("(not in cluster mode: this runtime alone)")?;
     }
     Ok(())
 }

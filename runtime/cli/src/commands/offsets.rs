@@ -21,6 +21,6 @@ pub fn offsets(args: OffsetsArgs) -> anyhow::Result<()> {
     }
     let rows: Vec<Vec<String>> =
         offsets.iter().map(|o| vec![o.topic.clone(), o.partition.to_string(), o.offset.to_string()]).collect();
-    print_table(&["TOPIC", "PARTITION", "COMMITTED"], &rows);
+    print_table(&["TOPIC", "PARTITION", "COMMITTED"], &rows)?;
     Ok(())
 }

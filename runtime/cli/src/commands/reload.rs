@@ -32,9 +32,9 @@ fn print_change(args: &ClientArgs, what: &str, answer: &ModuleChange) -> anyhow:
     let what = if answer.applied == sluice::api::Applied::Unchanged { "unchanged" } else { what };
     print_summary(args, what, answer, &answer.pipeline)?;
     if let (false, Some(superseded)) = (args.json, answer.superseded) {
-        println!(
+        outln!(
             "revision {superseded} never processed a record: this change replaced it before any partition took it up"
-        );
+        )?;
     }
     Ok(())
 }

@@ -13,8 +13,22 @@ use crate::RunArgs;
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = parse_settings(&args.config)?;
     let bytes = std::fs::read(&args.module).with_context(|| format!("cannot read {}", args.module.display()))?;
-    let engine = Engine::new(EngineConfig::default())?;
+    let artifact_dir = match (&args.artifact_dir, args.no_artifact_cache) {
+        (_, true) => None,
+        (Some(dir), false) => Some(dir.clone()),
+        (None, false) => runner::default_artifact_dir(),
+    };
+    let engine = Engine::new(EngineConfig { artifact_dir, ..EngineConfig::default() })?;
     let module = engine.load(&bytes).with_context(|| format!("cannot load {}", args.module.display()))?;
+    // On stderr, so that stdout stays the function's report (`--json` lines).
+    eprintln!(
+        "{}: {} ({} KiB) {} in {:.1} ms",
+        args.module.display(),
+        module.digest().short(),
+        module.size().div_ceil(1024),
+        if module.from_artifact_cache() { "loaded from the artifact cache" } else { "compiled" },
+        module.compile_time().as_secs_f64() * 1000.0
+    );
     let records = match &args.input {
         Some(path) => {
             let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
