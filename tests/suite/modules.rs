@@ -93,7 +93,29 @@ fn component_importing_an_unknown_interface_is_refused() {
     .unwrap();
     let error = refuse(&engine(), &importer);
     assert!(matches!(error, ModuleError::UnsupportedImport { .. }), "{error:?}");
-    assert!(error.to_string().contains("acme:net/sockets"), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("imports acme:net/sockets, which Sluice does not provide"), "{message}");
+    assert!(message.contains("Provided: sluice:function/cache, log and config"), "{message}");
+    assert!(message.contains("wasi:io"), "{message}");
+}
+
+#[test]
+fn a_javascript_component_importing_wasi_http_is_told_the_build_flag_that_drops_it() {
+    // What jco/componentize-js adds by default, beside an import Sluice provides.
+    let importer = wat::parse_str(
+        r#"(component
+            (import "wasi:clocks/monotonic-clock@0.2.3" (instance (export "now" (func (result u64)))))
+            (import "wasi:http/outgoing-handler@0.2.3" (instance (export "handle" (func))))
+            (import "wasi:http/types@0.2.3" (instance (export "new-fields" (func))))
+        )"#,
+    )
+    .unwrap();
+    let message = refuse(&engine(), &importer).to_string();
+    assert!(
+        message.contains("imports wasi:http/outgoing-handler@0.2.3, wasi:http/types@0.2.3, which"),
+        "only the missing imports are named: {message}"
+    );
+    assert!(message.contains("--disable http fetch-event"), "{message}");
 }
 
 #[test]

@@ -55,14 +55,16 @@ pub enum ModuleError {
     },
     /// Imports something the runtime does not provide.
     #[error(
-        "module {digest} imports something Sluice does not provide (only sluice:function/cache, log, config \
-         and WASI 0.2 are): {reason}"
+        "module {digest} imports {reason}, which Sluice does not provide. Provided: {PROVIDED}.{}",
+        hint.as_deref().map(|h| format!(" {h}")).unwrap_or_default()
     )]
     UnsupportedImport {
         /// The module's digest.
         digest: ModuleDigest,
-        /// What is missing.
+        /// What is missing: the interfaces, or the linker's reason when it is not a missing one.
         reason: String,
+        /// For a toolchain known to add the import by default, how to build without it.
+        hint: Option<String>,
     },
     /// Does not export `process` with the right type.
     #[error(
@@ -75,6 +77,47 @@ pub enum ModuleError {
         /// What is wrong with the exports.
         reason: String,
     },
+}
+
+/// What a function may import, as the refusal of any other import names it.
+pub const PROVIDED: &str = "sluice:function/cache, log and config (0.1.0), and WASI 0.2: wasi:cli, wasi:clocks, \
+     wasi:filesystem (no directories), wasi:io, wasi:random and wasi:sockets (no network)";
+
+/// The packages whose interfaces the host links (`PROVIDED`).
+const PROVIDED_PACKAGES: [&str; 7] =
+    ["sluice:function/", "wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+
+/// How to drop an import that a known toolchain adds by default: (interface prefix, advice).
+const KNOWN_IMPORTS: [(&str, &str); 1] = [(
+    "wasi:http/",
+    "A JavaScript component built by jco/componentize-js imports wasi:http unless it is built without it: \
+     `jco componentize ... --disable http fetch-event` (docs/languages.md). A Rust function gets it from an \
+     HTTP crate (wasi's http, spin-sdk): a stream function cannot make HTTP calls.",
+)];
+
+/// The refusal of a component the linker could not satisfy: the imports of packages the host
+/// does not link, with a hint for the toolchains known to add them; else the linker's reason.
+fn unsupported_import(
+    engine: &Engine,
+    component: &Component,
+    digest: &ModuleDigest,
+    error: &wasmtime::Error,
+) -> ModuleError {
+    let imports = component.component_type();
+    let missing: Vec<String> = imports
+        .imports(engine.wasmtime())
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| !PROVIDED_PACKAGES.iter().any(|package| name.starts_with(package)))
+        .collect();
+    let hint = KNOWN_IMPORTS
+        .iter()
+        .find(|(prefix, _)| missing.iter().any(|name| name.starts_with(prefix)))
+        .map(|(_, advice)| (*advice).to_owned());
+    let reason = match missing.is_empty() {
+        true => format!("something (the linker says: {error:#})"),
+        false => missing.join(", "),
+    };
+    ModuleError::UnsupportedImport { digest: digest.clone(), reason, hint }
 }
 
 /// A validated, compiled module, ready to instantiate. Cheap to clone.
@@ -117,7 +160,7 @@ impl Module {
         let instance_pre = engine
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| ModuleError::UnsupportedImport { digest: digest.clone(), reason: format!("{e:#}") })?;
+            .map_err(|e| unsupported_import(engine, &component, &digest, &e))?;
         let pre = ProcessorPre::new(instance_pre)
             .map_err(|e| ModuleError::WrongExports { digest: digest.clone(), reason: format!("{e:#}") })?;
         if let (Some(artifacts), false) = (engine.artifacts(), from_artifact_cache) {

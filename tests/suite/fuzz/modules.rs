@@ -37,7 +37,7 @@ fn refused(error: &ModuleError) -> Result<(), TestCaseError> {
     let message = error.to_string();
     prop_assert!(!message.is_empty());
     if let ModuleError::Invalid { digest, reason }
-    | ModuleError::UnsupportedImport { digest, reason }
+    | ModuleError::UnsupportedImport { digest, reason, .. }
     | ModuleError::WrongExports { digest, reason } = error
     {
         prop_assert!(message.contains(&digest.to_string()), "{} does not name the module", message);
