@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sluice::cache::{CacheBackend, CacheError, MemoryCache};
 use sluice::engine::{BatchError, Engine, FunctionInstance, Limits};
-use sluice_tests::fixtures::{capture_log, captured_log, context, engine_with, instance, load, records};
+use sluice_tests::fixtures::{capture_log, captured_log, context, engine_with, instance, load, record, records};
 
 /// Limits small enough to trip quickly.
 fn tight() -> Limits {
@@ -181,4 +181,21 @@ async fn a_guest_sees_no_environment_arguments_or_files() {
     let results = hostile.process(&records(&["probe"])).await.unwrap();
     let probe = String::from_utf8(results[0].as_ref().unwrap()[0].value.clone().unwrap()).unwrap();
     assert!(probe.starts_with("env=0 args=0 fs=denied"), "{probe}");
+}
+
+#[tokio::test]
+async fn a_leaking_instance_is_retired_before_its_memory_limit_and_no_call_fails() {
+    // `leak` keeps 1 MiB per record for the instance's life: 40 calls would need 40 MiB.
+    let limits = Limits { max_memory_bytes: 16 << 20, ..Limits::default() };
+    let engine = engine_with(limits.clone());
+    let (mut function, _) = instance(&engine, "hostile", &[]);
+    for offset in 0..40 {
+        let result = function.process(&[record(offset, "k", "leak")]).await;
+        assert!(result.is_ok(), "call {offset}: {result:?}");
+    }
+    // Each instance lives until its memory passes 3/4 of the limit (12 MiB), then the next
+    // call gets a fresh one: no call ever reaches the limit.
+    assert_eq!(limits.retire_at_memory_bytes(), 12 << 20);
+    assert!(function.retired() >= 3, "retired {} times", function.retired());
+    assert_eq!(function.rebuilds(), 0, "no call failed, so nothing was rebuilt");
 }

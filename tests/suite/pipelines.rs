@@ -246,13 +246,17 @@ async fn a_guest_that_leaks_until_its_memory_limit_is_rebuilt_and_every_failed_c
     let status = pipeline.status();
     pipeline.stop().await;
     assert_eq!((status.failed, status.dead_letters), (0, 0), "no record is at fault: {status:?}");
-    // Yet nothing of what it took is hidden: the memory-limit traps, the instances built
-    // again and the records that ran more than once.
+    // Yet nothing of what it took is hidden: a call that reached the memory limit is counted,
+    // with the instance built again and the records run again; an instance retired for its
+    // memory before it trapped is counted too. Which of the two happens depends on how the
+    // records were batched.
     let faults = &status.faults;
-    assert!(faults.calls_failed.get("memory-limit").copied().unwrap_or(0) >= 1, "{faults:?}");
-    assert_eq!(faults.calls_failed_total(), faults.calls_failed["memory-limit"], "only memory limits: {faults:?}");
-    assert!(faults.instance_rebuilds >= 1, "{faults:?}");
-    assert!(faults.reruns >= 1, "{faults:?}");
+    let memory_limit = faults.calls_failed.get("memory-limit").copied().unwrap_or(0);
+    assert_eq!(faults.calls_failed_total(), memory_limit, "only memory limits: {faults:?}");
+    assert!(memory_limit + faults.instances_retired >= 1, "the leak is seen: {faults:?}");
+    if memory_limit > 0 {
+        assert!(faults.instance_rebuilds >= 1 && faults.reruns >= 1, "{faults:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
 //! | `sluice_pipeline_transactions_committed_total`, `_transactions_aborted_total`, `_effects_already_applied_total` | counter | pipeline |
 //! | `sluice_pipeline_calls_failed_total` (traps and limits: `trap`, `cpu-limit`, `memory-limit`, ...) | counter | pipeline, kind |
-//! | `sluice_pipeline_bisections_total`, `_reruns_total`, `_instance_rebuilds_total` | counter | pipeline |
+//! | `sluice_pipeline_bisections_total`, `_reruns_total`, `_instance_rebuilds_total`, `_instances_retired_total` | counter | pipeline |
 //! | `sluice_pipeline_batch_duration_seconds` | histogram | pipeline |
 //! | `sluice_pipeline_lag_records` | gauge | pipeline, topic, partition |
 //! | `sluice_cache_hits_total`, `_misses_total`, `_writes_total`, `_unavailable_total`, `_errors_total`, `_outages_total` | counter | pipeline, backend |
@@ -215,6 +215,12 @@ pub async fn render(manager: &PipelineManager) -> String {
             "Function instances built again after a failed call discarded theirs.",
             &p,
             faults.instance_rebuilds,
+        );
+        f.counter(
+            "sluice_pipeline_instances_retired_total",
+            "Function instances retired after a call for the memory they had grown to (a leak), before it trapped.",
+            &p,
+            faults.instances_retired,
         );
         f.histogram(
             "sluice_pipeline_batch_duration_seconds",

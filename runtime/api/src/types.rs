@@ -426,6 +426,7 @@ mod tests {
                     bisections: 9,
                     reruns: 510,
                     instance_rebuilds: 1,
+                    instances_retired: 2,
                 },
                 last_error: Some("pipeline orders-enrich partition orders/2 offset 77: trap".into()),
                 partitions: vec![

@@ -209,10 +209,15 @@ pub struct FunctionInstance {
     /// In exactly-once mode ([`FunctionInstance::hold_effects`]): the cache writes of the
     /// successful calls since the last [`FunctionInstance::take_held_effects`].
     held: Option<CallCache>,
-    /// Whether the module was instantiated before (a new instantiation is then a rebuild).
-    instantiated: bool,
+    /// Whether the last call failed and discarded the instance (the next one is a rebuild).
+    discarded: bool,
     /// Instances built again after a call discarded the previous one.
     rebuilds: u64,
+    /// Instances retired after a successful call for the memory they had grown to.
+    retired: u64,
+    /// Whether a cache call of the last successful call (or the applying of its writes) found
+    /// the backend unavailable.
+    outage: bool,
     /// Whether the last call ran on an instance built for it (it served no call before).
     last_call_fresh: bool,
 }
@@ -234,8 +239,10 @@ impl FunctionInstance {
             context,
             live: None,
             held: None,
-            instantiated: false,
+            discarded: false,
             rebuilds: 0,
+            retired: 0,
+            outage: false,
             last_call_fresh: false,
         }
     }
@@ -303,7 +310,7 @@ impl FunctionInstance {
     /// `true` when a cache call of the last successful call failed as unavailable: its
     /// retryable record errors are then most likely the outage's, not the records'.
     pub fn saw_cache_outage(&self) -> bool {
-        self.live.as_ref().is_some_and(|live| live.store.data().cache_unavailable > 0)
+        self.outage
     }
 
     /// Instantiates the module now rather than on the first call, so the first batch does
@@ -315,9 +322,15 @@ impl FunctionInstance {
         Ok(())
     }
 
-    /// A fresh instance, counted as a rebuild when it replaces a discarded one.
+    /// How many times an instance was retired after a successful call because its memory had
+    /// grown past [`Limits::retire_at_memory_bytes`] (a leak in the guest's language runtime).
+    pub fn retired(&self) -> u64 {
+        self.retired
+    }
+
+    /// A fresh instance, counted as a rebuild when it replaces one a failed call discarded.
     async fn instantiate(&mut self) -> Result<Live, BatchError> {
-        if std::mem::replace(&mut self.instantiated, true) {
+        if std::mem::take(&mut self.discarded) {
             self.rebuilds += 1;
         }
         instantiate(&self.engine, &self.module, &self.context, self.engine.limits()).await
@@ -335,6 +348,7 @@ impl FunctionInstance {
         let limits = self.engine.limits().clone();
         let function = self.context.name.clone();
         self.last_call_fresh = false;
+        self.outage = false;
         let (mut live, fresh) = match self.live.take() {
             Some(live) => {
                 let fresh = live.calls == 0;
@@ -343,6 +357,8 @@ impl FunctionInstance {
             None => (self.instantiate().await?, true),
         };
         self.last_call_fresh = fresh;
+        // Until the call succeeds, the instance counts as discarded.
+        self.discarded = true;
         live.calls += 1;
         live.store.data_mut().start_call(self.held.as_ref());
         live.store.set_epoch_deadline(1);
@@ -354,8 +370,17 @@ impl FunctionInstance {
         };
         let effects = live.store.data_mut().take_cache_effects();
         let breach = live.store.data().breach;
-        // The instance is sound: keep it for the next batch, whatever the checks below say.
-        let live = self.live.insert(live);
+        self.outage = live.store.data().cache_unavailable > 0;
+        // The instance is sound: keep it for the next batch, whatever the checks below say,
+        // unless a leak has grown its memory close to the limit.
+        self.discarded = false;
+        let retire = live.store.data().memory_bytes() > limits.retire_at_memory_bytes();
+        if retire {
+            tracing::debug!(function = %function, memory = live.store.data().memory_bytes(), "retiring the instance");
+            self.retired += 1;
+        } else {
+            self.live = Some(live);
+        }
         if let Some(Breach::CacheEffects(breach)) = breach {
             return Err(cache_effects_limit(&function, batch, breach));
         }
@@ -368,7 +393,7 @@ impl FunctionInstance {
             Ok(()) => Ok(results),
             Err(error) => {
                 if error.is_unavailable() {
-                    live.store.data_mut().cache_unavailable += 1;
+                    self.outage = true;
                 }
                 tracing::warn!(function = %function, "the cache writes of a call could not be applied: {error}");
                 let message = format!("{function}: the call's cache writes could not be applied: {error}");

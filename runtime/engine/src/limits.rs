@@ -47,6 +47,19 @@ impl Limits {
     /// a long-running guest yields to other workers on its thread.
     pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+    /// An instance whose linear memory has grown past this share of
+    /// [`Limits::max_memory_bytes`] (in percent) after a successful call is retired: the next
+    /// call gets a fresh instance. Some language runtimes leak a little on every call
+    /// (componentize-py about 50 bytes per output, componentize-js kilobytes per call);
+    /// retiring them before the limit keeps the leak from ever trapping a call.
+    pub const RETIRE_AT_MEMORY_PERCENT: usize = 75;
+
+    /// The memory past which an instance is retired after a call
+    /// ([`Limits::RETIRE_AT_MEMORY_PERCENT`]).
+    pub fn retire_at_memory_bytes(&self) -> usize {
+        (self.max_memory_bytes as u64 * Self::RETIRE_AT_MEMORY_PERCENT as u64 / 100) as usize
+    }
+
     /// The CPU budget of one call in epoch ticks (at least one).
     pub(crate) fn cpu_ticks_per_call(&self) -> u64 {
         (self.max_cpu_per_call.as_millis() / Self::EPOCH_TICK.as_millis()).max(1) as u64

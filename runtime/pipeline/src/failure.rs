@@ -128,6 +128,7 @@ pub(crate) struct Faults {
     bisections: AtomicU64,
     reruns: AtomicU64,
     instance_rebuilds: AtomicU64,
+    instances_retired: AtomicU64,
 }
 
 impl Faults {
@@ -146,6 +147,7 @@ impl Faults {
             bisections: self.bisections.load(Ordering::Relaxed),
             reruns: self.reruns.load(Ordering::Relaxed),
             instance_rebuilds: self.instance_rebuilds.load(Ordering::Relaxed),
+            instances_retired: self.instances_retired.load(Ordering::Relaxed),
         }
     }
 }
@@ -164,6 +166,10 @@ pub struct FaultCounts {
     pub reruns: u64,
     /// Function instances built again after a failed call discarded theirs.
     pub instance_rebuilds: u64,
+    /// Function instances retired after a successful call because their memory had grown past
+    /// the retirement threshold (a leaking language runtime), before it could trap a call.
+    #[serde(default)]
+    pub instances_retired: u64,
 }
 
 impl FaultCounts {
@@ -235,9 +241,10 @@ fn isolate<'a>(
     whole: bool,
 ) -> Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'a>> {
     Box::pin(async move {
-        let rebuilds = instance.rebuilds();
+        let (rebuilds, retired) = (instance.rebuilds(), instance.retired());
         let result = instance.process(records).await;
         Faults::add(&faults.instance_rebuilds, (instance.rebuilds() - rebuilds) as usize);
+        Faults::add(&faults.instances_retired, (instance.retired() - retired) as usize);
         if let Err(error) = &result {
             faults.call_failed(error.kind());
             let offsets = match (records.first(), records.last()) {

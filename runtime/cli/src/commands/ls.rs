@@ -65,15 +65,16 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
         )?;
     }
     let faults = &s.faults;
-    if faults.calls_failed_total() > 0 || faults.reruns > 0 {
+    if faults.calls_failed_total() > 0 || faults.reruns > 0 || faults.instances_retired > 0 {
         let kinds: Vec<String> = faults.calls_failed.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
         outln!(
-            "faults     calls failed {} ({}), {} split, {} records run again, {} instances rebuilt",
+            "faults     calls failed {} ({}), {} split, {} records run again, {} instances rebuilt, {} retired for memory",
             faults.calls_failed_total(),
             if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
             faults.bisections,
             faults.reruns,
-            faults.instance_rebuilds
+            faults.instance_rebuilds,
+            faults.instances_retired
         )?;
     }
     if let Some(error) = &s.last_error {

@@ -72,6 +72,13 @@ pub(crate) struct HostState {
     memory_bytes: usize,
 }
 
+impl HostState {
+    /// Linear memory this instance holds, in bytes.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.memory_bytes
+    }
+}
+
 impl Drop for HostState {
     fn drop(&mut self) {
         self.engine_stats.instance_ended(self.memory_bytes);
