@@ -347,16 +347,12 @@ impl FunctionInstance {
     pub async fn process(&mut self, batch: &[InputRecord]) -> Result<Vec<RecordResult>, BatchError> {
         let limits = self.engine.limits().clone();
         let function = self.context.name.clone();
-        self.last_call_fresh = false;
         self.outage = false;
-        let (mut live, fresh) = match self.live.take() {
-            Some(live) => {
-                let fresh = live.calls == 0;
-                (live, fresh)
-            }
-            None => (self.instantiate().await?, true),
+        self.last_call_fresh = self.live.as_ref().is_none_or(|live| live.calls == 0);
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => self.instantiate().await?,
         };
-        self.last_call_fresh = fresh;
         // Until the call succeeds, the instance counts as discarded.
         self.discarded = true;
         live.calls += 1;
@@ -470,10 +466,7 @@ fn classify(
 
 /// The error of a call whose pending cache writes went past their limit.
 fn cache_effects_limit(function: &Arc<str>, batch: &[InputRecord], breach: EffectsBreach) -> BatchError {
-    let offsets = match (batch.first(), batch.last()) {
-        (Some(first), Some(last)) => format!("{}..={}", first.offset, last.offset),
-        _ => "none".to_owned(),
-    };
+    let offsets = sluice_record::offset_range(batch);
     BatchError::CacheEffectsLimit {
         function: function.clone(),
         offsets,

@@ -232,8 +232,8 @@ pub(crate) async fn process(
 
 /// One attempt at `records`: a failing call is split until the failing records stand alone,
 /// and a record is held at fault only when it fails alone on a fresh instance (or on one the
-/// failure did not discard, such as an output limit's). The first failure of an attempt (`whole`: not a split of it) is logged at WARN, once; the
-/// splits that follow at DEBUG.
+/// failure did not discard, such as an output limit's). The first failure of an attempt
+/// (`whole`: not a split of it) is logged at WARN, once; the splits that follow at DEBUG.
 fn isolate<'a>(
     instance: &'a mut FunctionInstance,
     records: &'a [InputRecord],
@@ -245,15 +245,16 @@ fn isolate<'a>(
         let result = instance.process(records).await;
         Faults::add(&faults.instance_rebuilds, (instance.rebuilds() - rebuilds) as usize);
         Faults::add(&faults.instances_retired, (instance.retired() - retired) as usize);
+        // A record that failed alone on an instance that had served other calls, and that the
+        // failure discarded: what those calls left behind (a leak growing towards the memory
+        // limit) may be the cause, so it is tried once more alone on a fresh instance.
+        let again_on_fresh = records.len() == 1 && !instance.last_call_was_fresh() && !instance.is_live();
         if let Err(error) = &result {
             faults.call_failed(error.kind());
-            let offsets = match (records.first(), records.last()) {
-                (Some(first), Some(last)) => format!("{}..={}", first.offset, last.offset),
-                _ => "none".to_owned(),
-            };
-            let next = match (records.len(), instance.last_call_was_fresh() || instance.is_live()) {
-                (1, true) => "the record is at fault",
-                (1, false) => "running it again on a fresh instance",
+            let offsets = sluice_record::offset_range(records);
+            let next = match (records.len(), again_on_fresh) {
+                (1, false) => "the record is at fault",
+                (1, true) => "running it again on a fresh instance",
                 _ => "running it again in halves",
             };
             if whole {
@@ -282,10 +283,7 @@ fn isolate<'a>(
                     })
                     .collect()
             }
-            Err(_) if records.len() == 1 && !instance.last_call_was_fresh() && !instance.is_live() => {
-                // The instance had served other calls: what they left behind (a leak growing
-                // towards the memory limit) may be the cause, so the record is tried once more
-                // alone on a fresh instance before it is held at fault.
+            Err(_) if again_on_fresh => {
                 Faults::add(&faults.reruns, 1);
                 isolate(instance, records, faults, false).await
             }

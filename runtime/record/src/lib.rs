@@ -11,3 +11,12 @@ pub use bindings::sluice::function::types::{Header, InputRecord, OutputRecord, R
 
 /// The result for one input record: its outputs, or why it failed.
 pub type RecordResult = Result<Vec<OutputRecord>, RecordError>;
+
+/// The offsets of consecutive records as `first..=last` (`none` for no records), as errors
+/// and logs name a batch.
+pub fn offset_range(records: &[InputRecord]) -> String {
+    match (records.first(), records.last()) {
+        (Some(first), Some(last)) => format!("{}..={}", first.offset, last.offset),
+        _ => "none".to_owned(),
+    }
+}
