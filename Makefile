@@ -8,6 +8,11 @@ WASM_TARGET := wasm32-wasip2
 GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large counter tally
 GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
+# The examples in other languages: built by `sluice build` into $(WASM_DIR), with the build tool
+# pinned in each folder (requirements.txt, package-lock.json) and installed there.
+PY_EXAMPLE := guest-examples/word-count-py
+JS_EXAMPLE := guest-examples/word-count-js
+SLUICE := target/release/sluice
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's Chromium and its ChromeDriver: the web console's tests drive the page in a real browser.
 APT_PACKAGES := memcached redis-server redis-tools chromium chromium-driver
@@ -16,12 +21,12 @@ APT_PACKAGES := memcached redis-server redis-tools chromium chromium-driver
 TANSU_VERSION := 0.6.0
 TANSU := $(HOME)/.cargo/bin/tansu
 
-.PHONY: setup wasm-target test-services build examples demo-guest test test-only run try bench chaos fuzz lint \
+.PHONY: setup wasm-target test-services lang-tools build examples lang-examples demo-guest test test-only run try bench chaos fuzz lint \
 	fmt clean-artifacts
 
-## setup: install everything the tests need (idempotent): the wasm32-wasip2 target and the
-## test services.
-setup: wasm-target test-services
+## setup: install everything the tests need (idempotent): the wasm32-wasip2 target, the test
+## services and the Python and JavaScript build tools.
+setup: wasm-target test-services lang-tools
 
 ## wasm-target: the Rust target functions are built for; all `make run` installs.
 wasm-target:
@@ -43,13 +48,29 @@ test-services:
 		$(CARGO) install tansu --version $(TANSU_VERSION) --locked --features dynostore,libsql; \
 	fi
 
+## lang-tools: the build tools of the Python and JavaScript examples, at the versions their
+## folders pin: componentize-py into $(PY_EXAMPLE)/.venv (pip), componentize-qjs into
+## $(JS_EXAMPLE)/node_modules (npm ci). Needs python3 (3.10+) and npm.
+lang-tools:
+	@[ -x $(PY_EXAMPLE)/.venv/bin/componentize-py ] || { echo "installing componentize-py (pip)"; \
+		python3 -m venv $(PY_EXAMPLE)/.venv && \
+		$(PY_EXAMPLE)/.venv/bin/pip install --disable-pip-version-check -q -r $(PY_EXAMPLE)/requirements.txt; }
+	@[ -e $(JS_EXAMPLE)/node_modules/.bin/componentize-qjs ] || { echo "installing componentize-qjs (npm)"; \
+		cd $(JS_EXAMPLE) && npm ci --no-audit --no-fund; }
+
 ## build: the runtime and the `sluice` binary.
 build:
 	$(CARGO) build --release -p sluice
 
-## examples: every guest component (examples and test guests) for wasm32-wasip2.
-examples: wasm-target
+## examples: every guest component (examples and test guests) for wasm32-wasip2, the Python
+## and JavaScript ones included.
+examples: wasm-target lang-examples
 	$(CARGO) build --release --target $(WASM_TARGET) $(GUEST_FLAGS)
+
+## lang-examples: the Python and JavaScript word counts, built by `sluice build`.
+lang-examples: build lang-tools
+	$(SLUICE) build $(PY_EXAMPLE) --target-dir target
+	$(SLUICE) build $(JS_EXAMPLE) --target-dir target
 
 ## demo-guest: the one function the demo and `make try` run, word-count.
 demo-guest: wasm-target

@@ -16,6 +16,7 @@ mod first_run;
 mod function_logs;
 mod fuzz;
 mod kafka_broker;
+mod languages;
 mod layering;
 mod limits;
 mod locking;

@@ -130,11 +130,26 @@ fn missing(wanted: &BTreeSet<String>, seen: &BTreeSet<String>) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_partition_word_count_stores_exact_counts() {
+    word_count_stores_exact_counts("word-count").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_partition_word_count_in_python_stores_exact_counts() {
+    word_count_stores_exact_counts("word-count-py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_partition_word_count_in_javascript_stores_exact_counts() {
+    word_count_stores_exact_counts("word-count-js").await;
+}
+
+/// The word count of `guest` as a pipeline over 3 partitions: one output per word occurrence,
+/// exact counters in the cache, every input committed.
+async fn word_count_stores_exact_counts(guest: &str) {
     let broker = TansuBroker::start();
     let topics = topics(&broker, 3);
     let engine = engine_with(Limits::default());
-    let (pipeline, cache) =
-        start_with_cache(&engine, &broker, spec("word-count", &topics, "word-count"), "word-count").await;
+    let (pipeline, cache) = start_with_cache(&engine, &broker, spec(guest, &topics, guest), guest).await;
 
     let sentences = ["the cat sat", "the dog ran", "a cat and a dog", "the end"];
     let mut records = Vec::new();

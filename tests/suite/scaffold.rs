@@ -1,6 +1,11 @@
-//! `sluice new` and `sluice build`: a new function crate builds, as generated, into a component
-//! that the engine runs; its own unit tests pass with `cargo test`; its sample input runs with
-//! `sluice run`. Names that cannot be crate names and folders already in use are refused.
+//! `sluice new` and `sluice build`: a new function, in Rust, Python or JavaScript, builds as
+//! generated into a component that the engine runs and that counts records per key; a Rust
+//! crate's own unit tests pass with `cargo test`; its sample input runs with `sluice run`. Names
+//! that cannot be crate names and folders already in use are refused.
+//!
+//! The Python and JavaScript functions use the build tools `make setup` installs for the
+//! examples in their language (linked into the new function's folder), so no test reaches a
+//! package registry.
 //!
 //! The generated crates live in temporary folders inside the workspace's `target/` (which also
 //! shows they are workspaces of their own), start from the workspace's `Cargo.lock` and build
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use sluice::cache::{CacheBackend, MemoryCache};
 use sluice::engine::FunctionInstance;
 use sluice::runner::{self, RunOptions, RunSummary};
-use sluice::scaffold::{self, BuildOptions, SdkSource};
+use sluice::scaffold::{self, BuildOptions, Language, SdkSource};
 use sluice_tests::fixtures::{context, engine, key_value, record};
 use sluice_tests::guests::workspace_root;
 
@@ -46,7 +51,7 @@ fn new_function(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// `sluice build` of the crate in `dir`, into the shared target folder.
 fn build(dir: &Path) -> anyhow::Result<PathBuf> {
-    scaffold::build_guest(dir, &BuildOptions { target_dir: Some(shared_target_dir()) })
+    scaffold::build_function(dir, &BuildOptions { target_dir: Some(shared_target_dir()), language: None })
 }
 
 #[tokio::test]
@@ -59,9 +64,32 @@ async fn a_new_function_builds_into_a_component_that_counts_records_per_key() {
     let wasm = build(&dir).unwrap();
     assert!(wasm.is_file(), "{}", wasm.display());
     assert!(wasm.ends_with("wasm32-wasip2/release/click_counter.wasm"), "{}", wasm.display());
+    counts_records_per_key(&wasm, &dir).await;
+}
 
+/// A new Python or JavaScript function named `name` in a fresh folder (removed with the
+/// returned guard), with the build tool that `make setup` installed for the example in its
+/// language linked in: the test asks no package registry.
+fn new_interpreted_function(name: &str, language: Language) -> (tempfile::TempDir, PathBuf) {
+    let parent = scratch();
+    let dir = scaffold::new_function(name, parent.path(), language, None).unwrap();
+    let (example, tools) = match language {
+        Language::Python => ("word-count-py", ".venv"),
+        Language::JavaScript => ("word-count-js", "node_modules"),
+        Language::Rust => unreachable!("Rust functions build with cargo"),
+    };
+    let installed = workspace_root().join("guest-examples").join(example).join(tools);
+    assert!(installed.is_dir(), "{} is missing: run `make setup` first", installed.display());
+    std::os::unix::fs::symlink(installed, dir.join(tools)).unwrap();
+    (parent, dir)
+}
+
+/// What every template does, checked on its component: counts records per key in the cache
+/// and emits the running count as JSON; runs its own `sample.jsonl` as `sluice run` does; and
+/// fails every record, naming the setting, when `window_seconds` is not a number.
+async fn counts_records_per_key(wasm: &Path, dir: &Path) {
     let engine = engine();
-    let module = engine.load(&std::fs::read(&wasm).unwrap()).unwrap();
+    let module = engine.load(&std::fs::read(wasm).unwrap()).unwrap();
     let cache = MemoryCache::new();
     let mut function = FunctionInstance::new(&engine, &module, context("click-counter", Arc::new(cache.clone()), &[]));
     let batch = vec![record(0, "user-1", "login"), record(1, "user-2", "login"), record(2, "user-1", "logout")];
@@ -76,6 +104,12 @@ async fn a_new_function_builds_into_a_component_that_counts_records_per_key() {
     assert_eq!(outputs, expected.map(|(k, v)| (k.to_string(), v.to_string())));
     assert_eq!(cache.get("test:count:user-1").await.unwrap(), Some(b"2".to_vec()));
 
+    let config = [("window_seconds", "an hour")];
+    let mut misconfigured = FunctionInstance::new(&engine, &module, context("click-counter", Arc::new(cache), &config));
+    let results = misconfigured.process(&batch[..1]).await.unwrap();
+    let error = results[0].as_ref().expect_err("a malformed setting fails the record");
+    assert!(!error.retryable && error.message.contains("window_seconds"), "{error:?}");
+
     // The sample input, as `sluice run --module ... --input sample.jsonl` runs it: four counted
     // records, and a last one without a key that fails.
     let sample = std::fs::File::open(dir.join("sample.jsonl")).unwrap();
@@ -86,6 +120,53 @@ async fn a_new_function_builds_into_a_component_that_counts_records_per_key() {
     let report = String::from_utf8(report).unwrap();
     assert!(report.contains("offset 4: error (fatal): record at offset 4: key is missing"), "{report}");
     assert!(report.contains(r#"count:user-1 = "3""#), "{report}");
+    assert!(report.contains("ttl=3600s"), "counters get the default window as their TTL: {report}");
+}
+
+#[tokio::test]
+async fn a_new_python_function_builds_into_a_component_that_counts_records_per_key() {
+    let (parent, dir) = new_interpreted_function("click-counter-py", Language::Python);
+    for file in ["app.py", "requirements.txt", "README.md", ".gitignore", "sample.jsonl"] {
+        assert!(dir.join(file).is_file(), "{file} is generated");
+    }
+    // The language is told by app.py; the component lands where cargo puts a Rust one.
+    let target = parent.path().join("target");
+    let wasm =
+        scaffold::build_function(&dir, &BuildOptions { target_dir: Some(target.clone()), language: None }).unwrap();
+    assert_eq!(wasm, target.join("wasm32-wasip2/release/click_counter_py.wasm"));
+    counts_records_per_key(&wasm, &dir).await;
+}
+
+#[tokio::test]
+async fn a_new_javascript_function_builds_into_a_component_that_counts_records_per_key() {
+    let (parent, dir) = new_interpreted_function("click-counter-js", Language::JavaScript);
+    for file in ["app.js", "package.json", "README.md", ".gitignore", "sample.jsonl"] {
+        assert!(dir.join(file).is_file(), "{file} is generated");
+    }
+    let target = parent.path().join("target");
+    let wasm =
+        scaffold::build_function(&dir, &BuildOptions { target_dir: Some(target.clone()), language: None }).unwrap();
+    assert_eq!(wasm, target.join("wasm32-wasip2/release/click_counter_js.wasm"));
+    counts_records_per_key(&wasm, &dir).await;
+}
+
+#[test]
+fn a_python_function_that_does_not_compile_fails_its_build_naming_the_tool() {
+    let (parent, dir) = new_interpreted_function("broken-py", Language::Python);
+    std::fs::write(dir.join("app.py"), "def process(:\n").unwrap();
+    let options = BuildOptions { target_dir: Some(parent.path().join("target")), language: None };
+    let error = scaffold::build_function(&dir, &options).unwrap_err().to_string();
+    assert!(error.contains("componentize-py failed") && error.contains("messages are above"), "{error}");
+}
+
+#[test]
+fn a_javascript_function_without_its_package_json_is_told_what_pins_the_tool() {
+    let parent = scratch();
+    let dir = parent.path().join("bare-js");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("app.js"), "export function process(batch) { return []; }\n").unwrap();
+    let error = scaffold::build_function(&dir, &BuildOptions::default()).unwrap_err().to_string();
+    assert!(error.contains("no package.json in") && error.contains("componentize-qjs"), "{error}");
 }
 
 #[test]

@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use sluice::client::{AdminClient, DEFAULT_URL};
 use sluice::logging::LogFormat;
+use sluice::scaffold::{BuildOptions, Language};
 use sluice::serve::DEFAULT_ADMIN_LISTEN;
 
 /// Sluice: run WebAssembly stream functions on every record of a Kafka topic.
@@ -58,9 +59,10 @@ enum Command {
     /// Run a function locally over records from a file or stdin, on the in-memory cache, and
     /// print its outputs, errors and cache effects.
     Run(RunArgs),
-    /// Create a new function crate from a template that builds and tests as it is.
+    /// Create a new function (Rust, Python or JavaScript) from a template that builds as it is.
     New(NewArgs),
-    /// Build a function crate into a WebAssembly component (cargo, target wasm32-wasip2).
+    /// Build a function into a WebAssembly component (Rust with cargo, Python with
+    /// componentize-py, JavaScript with componentize-qjs) and print its path.
     Build(BuildArgs),
     /// Upload a function and create or update a pipeline running it, in one call.
     Deploy(DeployArgs),
@@ -241,21 +243,31 @@ struct RunArgs {
 
 #[derive(Args)]
 struct NewArgs {
-    /// The crate's name (letters, digits, '-', '_').
+    /// The function's name (letters, digits, '-', '_'); its folder is named so.
     name: String,
     /// The folder to create it in.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// The sluice-sdk crate to depend on (a path); by default the SDK next to this build's sources.
+    /// The language: rust, python or js.
+    #[arg(long, default_value = "rust")]
+    lang: Language,
+    /// For Rust, the sluice-sdk crate to depend on (a path); by default the SDK next to this
+    /// build's sources.
     #[arg(long)]
     sdk: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct BuildArgs {
-    /// The function crate's folder.
+    /// The function's folder.
     #[arg(default_value = ".")]
     dir: PathBuf,
+    /// The language; by default told by the folder's Cargo.toml, app.py or app.js.
+    #[arg(long)]
+    lang: Option<Language>,
+    /// The target folder the component is built in (default: the function's target/).
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -407,7 +419,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => runtime()?.block_on(commands::run::run(args)),
         Command::New(args) => commands::new::new(args),
         Command::Build(args) => {
-            let path = commands::new::build(&args.dir)?;
+            let options = BuildOptions { target_dir: args.target_dir, language: args.lang };
+            let path = commands::new::build(&args.dir, &options)?;
             Ok(outln!("{}", path.display())?)
         }
         Command::Deploy(args) => commands::deploy::deploy(args),

@@ -297,6 +297,12 @@ impl FunctionInstance {
         self.live.is_some()
     }
 
+    /// The linear memory of the live instance, in bytes; `None` when there is none (before
+    /// the first call, after a failed call, after retirement).
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.live.as_ref().map(|live| live.store.data().memory_bytes())
+    }
+
     /// The module this instance runs.
     pub fn module(&self) -> &Module {
         &self.module

@@ -23,9 +23,9 @@ use anyhow::bail;
 use serde::Serialize;
 use sluice::client::ClientError;
 
-/// A component path: the file given, or the component built from the crate folder given.
+/// A component path: the file given, or the component built from the function folder given.
 pub fn component(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.is_dir() { new::build(path) } else { Ok(path.to_path_buf()) }
+    if path.is_dir() { new::build(path, &Default::default()) } else { Ok(path.to_path_buf()) }
 }
 
 /// `KEY=VALUE` settings, as `--config` gives them.

@@ -2,32 +2,37 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use sluice::scaffold::{self, BuildOptions};
+use anyhow::{Context as _, bail};
+use sluice::scaffold::{self, BuildOptions, Language};
 
 use crate::NewArgs;
 
-/// Creates a function crate from the template.
+/// Creates a function from its language's template.
 pub fn new(args: NewArgs) -> anyhow::Result<()> {
-    let sdk = match args.sdk {
-        Some(path) => scaffold::SdkSource::Path(
+    let sdk = match (args.lang, args.sdk) {
+        (Language::Rust, Some(path)) => Some(scaffold::SdkSource::Path(
             path.canonicalize().with_context(|| format!("the SDK folder {} does not exist", path.display()))?,
-        ),
-        None => scaffold::default_sdk()
-            .context("cannot find the sluice-sdk sources next to this build of sluice; give their folder with --sdk")?,
+        )),
+        (Language::Rust, None) => Some(scaffold::default_sdk().context(
+            "cannot find the sluice-sdk sources next to this build of sluice; give their folder with --sdk",
+        )?),
+        (_, Some(_)) => bail!("--sdk is for Rust functions: the sluice-sdk crate is Rust's"),
+        (_, None) => None,
     };
-    let dir = scaffold::new_guest(&args.name, &args.dir, &sdk)?;
+    let dir = scaffold::new_function(&args.name, &args.dir, args.lang, sdk.as_ref())?;
     outln!("created {}", dir.display())?;
+    let test = if args.lang == Language::Rust { "cargo test && " } else { "" };
+    let crate_name = args.name.replace('-', "_");
     outln!(
-        "next: cd {} && cargo test && sluice build && sluice run --module <the .wasm> --input sample.jsonl",
+        "next: cd {} && {test}sluice build && sluice run --module target/wasm32-wasip2/release/{crate_name}.wasm --input sample.jsonl",
         dir.display()
     )?;
     Ok(())
 }
 
-/// Builds the function crate in `dir` into a component, answering its path.
-pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
-    let wasm = scaffold::build_guest(dir, &BuildOptions::default())?;
+/// Builds the function in `dir` into a component, answering its path.
+pub fn build(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
+    let wasm = scaffold::build_function(dir, options)?;
     eprintln!("built {}", wasm.display());
     Ok(wasm)
 }

@@ -1,19 +1,25 @@
-//! Guest crates from the command line: `sluice new` writes a new stream function crate, and
-//! `sluice build` builds a guest crate into the WebAssembly component that `sluice run`,
-//! `sluice serve` and `sluice deploy` take.
+//! Functions from the command line: `sluice new` writes a new stream function (a Rust crate, a
+//! Python module or a JavaScript module), and `sluice build` builds one into the WebAssembly
+//! component that `sluice run`, `sluice serve` and `sluice deploy` take.
 //!
 //! This module owns:
-//! - the templates of a new crate (`runtime/templates/guest/`, embedded in the binary) and
-//!   their placeholders: `{{name}}`, `{{crate_name}}` (the name with `-` as `_`, as Rust and
-//!   the component's file name spell it) and `{{sdk_dependency}}` (the `sluice-sdk` line of
-//!   `Cargo.toml`, from an [`SdkSource`]);
+//! - the [`Language`]s, and how the language of a function's folder is told (its entry file);
+//! - the templates of a new function (`runtime/cli/templates/<language>/`, embedded in the
+//!   binary) and their placeholders: `{{name}}`, `{{crate_name}}` (the name with `-` as `_`, as
+//!   Rust and the component's file name spell it), `{{sdk_dependency}}` (the `sluice-sdk` line
+//!   of `Cargo.toml`, from an [`SdkSource`]) and the pinned tool versions;
 //! - which names a function may have ([`validate_name`]);
-//! - the cargo invocation that builds a component (`cargo build --release --target
-//!   wasm32-wasip2`), and finding the component among cargo's JSON messages.
+//! - the cargo invocation that builds a Rust component (`cargo build --release --target
+//!   wasm32-wasip2`), and finding the component among cargo's JSON messages. The Python and
+//!   JavaScript builds are in [`interpreted`].
 //!
-//! It installs nothing: a missing `wasm32-wasip2` target is reported with the command that
-//! installs it. Cargo's own messages (progress, compiler errors) go to the user's stderr as
-//! they come.
+//! For Rust it installs nothing: a missing `wasm32-wasip2` target is reported with the command
+//! that installs it. For Python and JavaScript, the first build installs the pinned build tool
+//! into the function's folder (`.venv`, `node_modules`), as cargo fetches a crate's
+//! dependencies. The tools' own messages (progress, compiler errors) go to the user's stderr as
+//! they come; stdout is left to the caller.
+
+mod interpreted;
 
 use std::fs;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -29,13 +35,125 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 /// The longest function name, in characters (a pipeline name has the same limit).
 pub const MAX_NAME_LEN: usize = 64;
 
-/// The files of a new guest crate: the path in the crate, and its template.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../templates/guest/Cargo.toml.tmpl")),
-    ("src/lib.rs", include_str!("../templates/guest/src/lib.rs.tmpl")),
-    ("README.md", include_str!("../templates/guest/README.md.tmpl")),
-    (".gitignore", include_str!("../templates/guest/gitignore.tmpl")),
-    ("sample.jsonl", include_str!("../templates/guest/sample.jsonl.tmpl")),
+/// The componentize-py version a Python function's template pins and `sluice build` installs
+/// when a function pins none: the version Sluice is tested with.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// The componentize-qjs version a JavaScript function's template pins: the version Sluice is
+/// tested with (QuickJS; no leak over a million calls, unlike the StarlingMonkey builds).
+pub const COMPONENTIZE_QJS_VERSION: &str = "0.4.5";
+
+/// The contract components are built against: the WIT this `sluice` implements, given to the
+/// Python and JavaScript build tools.
+pub const WIT: &str = include_str!("../../../../wit/sluice.wit");
+
+/// The language a function is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Language {
+    /// A Rust crate using the `sluice-sdk` crate, built with cargo.
+    Rust,
+    /// A Python module, `app.py`, built with componentize-py.
+    Python,
+    /// A JavaScript module, `app.js`, built with componentize-qjs.
+    JavaScript,
+}
+
+impl Language {
+    /// Every language, in the order a folder's entry files are looked for.
+    pub const ALL: [Language; 3] = [Language::Rust, Language::Python, Language::JavaScript];
+
+    /// The name `--lang` takes: `rust`, `python` or `js`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+            Language::JavaScript => "js",
+        }
+    }
+
+    /// The file that marks a function's folder as being of this language.
+    pub fn entry_file(self) -> &'static str {
+        match self {
+            Language::Rust => "Cargo.toml",
+            Language::Python => "app.py",
+            Language::JavaScript => "app.js",
+        }
+    }
+
+    /// The language of the function in `dir`, told by the first entry file found
+    /// (`Cargo.toml`, `app.py`, `app.js`).
+    ///
+    /// # Errors
+    ///
+    /// None of them is in `dir`.
+    pub fn of_function(dir: &Path) -> anyhow::Result<Language> {
+        Language::ALL.into_iter().find(|language| dir.join(language.entry_file()).is_file()).ok_or_else(|| {
+            anyhow!(
+                "no Cargo.toml in {} (nor app.py or app.js): `sluice build` builds a function's folder \
+                 (`sluice new <name> [--lang python|js]` creates one)",
+                dir.display()
+            )
+        })
+    }
+
+    /// The files of a new function: each path in its folder, and its template.
+    fn templates(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Language::Rust => RUST_TEMPLATES,
+            Language::Python => PYTHON_TEMPLATES,
+            Language::JavaScript => JS_TEMPLATES,
+        }
+    }
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Language {
+    type Err = anyhow::Error;
+
+    /// `rust`, `python` (or `py`), `js` (or `javascript`), in any case.
+    fn from_str(text: &str) -> anyhow::Result<Language> {
+        match text.to_ascii_lowercase().as_str() {
+            "rust" | "rs" => Ok(Language::Rust),
+            "python" | "py" => Ok(Language::Python),
+            "js" | "javascript" => Ok(Language::JavaScript),
+            _ => bail!("unknown language {text:?}: the languages are rust, python and js"),
+        }
+    }
+}
+
+/// The sample records every template carries, for `sluice run`.
+const SAMPLE: &str = include_str!("../../templates/guest/sample.jsonl.tmpl");
+
+/// The files of a new Python function.
+const PYTHON_TEMPLATES: &[(&str, &str)] = &[
+    ("app.py", include_str!("../../templates/python/app.py.tmpl")),
+    ("requirements.txt", include_str!("../../templates/python/requirements.txt.tmpl")),
+    ("README.md", include_str!("../../templates/python/README.md.tmpl")),
+    (".gitignore", include_str!("../../templates/python/gitignore.tmpl")),
+    ("sample.jsonl", SAMPLE),
+];
+
+/// The files of a new JavaScript function.
+const JS_TEMPLATES: &[(&str, &str)] = &[
+    ("app.js", include_str!("../../templates/js/app.js.tmpl")),
+    ("package.json", include_str!("../../templates/js/package.json.tmpl")),
+    ("README.md", include_str!("../../templates/js/README.md.tmpl")),
+    (".gitignore", include_str!("../../templates/js/gitignore.tmpl")),
+    ("sample.jsonl", SAMPLE),
+];
+
+/// The files of a new Rust crate: the path in the crate, and its template.
+const RUST_TEMPLATES: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../templates/guest/Cargo.toml.tmpl")),
+    ("src/lib.rs", include_str!("../../templates/guest/src/lib.rs.tmpl")),
+    ("README.md", include_str!("../../templates/guest/README.md.tmpl")),
+    (".gitignore", include_str!("../../templates/guest/gitignore.tmpl")),
+    ("sample.jsonl", SAMPLE),
 ];
 
 /// Names a crate cannot take: Rust keywords, the crates every Rust program may use, and the
@@ -170,21 +288,43 @@ fn crate_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// Creates `<parent_dir>/<name>/`, a guest crate that builds and tests as it is: `Cargo.toml`,
-/// `src/lib.rs` (a function that counts records per key, with native unit tests), `README.md`
-/// (how to test, build, run and deploy it), `.gitignore` and `sample.jsonl` (records for
-/// `sluice run`). Returns the crate's folder.
+/// Creates `<parent_dir>/<name>/`, a Rust guest crate that builds and tests as it is:
+/// `Cargo.toml`, `src/lib.rs` (a function that counts records per key, with native unit
+/// tests), `README.md` (how to test, build, run and deploy it), `.gitignore` and `sample.jsonl`
+/// (records for `sluice run`). Returns the crate's folder. [`new_function`] writes the other
+/// languages.
+///
+/// # Errors
+///
+/// As [`new_function`], and an SDK folder without a `Cargo.toml`.
+pub fn new_guest(name: &str, parent_dir: &Path, sdk: &SdkSource) -> anyhow::Result<PathBuf> {
+    new_function(name, parent_dir, Language::Rust, Some(sdk))
+}
+
+/// Creates `<parent_dir>/<name>/`, a function in `language` that builds as it is, from the
+/// language's template: the same function (it counts records per key) in each, with its
+/// `README.md`, `.gitignore` and `sample.jsonl`. A Rust crate depends on `sdk`; a Python
+/// function pins componentize-py in `requirements.txt`, a JavaScript one componentize-qjs in
+/// `package.json`. Returns the function's folder.
 ///
 /// The folder may exist if it is empty; `parent_dir` is created when missing.
 ///
 /// # Errors
 ///
-/// An invalid name (see [`validate_name`]), a folder that already has something in it, an SDK
-/// folder without a `Cargo.toml`, or a file that cannot be written (nothing is left behind
-/// then).
-pub fn new_guest(name: &str, parent_dir: &Path, sdk: &SdkSource) -> anyhow::Result<PathBuf> {
+/// An invalid name (see [`validate_name`]), a folder that already has something in it, a Rust
+/// crate without an SDK, or a file that cannot be written (nothing is left behind then).
+pub fn new_function(
+    name: &str,
+    parent_dir: &Path,
+    language: Language,
+    sdk: Option<&SdkSource>,
+) -> anyhow::Result<PathBuf> {
     validate_name(name)?;
-    let sdk_dependency = sdk.dependency_line()?;
+    let sdk_dependency = match (language, sdk) {
+        (Language::Rust, Some(sdk)) => sdk.dependency_line()?,
+        (Language::Rust, None) => bail!("a new Rust function needs the sluice-sdk crate to depend on"),
+        _ => String::new(),
+    };
     let dir = parent_dir.join(name);
     let created = if dir.is_dir() {
         let mut entries = fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -199,9 +339,14 @@ pub fn new_guest(name: &str, parent_dir: &Path, sdk: &SdkSource) -> anyhow::Resu
         true
     };
     let crate_name = crate_name(name);
-    let placeholders =
-        [("name", name), ("crate_name", crate_name.as_str()), ("sdk_dependency", sdk_dependency.as_str())];
-    if let Err(error) = write_templates(&dir, &placeholders) {
+    let placeholders = [
+        ("name", name),
+        ("crate_name", crate_name.as_str()),
+        ("sdk_dependency", sdk_dependency.as_str()),
+        ("componentize_py_version", COMPONENTIZE_PY_VERSION),
+        ("componentize_qjs_version", COMPONENTIZE_QJS_VERSION),
+    ];
+    if let Err(error) = write_templates(&dir, language.templates(), &placeholders) {
         // Leave the folder as it was: gone, or empty.
         if created {
             let _ = fs::remove_dir_all(&dir);
@@ -217,8 +362,8 @@ pub fn new_guest(name: &str, parent_dir: &Path, sdk: &SdkSource) -> anyhow::Resu
 }
 
 /// Writes every template, rendered, into `dir` (empty), never overwriting a file.
-fn write_templates(dir: &Path, placeholders: &[(&str, &str)]) -> anyhow::Result<()> {
-    for (relative, template) in TEMPLATES {
+fn write_templates(dir: &Path, templates: &[(&str, &str)], placeholders: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (relative, template) in templates {
         let path = dir.join(relative);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -276,12 +421,34 @@ fn toml_string(text: &str) -> String {
     out
 }
 
-/// How to build a guest crate.
+/// How to build a function.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
-    /// Cargo's target folder (passed as `CARGO_TARGET_DIR`); `None` leaves it to cargo: the
-    /// crate's `target/`, unless the environment or cargo's config say otherwise.
+    /// The target folder: for Rust, cargo's (passed as `CARGO_TARGET_DIR`); `None` leaves it to
+    /// cargo (the crate's `target/`, unless the environment or cargo's config say otherwise)
+    /// and, for Python and JavaScript, means the function's `target/`.
     pub target_dir: Option<PathBuf>,
+    /// The function's language; `None` tells it from the folder ([`Language::of_function`]).
+    pub language: Option<Language>,
+}
+
+/// Builds the function in `dir` into a component and returns the component's path,
+/// `<target>/wasm32-wasip2/release/<name with _>.wasm` in every language.
+///
+/// # Errors
+///
+/// A folder of no known language, or the language's build failing (see [`build_guest`] for
+/// Rust, [`interpreted`] for Python and JavaScript).
+pub fn build_function(dir: &Path, options: &BuildOptions) -> anyhow::Result<PathBuf> {
+    let language = match options.language {
+        Some(language) => language,
+        None => Language::of_function(dir)?,
+    };
+    match language {
+        Language::Rust => build_guest(dir, options),
+        Language::Python => interpreted::build_python(dir, options),
+        Language::JavaScript => interpreted::build_javascript(dir, options),
+    }
 }
 
 /// Builds the guest crate in `dir` into a component with `cargo build --release --target
@@ -465,19 +632,75 @@ mod tests {
         assert_eq!(render("{{{name}}}", &placeholders), "{{{name}}}", "the first `{{` starts a placeholder");
     }
 
-    fn rendered(name: &str, sdk: &SdkSource) -> Vec<(&'static str, String)> {
+    fn rendered_in(language: Language, name: &str, sdk: &SdkSource) -> Vec<(&'static str, String)> {
         let line = sdk.dependency_line().unwrap();
         let crate_name = crate_name(name);
-        let placeholders = [("name", name), ("crate_name", crate_name.as_str()), ("sdk_dependency", line.as_str())];
-        TEMPLATES.iter().map(|(path, template)| (*path, render(template, &placeholders))).collect()
+        let placeholders = [
+            ("name", name),
+            ("crate_name", crate_name.as_str()),
+            ("sdk_dependency", line.as_str()),
+            ("componentize_py_version", COMPONENTIZE_PY_VERSION),
+            ("componentize_qjs_version", COMPONENTIZE_QJS_VERSION),
+        ];
+        language.templates().iter().map(|(path, template)| (*path, render(template, &placeholders))).collect()
+    }
+
+    fn rendered(name: &str, sdk: &SdkSource) -> Vec<(&'static str, String)> {
+        rendered_in(Language::Rust, name, sdk)
     }
 
     #[test]
     fn every_template_placeholder_is_rendered() {
         let sdk = SdkSource::Git { url: "https://example.com/sluice.git".into(), rev: "v0.1.0".into() };
-        for (path, text) in rendered("click-counter", &sdk) {
-            assert!(!text.contains("{{"), "{path} keeps a placeholder");
+        for language in Language::ALL {
+            let files = rendered_in(language, "click-counter", &sdk);
+            assert!(files.iter().any(|(path, _)| *path == language.entry_file()), "{language} has its entry file");
+            for (path, text) in files {
+                // JavaScript's template literals are `${...}`, never `{{`.
+                assert!(!text.contains("{{"), "{language}: {path} keeps a placeholder");
+            }
         }
+    }
+
+    #[test]
+    fn the_python_and_javascript_templates_pin_their_build_tools() {
+        let sdk = SdkSource::Git { url: "https://example.com/sluice.git".into(), rev: "v0.1.0".into() };
+        let file = |language, wanted: &str| {
+            rendered_in(language, "click-counter", &sdk).into_iter().find(|(path, _)| *path == wanted).unwrap().1
+        };
+        let requirements = file(Language::Python, "requirements.txt");
+        assert!(requirements.lines().any(|line| line == format!("componentize-py=={COMPONENTIZE_PY_VERSION}")));
+        let package: serde_json::Value = serde_json::from_str(&file(Language::JavaScript, "package.json")).unwrap();
+        assert_eq!(package["name"], "click-counter");
+        assert_eq!(package["devDependencies"]["componentize-qjs"], COMPONENTIZE_QJS_VERSION, "an exact version");
+        assert!(file(Language::JavaScript, "README.md").contains("target/wasm32-wasip2/release/click_counter.wasm"));
+    }
+
+    #[test]
+    fn languages_are_named_as_lang_takes_them_and_told_by_their_entry_file() {
+        for language in Language::ALL {
+            assert_eq!(language.name().parse::<Language>().unwrap(), language);
+        }
+        assert_eq!("Python".parse::<Language>().unwrap(), Language::Python);
+        assert_eq!("javascript".parse::<Language>().unwrap(), Language::JavaScript);
+        let error = "go".parse::<Language>().unwrap_err().to_string();
+        assert!(error.contains("rust, python and js"), "{error}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let error = Language::of_function(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("no Cargo.toml in") && error.contains("app.py"), "{error}");
+        fs::write(dir.path().join("app.js"), "").unwrap();
+        assert_eq!(Language::of_function(dir.path()).unwrap(), Language::JavaScript);
+        fs::write(dir.path().join("app.py"), "").unwrap();
+        assert_eq!(Language::of_function(dir.path()).unwrap(), Language::Python);
+        fs::write(dir.path().join("Cargo.toml"), "").unwrap();
+        assert_eq!(Language::of_function(dir.path()).unwrap(), Language::Rust);
+    }
+
+    #[test]
+    fn the_wit_given_to_the_build_tools_is_the_contract_this_sluice_implements() {
+        assert!(WIT.contains(concat!("package ", env!("SLUICE_WIT_PACKAGE"), ";")));
+        assert!(WIT.contains("world processor"));
     }
 
     #[test]
