@@ -28,8 +28,9 @@ use sluice_tests::kafka::{MockBroker, TansuBroker, client_config, unique_suffix}
 
 const PARTITIONS: i32 = 4;
 const VALUE_BYTES: usize = 100;
-/// Records of the run on the mock cluster.
-const MOCK_RECORDS: usize = 20_000;
+/// Records of the run on the mock cluster (`SLUICE_BENCH_MOCK_RECORDS` changes it). The mock
+/// cluster keeps about 40,000 such records per partition and drops older ones.
+const MOCK_RECORDS: usize = 100_000;
 
 /// Writes `count` records of `VALUE_BYTES` to `topic` as fast as the producer allows.
 async fn fill(bootstrap: &str, topic: &str, count: usize) {
@@ -58,15 +59,15 @@ async fn fill(bootstrap: &str, topic: &str, count: usize) {
     }
 }
 
-/// Waits until `topic` holds `count` records (sum of high watermarks).
+/// Waits until `count` records have been written to `topic` (sum of high watermarks).
 async fn wait_for_count(bootstrap: &str, topic: &str, count: i64, timeout: Duration) -> Duration {
     let consumer: StreamConsumer = client_config(bootstrap).set("group.id", "bench-watermarks").create().unwrap();
     let started = Instant::now();
     loop {
         let mut total = 0;
         for p in 0..PARTITIONS {
-            if let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
-                total += high - low;
+            if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                total += high;
             }
         }
         if total >= count || started.elapsed() > timeout {
@@ -204,7 +205,16 @@ async fn run_on(broker: &Broker, count: usize) -> f64 {
         "\nKafka -> passthrough -> Kafka on {}, {count} records of {VALUE_BYTES} B, {PARTITIONS} partitions",
         broker.name()
     );
+    let filling = Instant::now();
     fill(&bootstrap, &input, count).await;
+    eprintln!("(input written in {:.1} s)", filling.elapsed().as_secs_f64());
+    // The mock cluster keeps a bounded log per partition and drops its oldest records past it;
+    // both sides would then wait for records that are gone.
+    let consumer: StreamConsumer = client_config(&bootstrap).set("group.id", "bench-watermarks").create().unwrap();
+    for partition in 0..PARTITIONS {
+        let (low, _) = consumer.fetch_watermarks(&input, partition, Duration::from_secs(5)).unwrap();
+        assert_eq!(low, 0, "the broker dropped the oldest {low} records of partition {partition}: run fewer records");
+    }
 
     let native = native_loop(&bootstrap, &input, &native_out, count).await;
 
@@ -248,9 +258,8 @@ async fn main() {
     let count: usize = if quick { 20_000 } else { 200_000 };
     let only = std::env::var("SLUICE_BENCH_BROKER").unwrap_or_default();
     if only.is_empty() || only == "mock" {
-        // 20,000 records: a run of 200,000 on the mock cluster stalled once with nothing
-        // running (not understood yet), so the mock figure stays at the size that completes.
-        run_on(&Broker::Mock(MockBroker::start()), MOCK_RECORDS).await;
+        let records = std::env::var("SLUICE_BENCH_MOCK_RECORDS").ok().and_then(|n| n.parse().ok());
+        run_on(&Broker::Mock(MockBroker::start()), records.unwrap_or(MOCK_RECORDS)).await;
     }
     if only.is_empty() || only == "tansu" {
         run_on(&Broker::Tansu(TansuBroker::start()), count).await;
