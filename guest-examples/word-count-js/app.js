@@ -1,5 +1,6 @@
 // Word count, in JavaScript: the word-count example (../word-count) written against the WIT
-// alone, with the same outputs, cache contents, errors and log lines.
+// alone, with the same outputs, cache contents and errors (and log lines, but for words Rust
+// escapes).
 //
 // The value must be UTF-8 text; a null value produces nothing. Words are the whitespace-separated
 // parts of the text with ASCII punctuation trimmed from both ends, lowercased; empty ones are
@@ -83,6 +84,9 @@ export function process(batch) {
     try {
       return countWords(record);
     } catch (error) {
+      // Out of memory or stack: a limit, not the record's fault. The call traps, its cache
+      // writes are dropped, and the runtime tries the record again on a fresh instance.
+      if (error instanceof RangeError || error?.name === 'InternalError') throw error;
       return fatal(`record at offset ${record.offset}: ${error}`);
     }
   });

@@ -2,20 +2,23 @@
 //! `guest-examples/word-count-js`, built by `make examples` with `sluice build`
 //! (componentize-py, componentize-qjs), run by the engine exactly as a Rust component is.
 //!
-//! Each gives the Rust word count's outputs, errors, cache contents and log lines for the same
-//! records, and runs 20,000 calls without a failed call, a rebuilt instance or a retired one:
-//! a leak in the language's runtime of more than about 1.7 KB per call would reach the
-//! retirement threshold (75% of 64 MiB) and fail the test.
+//! Each gives the Rust word count's outputs, errors (cache errors included) and cache contents
+//! for the same records, and runs 20,000 calls without a failed call, a rebuilt instance or a
+//! retired one, its linear memory growing by less than 1 MiB over them (a leak of 50 bytes per
+//! call fails it).
 
 use std::sync::{Arc, OnceLock};
 
-use sluice::cache::MemoryCache;
+use sluice::cache::{CacheBackend as _, MemoryCache};
 use sluice::engine::{Engine, FunctionInstance, Module};
 use sluice::record::{InputRecord, RecordResult};
 use sluice_tests::fixtures::{capture_log, captured_log, context, engine, load, record};
 
 /// The calls of the long run, one record each.
 const LONG_RUN_CALLS: usize = 20_000;
+
+/// How much an instance's linear memory may grow over the long run (after its first 100 calls).
+const LONG_RUN_GROWTH: usize = 1024 * 1024;
 
 /// One engine for the whole module, and each guest compiled once on it: an interpreter's
 /// component takes seconds to compile (18 MB for Python).
@@ -40,12 +43,20 @@ fn instance(guest: &'static str, name: &str) -> (FunctionInstance, MemoryCache) 
     (function, cache)
 }
 
+/// A counter that holds text, not a number: incrementing it fails with `not-a-number`.
+const NOT_A_NUMBER: &str = "test:wc:corrupt";
+
 /// Records that cover what a word count meets: punctuation and case, Unicode white space and
-/// letters (a final sigma), a null value, an empty one, bytes that are not UTF-8, and a record
-/// of more words than one `incr_many` call takes.
+/// letters (a final sigma), characters that look like white space and are not (U+001C to
+/// U+001F, U+FEFF), a null value, an empty one, bytes that are not UTF-8, a record of more words
+/// than one `incr_many` call takes, and the cache errors of a word too long for a key and of a
+/// counter that is not a number ([`NOT_A_NUMBER`]).
 fn awkward_records() -> Vec<InputRecord> {
     let many_words: String = (0..1_500).map(|n| format!("w{} ", n % 700)).collect();
     let values: Vec<Option<Vec<u8>>> = vec![
+        Some("a\u{1c}b c\u{1f}d \u{feff}e\u{85}f g\u{a0}h".into()),
+        Some(format!("short {}", "x".repeat(240)).into_bytes()),
+        Some(b"fine then corrupt".to_vec()),
         Some(b"the cat".to_vec()),
         Some(b"The dog, the!".to_vec()),
         Some("  \u{a1}Hola, se\u{f1}or!\u{3000}\u{2003}ODYSSEUS \u{39f}\u{394}\u{3a5}\u{3a3}\u{3a3}\u{395}\u{3a5}\u{3a3} ".into()),
@@ -83,13 +94,20 @@ async fn gives_the_rust_word_count_s_results(guest: &'static str) {
     let records = awkward_records();
     let (mut rust, rust_cache) = instance("word-count", "wc-rust");
     let (mut other, other_cache) = instance(guest, guest);
+    for cache in [&rust_cache, &other_cache] {
+        cache.set(NOT_A_NUMBER, b"many", None).await.unwrap();
+    }
     let expected = rust.process(&records).await.expect("the Rust word count runs");
     let results = other.process(&records).await.unwrap_or_else(|e| panic!("{guest} runs: {e}"));
     assert_eq!(results.len(), records.len(), "one result per record");
     for (offset, (got, want)) in described(&results).iter().zip(described(&expected)).enumerate() {
         assert_eq!(got, &want, "{guest}: the record at offset {offset}");
     }
-    assert!(results[5].is_err(), "bytes that are not UTF-8 fail their record alone");
+    assert!(results[8].is_err(), "bytes that are not UTF-8 fail their record alone");
+    let invalid_key = results[1].as_ref().unwrap_err();
+    assert!(invalid_key.message.starts_with("invalid cache key") && !invalid_key.retryable, "{invalid_key:?}");
+    let not_a_number = results[2].as_ref().unwrap_err();
+    assert!(not_a_number.message.starts_with("cache value is not a number"), "{not_a_number:?}");
     assert_eq!(other_cache.snapshot(), rust_cache.snapshot(), "{guest}: the cache holds the same counts");
 }
 
@@ -113,6 +131,10 @@ async fn runs_20_000_calls_without_a_failed_call_a_rebuild_or_a_retirement(guest
         "{guest}: linear memory {:.1} MiB after 100 calls, {:.1} MiB after {LONG_RUN_CALLS}",
         memory_at_start as f64 / 1048576.0,
         memory_at_end as f64 / 1048576.0
+    );
+    assert!(
+        memory_at_end <= memory_at_start + LONG_RUN_GROWTH,
+        "{guest}: linear memory grew from {memory_at_start} to {memory_at_end} bytes over {LONG_RUN_CALLS} calls (a leak)"
     );
     assert_eq!(function.rebuilds(), 0, "{guest}: no call failed and discarded its instance");
     assert_eq!(

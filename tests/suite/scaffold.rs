@@ -231,3 +231,51 @@ fn build_explains_a_crate_that_is_not_a_cdylib() {
     let error = build(dir).unwrap_err().to_string();
     assert!(error.contains("built no component") && error.contains("cdylib"), "{error}");
 }
+
+/// A new Python function whose `.venv` holds a stand-in `pip` (no registry is asked): it notes
+/// its arguments in `pip.log` and, when `installs` is true, makes a stand-in componentize-py
+/// that writes a placeholder component where `-o` says.
+fn python_function_with_a_stand_in_pip(name: &str, installs: bool) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = scratch();
+    let dir = scaffold::new_function(name, parent.path(), Language::Python, None).unwrap();
+    let bin = dir.join(".venv/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let componentize = "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = -o ] && echo placeholder > \"$2\"; shift; done\n";
+    let make_tool = if installs {
+        format!("cat > .venv/bin/componentize-py <<'END'\n{componentize}END\nchmod +x .venv/bin/componentize-py\n")
+    } else {
+        String::new()
+    };
+    std::fs::write(bin.join("pip"), format!("#!/bin/sh\necho \"$@\" >> pip.log\n{make_tool}")).unwrap();
+    std::fs::set_permissions(bin.join("pip"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    (parent, dir)
+}
+
+#[test]
+fn a_python_function_s_build_tool_is_installed_on_the_first_build_and_again_when_its_pins_change() {
+    let (parent, dir) = python_function_with_a_stand_in_pip("pinned-py", true);
+    let options = BuildOptions { target_dir: Some(parent.path().join("target")), language: None };
+    let pip_calls = || std::fs::read_to_string(dir.join("pip.log")).unwrap_or_default().lines().count();
+
+    let wasm = scaffold::build_function(&dir, &options).unwrap();
+    assert_eq!(std::fs::read_to_string(&wasm).unwrap(), "placeholder\n", "the installed tool built it");
+    let log = std::fs::read_to_string(dir.join("pip.log")).unwrap();
+    assert_eq!(log, "install --disable-pip-version-check --quiet -r requirements.txt\n");
+
+    scaffold::build_function(&dir, &options).unwrap();
+    assert_eq!(pip_calls(), 1, "installed tools are reused while the pins stay");
+
+    let requirements = std::fs::read_to_string(dir.join("requirements.txt")).unwrap();
+    std::fs::write(dir.join("requirements.txt"), format!("{requirements}wheel==0.45.1\n")).unwrap();
+    scaffold::build_function(&dir, &options).unwrap();
+    assert_eq!(pip_calls(), 2, "changed pins are installed again");
+}
+
+#[test]
+fn requirements_that_do_not_install_componentize_py_are_named() {
+    let (parent, dir) = python_function_with_a_stand_in_pip("unpinned-py", false);
+    let options = BuildOptions { target_dir: Some(parent.path().join("target")), language: None };
+    let error = scaffold::build_function(&dir, &options).unwrap_err().to_string();
+    assert!(error.contains("requirements.txt in") && error.contains("does not install componentize-py"), "{error}");
+}

@@ -8,6 +8,9 @@
 //!   `package-lock.json`) or `npm install`, from the function's `package.json`. It builds with
 //!   `--sync`: Sluice calls functions synchronously.
 //!
+//! The tools are installed on the first build, and again when the pins they were installed
+//! from change.
+//!
 //! The tools run in the function's folder; what they print goes to stderr, so a command that
 //! prints JSON on stdout (`sluice deploy --json`) stays parseable.
 
@@ -15,6 +18,7 @@ use std::fs;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
 
@@ -94,57 +98,72 @@ fn prepare(dir: &Path, options: &BuildOptions) -> anyhow::Result<(PathBuf, PathB
         fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
     }
     // Written whole then renamed, so two builds sharing a target folder never read half a file.
-    let staged = wit.join(format!("sluice.wit.{}.tmp", std::process::id()));
-    fs::write(&staged, WIT).with_context(|| format!("cannot write {}", staged.display()))?;
-    fs::rename(&staged, wit.join("sluice.wit")).with_context(|| format!("cannot write {}", wit.display()))?;
+    let file = wit.join("sluice.wit");
+    if fs::read_to_string(&file).ok().as_deref() != Some(WIT) {
+        static STAGED: AtomicU64 = AtomicU64::new(0);
+        let n = STAGED.fetch_add(1, Ordering::Relaxed);
+        let staged = wit.join(format!("sluice.wit.{}-{n}.tmp", std::process::id()));
+        fs::write(&staged, WIT).with_context(|| format!("cannot write {}", staged.display()))?;
+        fs::rename(&staged, &file).with_context(|| format!("cannot write {}", file.display()))?;
+    }
     let out = out_dir.join(format!("{name}.wasm"));
     Ok((wit, out))
 }
 
-/// The function's componentize-py (`.venv/bin/componentize-py`), installed on first use: a
-/// virtual environment made with `python3 -m venv`, then `pip install -r requirements.txt`.
+/// The function's componentize-py (`.venv/bin/componentize-py`), installed on first use, and
+/// again when `requirements.txt` changed since: a virtual environment made with
+/// `python3 -m venv`, then `pip install -r requirements.txt`.
 fn componentize_py(dir: &Path) -> anyhow::Result<PathBuf> {
     let tool = dir.join(".venv/bin/componentize-py");
-    if tool.is_file() {
+    let pins = fs::read_to_string(dir.join("requirements.txt")).ok();
+    let pinned = pins.clone().unwrap_or_else(|| format!("componentize-py=={COMPONENTIZE_PY_VERSION}"));
+    let tools = dir.join(".venv");
+    if tool.is_file() && still_pinned(&tools, &pinned) {
         return Ok(tool);
     }
-    let pinned = dir.join("requirements.txt").is_file();
-    eprintln!("installing componentize-py into {} (first build)", dir.join(".venv").display());
-    let mut venv = Command::new("python3");
-    venv.current_dir(dir).args(["-m", "venv", ".venv"]);
-    run(venv, "python3 -m venv", "Python 3.10 or later builds Python functions")?;
+    eprintln!("installing componentize-py into {}", tools.display());
+    if !tools.join("bin/pip").is_file() {
+        let mut venv = Command::new("python3");
+        venv.current_dir(dir).args(["-m", "venv", ".venv"]);
+        run(venv, "python3 -m venv", "Python 3.10 or later builds Python functions")?;
+    }
     let mut pip = Command::new(dir.join(".venv/bin/pip"));
     pip.current_dir(dir).args(["install", "--disable-pip-version-check", "--quiet"]);
-    if pinned {
+    if pins.is_some() {
         pip.args(["-r", "requirements.txt"]);
     } else {
-        pip.arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"));
+        pip.arg(&pinned);
     }
-    run(pip, "pip install", "the virtual environment has no pip")?;
+    run(pip, "pip install", "the virtual environment has no pip: remove .venv and build again")?;
     if !tool.is_file() {
         bail!(
             "requirements.txt in {} does not install componentize-py: add the line componentize-py=={COMPONENTIZE_PY_VERSION}",
             dir.display()
         );
     }
+    remember_pins(&tools, &pinned);
     Ok(tool)
 }
 
 /// The function's componentize-qjs (`node_modules/.bin/componentize-qjs`), installed on first
-/// use by `npm ci` (with a `package-lock.json`) or `npm install`.
+/// use, and again when `package.json` or `package-lock.json` changed since, by `npm ci` (with a
+/// `package-lock.json`) or `npm install`.
 fn componentize_qjs(dir: &Path) -> anyhow::Result<PathBuf> {
     let tool = dir.join("node_modules/.bin/componentize-qjs");
-    if tool.exists() {
-        return Ok(tool);
-    }
-    if !dir.join("package.json").is_file() {
+    let Ok(package) = fs::read_to_string(dir.join("package.json")) else {
         bail!(
             "no package.json in {}: it pins the build tool, componentize-qjs (`sluice new <name> --lang js` writes one)",
             dir.display()
         );
+    };
+    let lock = fs::read_to_string(dir.join("package-lock.json")).ok();
+    let pinned = format!("{package}\n{}", lock.as_deref().unwrap_or_default());
+    let tools = dir.join("node_modules");
+    if tool.exists() && still_pinned(&tools, &pinned) {
+        return Ok(tool);
     }
-    let verb = if dir.join("package-lock.json").is_file() { "ci" } else { "install" };
-    eprintln!("installing componentize-qjs into {} with npm {verb} (first build)", dir.join("node_modules").display());
+    let verb = if lock.is_some() { "ci" } else { "install" };
+    eprintln!("installing componentize-qjs into {} with npm {verb}", tools.display());
     let mut npm = Command::new("npm");
     npm.current_dir(dir).args([verb, "--no-audit", "--no-fund"]);
     run(npm, "npm", "Node.js 18 or later, with npm, builds JavaScript functions")?;
@@ -156,7 +175,23 @@ fn componentize_qjs(dir: &Path) -> anyhow::Result<PathBuf> {
             super::COMPONENTIZE_QJS_VERSION
         );
     }
+    remember_pins(&tools, &pinned);
     Ok(tool)
+}
+
+/// The file, in the folder of installed tools, that holds the pins they were installed from.
+const INSTALLED_FROM: &str = ".sluice-installed-from";
+
+/// `false` when `sluice build` installed the tools in `tools` from other pins than `pinned`
+/// (tools installed otherwise, by hand or by `make setup`, are taken as they are).
+fn still_pinned(tools: &Path, pinned: &str) -> bool {
+    fs::read_to_string(tools.join(INSTALLED_FROM)).map_or(true, |installed| installed == pinned)
+}
+
+/// Notes that the tools in `tools` were installed from `pinned`. A failure to note it only
+/// costs a reinstall, never the build.
+fn remember_pins(tools: &Path, pinned: &str) {
+    let _ = fs::write(tools.join(INSTALLED_FROM), pinned);
 }
 
 /// Runs `command` to its end, its output on stderr; fails naming `what` when it cannot start

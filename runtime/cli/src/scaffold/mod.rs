@@ -268,6 +268,12 @@ pub fn default_sdk() -> Option<SdkSource> {
 /// digits, `-` or `_`, starting with a letter, and not a Rust keyword or the name of a crate
 /// the function depends on (`std`, `sluice-sdk`, `serde_json`, ...).
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
+    validate_name_in(name, Language::Rust)
+}
+
+/// Checks that `name` can name a function in `language`: as [`validate_name`] for Rust; for
+/// Python and JavaScript the same characters, without the Rust-only reserved names.
+pub fn validate_name_in(name: &str, language: Language) -> anyhow::Result<()> {
     let well_formed = (1..=MAX_NAME_LEN).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -277,7 +283,7 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
              starting with a letter (for example \"click-counter\")"
         );
     }
-    if RESERVED_NAMES.contains(&crate_name(name).as_str()) {
+    if language == Language::Rust && RESERVED_NAMES.contains(&crate_name(name).as_str()) {
         bail!("invalid function name {name:?}: it is a Rust keyword or the name of a crate a function uses");
     }
     Ok(())
@@ -311,7 +317,7 @@ pub fn new_guest(name: &str, parent_dir: &Path, sdk: &SdkSource) -> anyhow::Resu
 ///
 /// # Errors
 ///
-/// An invalid name (see [`validate_name`]), a folder that already has something in it, a Rust
+/// An invalid name (see [`validate_name_in`]), a folder that already has something in it, a Rust
 /// crate without an SDK, or a file that cannot be written (nothing is left behind then).
 pub fn new_function(
     name: &str,
@@ -319,7 +325,7 @@ pub fn new_function(
     language: Language,
     sdk: Option<&SdkSource>,
 ) -> anyhow::Result<PathBuf> {
-    validate_name(name)?;
+    validate_name_in(name, language)?;
     let sdk_dependency = match (language, sdk) {
         (Language::Rust, Some(sdk)) => sdk.dependency_line()?,
         (Language::Rust, None) => bail!("a new Rust function needs the sluice-sdk crate to depend on"),
@@ -444,6 +450,15 @@ pub fn build_function(dir: &Path, options: &BuildOptions) -> anyhow::Result<Path
         Some(language) => language,
         None => Language::of_function(dir)?,
     };
+    // A relative target folder is taken from where `sluice build` runs, in every language
+    // (cargo, which runs in the function's folder, would take it from there).
+    let target_dir = match &options.target_dir {
+        Some(target) => {
+            Some(std::path::absolute(target).with_context(|| format!("cannot make {} absolute", target.display()))?)
+        }
+        None => None,
+    };
+    let options = &BuildOptions { target_dir, language: Some(language) };
     match language {
         Language::Rust => build_guest(dir, options),
         Language::Python => interpreted::build_python(dir, options),
@@ -619,8 +634,12 @@ mod tests {
         for reserved in ["fn", "self", "Self", "test", "std", "sluice-sdk", "sluice_sdk", "serde-json"] {
             let error = validate_name(reserved).unwrap_err().to_string();
             assert!(error.contains("Rust keyword"), "{reserved:?}: {error}");
+            for language in [Language::Python, Language::JavaScript] {
+                assert!(validate_name_in(reserved, language).is_ok(), "{reserved:?} names a {language} function");
+            }
         }
         assert!(validate_name("sluice-sdk-demo").is_ok());
+        assert!(validate_name_in("2fast", Language::Python).unwrap_err().to_string().contains("1 to 64 ASCII"));
     }
 
     #[test]
