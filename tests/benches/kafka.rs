@@ -228,7 +228,7 @@ async fn run_on(broker: &Broker, count: usize) -> f64 {
         cache: Default::default(),
         namespace: None,
         config: BTreeMap::new(),
-        processing: Processing { dead_letter_topic: Some(dlq.into()), ..Processing::default() },
+        processing: Processing { dead_letter_topic: Some(dlq.into()), linger_ms: 5, ..Processing::default() },
         group: Default::default(),
     };
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("bench").unwrap());
@@ -241,6 +241,13 @@ async fn run_on(broker: &Broker, count: usize) -> f64 {
     let started = Instant::now();
     wait_for_count(&bootstrap, &sluice_out, count as i64, Duration::from_secs(600)).await;
     let sluice = started.elapsed();
+    let status = pipeline.status();
+    println!(
+        "sluice: {} batches, {:.0} records per batch, batch latency {:?}",
+        status.batches,
+        status.records_in as f64 / status.batches.max(1) as f64,
+        status.batch_latency
+    );
     pipeline.stop().await;
 
     let rate = |d: Duration| count as f64 / d.as_secs_f64();
