@@ -2,7 +2,8 @@
 //! beside a hand-written native Rust consume-transform-produce loop that does the same work
 //! with the same guarantee, parallelism and batching (one task per partition, batches of up to
 //! 500 records with a 5 ms linger, produce, await every acknowledgement, then store offsets),
-//! on the same broker in the same run.
+//! on the same broker in the same run. Both write each output to the partition its key hashes
+//! to, so a batch waits on the acknowledgements of every output partition, not only its own.
 //!
 //! Two brokers: librdkafka's in-process mock cluster, which is not the bottleneck (the figure
 //! that measures Sluice), and tansu on loopback, a real broker over TCP that caps both sides at
@@ -79,7 +80,8 @@ async fn wait_for_count(bootstrap: &str, topic: &str, count: i64, timeout: Durat
 
 /// The native baseline, with Sluice's parallelism and batching: one consumer assigned every
 /// partition of `input`, one task per partition on its own queue, batches of up to 500
-/// records (5 ms linger), each record produced to `output`, every acknowledgement awaited,
+/// records (5 ms linger), each record produced to `output` (its key choosing the partition),
+/// every acknowledgement awaited,
 /// then the offsets stored; until `count` records are done. Returns the time from the first
 /// record received to the last acknowledgement (the consumer's start-up left out, as it is
 /// for Sluice).
@@ -125,7 +127,7 @@ async fn native_loop(bootstrap: &str, input: &str, output: &str, count: usize) -
                     }
                     let mut pending = Vec::with_capacity(batch.len());
                     for (_, key, value) in &batch {
-                        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&output).partition(partition);
+                        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&output);
                         if let Some(k) = key {
                             record = record.key(k);
                         }
