@@ -81,8 +81,7 @@ async fn wait_for_count(bootstrap: &str, topic: &str, count: i64, timeout: Durat
 /// The native baseline, with Sluice's parallelism and batching: one consumer assigned every
 /// partition of `input`, one task per partition on its own queue, batches of up to 500
 /// records (5 ms linger), each record produced to `output` (its key choosing the partition),
-/// every acknowledgement awaited,
-/// then the offsets stored; until `count` records are done. Returns the time from the first
+/// every acknowledgement awaited, then the offsets stored; until `count` records are done. Returns the time from the first
 /// record received to the last acknowledgement (the consumer's start-up left out, as it is
 /// for Sluice).
 async fn native_loop(bootstrap: &str, input: &str, output: &str, count: usize) -> Duration {
