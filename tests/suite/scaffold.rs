@@ -123,31 +123,31 @@ async fn counts_records_per_key(wasm: &Path, dir: &Path) {
     assert!(report.contains("ttl=3600s"), "counters get the default window as their TTL: {report}");
 }
 
-#[tokio::test]
-async fn a_new_python_function_builds_into_a_component_that_counts_records_per_key() {
-    let (parent, dir) = new_interpreted_function("click-counter-py", Language::Python);
-    for file in ["app.py", "requirements.txt", "README.md", ".gitignore", "sample.jsonl"] {
+/// A new function in `language` named `name`: it has `files`, `sluice build` tells its language
+/// by them and builds it where cargo puts a Rust component, and the component counts records
+/// per key.
+async fn a_new_interpreted_function_counts_records_per_key(name: &str, language: Language, files: [&str; 5]) {
+    let (parent, dir) = new_interpreted_function(name, language);
+    for file in files {
         assert!(dir.join(file).is_file(), "{file} is generated");
     }
-    // The language is told by app.py; the component lands where cargo puts a Rust one.
     let target = parent.path().join("target");
     let wasm =
         scaffold::build_function(&dir, &BuildOptions { target_dir: Some(target.clone()), language: None }).unwrap();
-    assert_eq!(wasm, target.join("wasm32-wasip2/release/click_counter_py.wasm"));
+    assert_eq!(wasm, target.join("wasm32-wasip2/release").join(format!("{}.wasm", scaffold::crate_name(name))));
     counts_records_per_key(&wasm, &dir).await;
 }
 
 #[tokio::test]
+async fn a_new_python_function_builds_into_a_component_that_counts_records_per_key() {
+    let files = ["app.py", "requirements.txt", "README.md", ".gitignore", "sample.jsonl"];
+    a_new_interpreted_function_counts_records_per_key("click-counter-py", Language::Python, files).await;
+}
+
+#[tokio::test]
 async fn a_new_javascript_function_builds_into_a_component_that_counts_records_per_key() {
-    let (parent, dir) = new_interpreted_function("click-counter-js", Language::JavaScript);
-    for file in ["app.js", "package.json", "README.md", ".gitignore", "sample.jsonl"] {
-        assert!(dir.join(file).is_file(), "{file} is generated");
-    }
-    let target = parent.path().join("target");
-    let wasm =
-        scaffold::build_function(&dir, &BuildOptions { target_dir: Some(target.clone()), language: None }).unwrap();
-    assert_eq!(wasm, target.join("wasm32-wasip2/release/click_counter_js.wasm"));
-    counts_records_per_key(&wasm, &dir).await;
+    let files = ["app.js", "package.json", "README.md", ".gitignore", "sample.jsonl"];
+    a_new_interpreted_function_counts_records_per_key("click-counter-js", Language::JavaScript, files).await;
 }
 
 #[test]

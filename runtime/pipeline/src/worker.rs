@@ -193,8 +193,8 @@ impl PartitionWorker {
                     Err(_) => {
                         tracing::warn!(
                             pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
-                            "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}..={}; they stay uncommitted and will be processed again",
-                            batch.first().map_or(0, |r| r.offset), batch.last().map_or(0, |r| r.offset)
+                            "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}; they stay uncommitted and will be processed again",
+                            sluice_record::offset_range(batch)
                         );
                         return None;
                     }
@@ -207,11 +207,10 @@ impl PartitionWorker {
                 }
                 Err(e) => {
                     attempt += 1;
-                    let first = batch.first().map_or(0, |r| r.offset);
-                    let last = batch.last().map_or(0, |r| r.offset);
                     tracing::warn!(
                         pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
-                        "producing the results of offsets {first}..={last} failed ({e}); trying again"
+                        "producing the results of offsets {} failed ({e}); trying again",
+                        sluice_record::offset_range(batch)
                     );
                     if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
                         return None;

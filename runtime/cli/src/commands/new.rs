@@ -22,7 +22,7 @@ pub fn new(args: NewArgs) -> anyhow::Result<()> {
     let dir = scaffold::new_function(&args.name, &args.dir, args.lang, sdk.as_ref())?;
     outln!("created {}", dir.display())?;
     let test = if args.lang == Language::Rust { "cargo test && " } else { "" };
-    let crate_name = args.name.replace('-', "_");
+    let crate_name = scaffold::crate_name(&args.name);
     outln!(
         "next: cd {} && {test}sluice build && sluice run --module target/wasm32-wasip2/release/{crate_name}.wasm --input sample.jsonl",
         dir.display()

@@ -89,7 +89,7 @@ fn absolute_folder(dir: &Path) -> anyhow::Result<PathBuf> {
 fn prepare(dir: &Path, options: &BuildOptions) -> anyhow::Result<(PathBuf, PathBuf)> {
     let target = options.target_dir.clone().unwrap_or_else(|| dir.join("target"));
     let target = std::path::absolute(&target).with_context(|| format!("cannot make {} absolute", target.display()))?;
-    let name = dir.file_name().and_then(|name| name.to_str()).map(|name| name.replace('-', "_")).ok_or_else(|| {
+    let name = dir.file_name().and_then(|name| name.to_str()).map(super::crate_name).ok_or_else(|| {
         anyhow!("the folder {} has no name that is UTF-8, and the component is named after it", dir.display())
     })?;
     let wit = target.join("sluice-wit");

@@ -289,8 +289,9 @@ pub fn validate_name_in(name: &str, language: Language) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The name as Rust spells the crate, and as the component's file is named: `-` becomes `_`.
-fn crate_name(name: &str) -> String {
+/// The name as Rust spells the crate, and as the component's file is named in every language
+/// (`<target>/wasm32-wasip2/release/<crate_name>.wasm`): `-` becomes `_`.
+pub fn crate_name(name: &str) -> String {
     name.replace('-', "_")
 }
 
