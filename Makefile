@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
-GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large counter tally
+GUESTS := passthrough word-count enrich latest-state dedup hostile tagged-v1 tagged-v2 large counter tally contract-v01
 GUEST_FLAGS := $(foreach g,$(GUESTS),-p $(g))
 WASM_DIR := target/$(WASM_TARGET)/release
 # The examples in other languages: built by `sluice build` into $(WASM_DIR), with the build tool

@@ -1,55 +1,67 @@
 //! The WebAssembly side: the host calls go to the component's imports, and the `process`
 //! export drives the user's function. Only compiled for `wasm32`.
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use crate::__private::bindings::sluice::function::{cache as wit_cache, config as wit_config, log as wit_log, types};
 use crate::cache::CacheError;
 use crate::log::Level;
-use crate::{Header, Output, Outputs, Record, Result};
+use crate::record::{HeaderRange, Headers};
+use crate::{Output, Outputs, Record, Result};
 
 /// The `process` export's argument.
-pub type Batch = Vec<types::InputRecord>;
+pub type Batch = types::InputBatch;
 /// The `process` export's result.
-pub type BatchResults = Vec<types::RecordResult>;
+pub type BatchResults = types::BatchResults;
 
 /// The body of the generated `process` export: one call of `function` per record, in order,
-/// each with a fresh [`Outputs`], and one result per record. Byte buffers are moved, not copied.
+/// each with an empty [`Outputs`]. Records share the batch's bytes (a key or value is a range
+/// of them, never a copy); outputs move into the results as the function built them.
 pub fn process_batch<F>(batch: Batch, mut function: F) -> BatchResults
 where
     F: FnMut(&Record, &mut Outputs) -> Result<()>,
 {
-    batch
-        .into_iter()
-        .map(|input| {
-            let record = record_from(input);
-            match crate::run_record(&mut function, &record) {
-                Ok(outputs) => Ok(outputs.into_iter().map(output_record_from).collect()),
-                Err(error) => {
-                    let (message, retryable) = error.into_parts();
-                    Err(types::RecordError { message, retryable })
-                }
+    let types::InputBatch { topic, partition, data, headers, records } = batch;
+    let topic: Arc<str> = Arc::from(topic);
+    let data: Arc<[u8]> = Arc::from(data);
+    let headers: Arc<[HeaderRange]> =
+        headers.iter().map(|h| HeaderRange { key: range(&h.key), value: range(&h.value) }).collect();
+    let mut results = BatchResults { outputs: Vec::with_capacity(records.len()), errors: Vec::new() };
+    // One list of outputs serves every record: emptied after each, it allocates only to grow.
+    let mut outputs = Outputs::new();
+    for (input, wire) in records.iter().enumerate() {
+        let record = Record {
+            topic: topic.clone(),
+            partition,
+            offset: wire.offset,
+            timestamp_ms: wire.timestamp_ms,
+            data: data.clone(),
+            key: wire.key.as_ref().map(range),
+            value: wire.value.as_ref().map(range),
+            headers: Headers::in_batch(headers.clone(), range(&wire.headers)),
+        };
+        let input = input as u32;
+        match function(&record, &mut outputs) {
+            Ok(()) => results.outputs.extend(outputs.drain().map(|output| output_record(input, output))),
+            Err(error) => {
+                outputs.drain();
+                let (message, retryable) = error.into_parts();
+                results.errors.push(types::RecordError { input, message, retryable });
             }
-        })
-        .collect()
-}
-
-fn header_from(header: types::Header) -> Header {
-    Header { key: header.key, value: header.value }
-}
-
-fn record_from(input: types::InputRecord) -> Record {
-    Record {
-        topic: input.topic,
-        partition: input.partition,
-        offset: input.offset,
-        timestamp_ms: input.timestamp_ms,
-        key: input.key,
-        value: input.value,
-        headers: input.headers.into_iter().map(header_from).collect(),
+        }
     }
+    results
 }
 
-fn output_record_from(output: Output) -> types::OutputRecord {
+/// The bytes or entries a span names, as a range.
+fn range(span: &types::Span) -> Range<usize> {
+    span.start as usize..span.start as usize + span.len as usize
+}
+
+fn output_record(input: u32, output: Output) -> types::OutputRecord {
     types::OutputRecord {
+        input,
         key: output.key,
         value: output.value,
         headers: output.headers.into_iter().map(|h| types::Header { key: h.key, value: h.value }).collect(),

@@ -121,17 +121,6 @@ pub use record::{Header, Record};
 /// ```
 pub use sluice_sdk_macros::function;
 
-/// Runs `f` on one record with a fresh [`Outputs`]; what both the component export and
-/// [`testing::run`] do for each record.
-pub(crate) fn run_record<F>(f: &mut F, record: &Record) -> Result<Vec<Output>>
-where
-    F: FnMut(&Record, &mut Outputs) -> Result<()>,
-{
-    let mut outputs = Outputs::new();
-    f(record, &mut outputs)?;
-    Ok(outputs.into_vec())
-}
-
 /// Support for the code that `#[sluice_sdk::function]` generates. Not a public API: it may
 /// change in any release.
 #[doc(hidden)]

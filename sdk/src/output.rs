@@ -33,7 +33,9 @@ impl Output {
 
     /// An output with the key, value and headers of `record` (copied), for the default output.
     pub fn from_record(record: &Record) -> Self {
-        Output { key: record.key.clone(), value: record.value.clone(), headers: record.headers.clone(), target: None }
+        let key = record.key().map(<[u8]>::to_vec);
+        let value = record.value().map(<[u8]>::to_vec);
+        Output { key, value, headers: record.headers.to_vec(&record.data), target: None }
     }
 
     /// Sets the key.
@@ -138,6 +140,12 @@ impl Outputs {
     /// The outputs as a vector, in emission order.
     pub fn into_vec(self) -> Vec<Output> {
         self.items
+    }
+
+    /// Takes the outputs out in emission order, leaving the list empty (and its capacity).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Output> {
+        self.items.drain(..)
     }
 }
 

@@ -1,5 +1,8 @@
 //! The record a function receives: one Kafka record with its coordinates.
 
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,28 +36,126 @@ impl Header {
 /// assert_eq!(record.value_str().unwrap(), "hello");
 /// assert_eq!(record.header("trace"), Some(&b"t1"[..]));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Record {
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) timestamp_ms: Option<i64>,
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Vec<Header>,
+    /// The bytes the key and value are ranges of: in a component, the whole batch's, shared by
+    /// its records so that none is copied.
+    pub(crate) data: Arc<[u8]>,
+    pub(crate) key: Option<Range<usize>>,
+    pub(crate) value: Option<Range<usize>>,
+    pub(crate) headers: Headers,
+}
+
+/// Where a header's name and value are in a record's data.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderRange {
+    pub(crate) key: Range<usize>,
+    pub(crate) value: Range<usize>,
+}
+
+/// A record's headers: in a component, ranges of its data, turned into [`Header`]s only when
+/// the function asks for them as such; in tests, the builders' list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Headers {
+    /// The batch's header ranges and the span of them that is this record's.
+    ranges: Option<(Arc<[HeaderRange]>, Range<usize>)>,
+    built: OnceLock<Vec<Header>>,
+}
+
+impl Headers {
+    /// Headers at `ranges[span]` of a batch.
+    #[cfg_attr(not(any(target_arch = "wasm32", test)), allow(dead_code))]
+    pub(crate) fn in_batch(ranges: Arc<[HeaderRange]>, span: Range<usize>) -> Self {
+        Headers { ranges: Some((ranges, span)), built: OnceLock::new() }
+    }
+
+    fn ranges(&self) -> &[HeaderRange] {
+        self.ranges.as_ref().map_or(&[], |(ranges, span)| &ranges[span.clone()])
+    }
+
+    fn build(&self, data: &[u8]) -> Vec<Header> {
+        let text = |range: &Range<usize>| String::from_utf8_lossy(&data[range.clone()]).into_owned();
+        self.ranges().iter().map(|h| Header { key: text(&h.key), value: data[h.value.clone()].to_vec() }).collect()
+    }
+
+    /// The headers as [`Header`]s, built from `data` on first use.
+    fn get(&self, data: &[u8]) -> &[Header] {
+        self.built.get_or_init(|| self.build(data))
+    }
+
+    /// A copy of the headers, made without building them here first.
+    pub(crate) fn to_vec(&self, data: &[u8]) -> Vec<Header> {
+        match self.built.get() {
+            Some(built) => built.clone(),
+            None => self.build(data),
+        }
+    }
+
+    /// The value of the first header named `name`, found without building the headers.
+    fn find<'a>(&'a self, data: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        match self.built.get() {
+            Some(built) => built.iter().find(|h| h.key == name).map(|h| h.value.as_slice()),
+            None => {
+                self.ranges().iter().find(|h| &data[h.key.clone()] == name.as_bytes()).map(|h| &data[h.value.clone()])
+            }
+        }
+    }
+
+    /// Appends a header (for the builders).
+    fn push(&mut self, data: &[u8], header: Header) {
+        let mut headers = self.to_vec(data);
+        headers.push(header);
+        *self = Headers { ranges: None, built: OnceLock::from(headers) };
+    }
 }
 
 impl Default for Record {
     fn default() -> Self {
         Record {
-            topic: "test".to_owned(),
+            topic: Arc::from("test"),
             partition: 0,
             offset: 0,
             timestamp_ms: None,
+            data: Arc::from([]),
             key: None,
             value: None,
-            headers: Vec::new(),
+            headers: Headers::default(),
         }
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        (self.topic(), self.partition, self.offset, self.timestamp_ms, self.key(), self.value(), self.headers())
+            == (
+                other.topic(),
+                other.partition,
+                other.offset,
+                other.timestamp_ms,
+                other.key(),
+                other.value(),
+                other.headers(),
+            )
+    }
+}
+
+impl Eq for Record {}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers())
+            .finish()
     }
 }
 
@@ -67,14 +168,23 @@ impl Record {
 
     /// Sets the key.
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(self.append(key.into()));
         self
     }
 
     /// Sets the value.
     pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
-        self.value = Some(value.into());
+        self.value = Some(self.append(value.into()));
         self
+    }
+
+    /// Appends `bytes` to the record's data and returns where they are (for the builders).
+    fn append(&mut self, bytes: Vec<u8>) -> Range<usize> {
+        let mut data = self.data.to_vec();
+        let start = data.len();
+        data.extend_from_slice(&bytes);
+        self.data = Arc::from(data);
+        start..start + bytes.len()
     }
 
     /// Sets the value to `value` serialized as JSON.
@@ -90,7 +200,7 @@ impl Record {
 
     /// Appends a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header::new(name, value));
+        self.headers.push(&self.data, Header::new(name, value));
         self
     }
 
@@ -102,7 +212,7 @@ impl Record {
 
     /// Sets the source topic.
     pub fn with_topic(mut self, topic: impl Into<String>) -> Self {
-        self.topic = topic.into();
+        self.topic = Arc::from(topic.into());
         self
     }
 
@@ -140,22 +250,22 @@ impl Record {
 
     /// The key, or `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.key.clone().map(|range| &self.data[range])
     }
 
     /// The value, or `None` for a null value (a tombstone).
     pub fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
+        self.value.clone().map(|range| &self.data[range])
     }
 
     /// The headers, in order.
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        self.headers.get(&self.data)
     }
 
     /// The value of the first header named `name` (names are case-sensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.key == name).map(|h| h.value.as_slice())
+        self.headers.find(&self.data, name)
     }
 
     /// The key as UTF-8 text.
@@ -220,6 +330,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Output;
 
     #[test]
     fn new_record_has_test_coordinates_and_nothing_else() {
@@ -249,6 +360,45 @@ mod tests {
         assert_eq!(r.headers().len(), 2);
         assert_eq!(r.header("a"), Some(&b"1"[..]), "first match wins");
         assert_eq!(r.header("A"), None);
+    }
+
+    /// A record as a component gets it: key, value and headers are ranges of a batch's data.
+    fn in_batch() -> Record {
+        let data: Arc<[u8]> = Arc::from(&b"keyvaluetrace1t2other"[..]);
+        let ranges: Arc<[HeaderRange]> = Arc::from(vec![
+            HeaderRange { key: 8..13, value: 13..14 },
+            HeaderRange { key: 8..13, value: 14..16 },
+            HeaderRange { key: 16..21, value: 21..21 },
+        ]);
+        Record {
+            data,
+            key: Some(0..3),
+            value: Some(3..8),
+            headers: Headers::in_batch(ranges, 0..2),
+            ..Record::new().with_offset(3)
+        }
+    }
+
+    #[test]
+    fn a_record_of_a_batch_reads_its_own_ranges_of_the_batch_data() {
+        let record = in_batch();
+        assert_eq!((record.key_str().unwrap(), record.value_str().unwrap()), ("key", "value"));
+        assert_eq!(record.header("trace"), Some(&b"1"[..]), "found before the headers are built");
+        assert_eq!(record.header("other"), None, "another record's header");
+        let built = [Header::new("trace", "1"), Header::new("trace", "t2")];
+        assert_eq!(Output::from_record(&record).headers(), built, "copied before the headers are built");
+        assert_eq!(record.headers(), built);
+        assert_eq!(record.header("trace"), Some(&b"1"[..]), "found after");
+        let built_by_hand = Record::new()
+            .with_offset(3)
+            .with_key("key")
+            .with_value("value")
+            .with_header("trace", "1")
+            .with_header("trace", "t2");
+        assert_eq!(in_batch(), built_by_hand);
+        let more = in_batch().with_header("x", "y");
+        assert_eq!(more.headers().len(), 3);
+        assert_eq!(more.header("x"), Some(&b"y"[..]));
     }
 
     #[test]

@@ -43,7 +43,15 @@ pub fn run<F>(mut function: F, records: Vec<Record>) -> Vec<Result<Vec<Output>>>
 where
     F: FnMut(&Record, &mut Outputs) -> Result<()>,
 {
-    records.iter().map(|record| crate::run_record(&mut function, record)).collect()
+    records
+        .iter()
+        .map(|record| {
+            // A fresh, empty list per record, as the component export gives.
+            let mut outputs = Outputs::new();
+            function(record, &mut outputs)?;
+            Ok(outputs.into_vec())
+        })
+        .collect()
 }
 
 /// Forgets all config, cache entries and logs, and makes the cache available again.

@@ -9,6 +9,7 @@ mod cache_tls;
 mod cluster;
 mod cluster_status;
 mod console;
+mod contract_versions;
 mod control;
 mod exactly_once;
 mod examples;

@@ -179,7 +179,9 @@ pub async fn run(
     let mut instance = FunctionInstance::new(engine, module, context);
     let mut summary = RunSummary::default();
     let started = Instant::now();
-    for batch in records.chunks(options.batch_size) {
+    // A batch holds records of one topic partition, as a pipeline's do.
+    let partitions = records.chunk_by(|a, b| (&a.topic, a.partition) == (&b.topic, b.partition));
+    for batch in partitions.flat_map(|records| records.chunks(options.batch_size)) {
         summary.records += batch.len();
         let outcome = instance.process(batch).await;
         let effects = recorder.take();

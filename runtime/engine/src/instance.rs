@@ -8,7 +8,10 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::host::{Breach, FunctionContext, HostState};
 use super::{Engine, Limits, Module};
+use crate::module::Pre;
 use sluice_cache::{CallCache, EffectsBreach};
+use sluice_record::batch::bindings::Processor as BatchProcessor;
+use sluice_record::batch::{self, bindings::sluice::function::types::BatchResults};
 use sluice_record::bindings::Processor;
 use sluice_record::{InputRecord, OutputRecord, RecordError, RecordResult};
 
@@ -111,6 +114,14 @@ pub enum BatchError {
         /// Results returned.
         actual: usize,
     },
+    /// The guest's results (contract 0.2.0) point outside themselves or out of order.
+    #[error("{function}: returned malformed results: {reason}")]
+    MalformedResults {
+        /// The function.
+        function: Arc<str>,
+        /// The entry at fault.
+        reason: String,
+    },
     /// The module could not be instantiated (its start-up code trapped).
     #[error("{function}: could not be instantiated: {reason}")]
     Instantiate {
@@ -144,6 +155,8 @@ pub enum BatchErrorKind {
     CacheEffectsLimit,
     /// [`BatchError::ResultCount`].
     ResultCount,
+    /// [`BatchError::MalformedResults`].
+    MalformedResults,
     /// [`BatchError::Instantiate`].
     Instantiate,
 }
@@ -161,6 +174,7 @@ impl BatchErrorKind {
             BatchErrorKind::OutputLimit => "output-limit",
             BatchErrorKind::CacheEffectsLimit => "cache-effects-limit",
             BatchErrorKind::ResultCount => "result-count",
+            BatchErrorKind::MalformedResults => "malformed-results",
             BatchErrorKind::Instantiate => "instantiate",
         }
     }
@@ -185,6 +199,7 @@ impl BatchError {
             BatchError::OutputLimit { .. } => BatchErrorKind::OutputLimit,
             BatchError::CacheEffectsLimit { .. } => BatchErrorKind::CacheEffectsLimit,
             BatchError::ResultCount { .. } => BatchErrorKind::ResultCount,
+            BatchError::MalformedResults { .. } => BatchErrorKind::MalformedResults,
             BatchError::Instantiate { .. } => BatchErrorKind::Instantiate,
         }
     }
@@ -224,9 +239,23 @@ pub struct FunctionInstance {
 
 struct Live {
     store: Store<HostState>,
-    processor: Processor,
+    processor: Exports,
     /// Calls the instance has served.
     calls: u64,
+}
+
+/// The `process` export of an instance, by contract version.
+enum Exports {
+    /// 0.2.0: the batch goes in as one buffer ([`batch::pack`]).
+    Batch(BatchProcessor),
+    /// 0.1.0: the batch goes in as a list of records.
+    Records(Processor),
+}
+
+/// What a call returned, in its contract version's shape.
+enum Returned {
+    Batch(BatchResults),
+    Records(Vec<RecordResult>),
 }
 
 impl FunctionInstance {
@@ -342,7 +371,8 @@ impl FunctionInstance {
         instantiate(&self.engine, &self.module, &self.context, self.engine.limits()).await
     }
 
-    /// Runs the guest's `process` on `batch` and returns one result per record.
+    /// Runs the guest's `process` on `batch`, consecutive records of one topic partition, and
+    /// returns one result per record.
     ///
     /// The call's cache writes are held back while it runs and applied, in one round trip,
     /// only when it returns results that pass the checks; on a [`BatchError`] they are
@@ -364,9 +394,17 @@ impl FunctionInstance {
         live.calls += 1;
         live.store.data_mut().start_call(self.held.as_ref());
         live.store.set_epoch_deadline(1);
-        let call = live.processor.call_process(&mut live.store, batch);
-        let results = match tokio::time::timeout(limits.call_timeout, call).await {
-            Ok(Ok(results)) => results,
+        let Live { store, processor, .. } = &mut live;
+        let call = async {
+            match processor {
+                Exports::Batch(processor) => {
+                    processor.call_process(store, &batch::pack(batch)).await.map(Returned::Batch)
+                }
+                Exports::Records(processor) => processor.call_process(store, batch).await.map(Returned::Records),
+            }
+        };
+        let returned = match tokio::time::timeout(limits.call_timeout, call).await {
+            Ok(Ok(returned)) => returned,
             Ok(Err(error)) => return Err(classify(&function, &limits, live.store.data(), &error, batch)),
             Err(_) => return Err(BatchError::Timeout { function, limit: limits.call_timeout }),
         };
@@ -386,6 +424,11 @@ impl FunctionInstance {
         if let Some(Breach::CacheEffects(breach)) = breach {
             return Err(cache_effects_limit(&function, batch, breach));
         }
+        let results = match returned {
+            Returned::Records(results) => results,
+            Returned::Batch(results) => batch::unpack(batch.len(), results)
+                .map_err(|e| BatchError::MalformedResults { function: function.clone(), reason: e.to_string() })?,
+        };
         check_results(&function, &limits, batch.len(), &results)?;
         if let Some(held) = &mut self.held {
             *held = effects;
@@ -428,7 +471,12 @@ async fn instantiate(
     });
     store.set_epoch_deadline(1);
     let function = context.name.clone();
-    let instantiate = module.pre().instantiate_async(&mut store);
+    let instantiate = async {
+        match module.pre() {
+            Pre::Batch(pre) => pre.instantiate_async(&mut store).await.map(Exports::Batch),
+            Pre::Records(pre) => pre.instantiate_async(&mut store).await.map(Exports::Records),
+        }
+    };
     match tokio::time::timeout(limits.call_timeout, instantiate).await {
         Ok(Ok(processor)) => Ok(Live { store, processor, calls: 0 }),
         Ok(Err(e)) => Err(BatchError::Instantiate { function, reason: format!("{e:#}") }),

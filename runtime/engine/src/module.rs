@@ -9,6 +9,7 @@ use wasmtime::component::Component;
 
 use super::Engine;
 use super::host::HostState;
+use sluice_record::batch::bindings::ProcessorPre as BatchProcessorPre;
 use sluice_record::bindings::ProcessorPre;
 
 /// The first four bytes of every WebAssembly binary.
@@ -69,7 +70,8 @@ pub enum ModuleError {
     /// Does not export `process` with the right type.
     #[error(
         "module {digest} does not implement the sluice:function/processor world: it must export \
-         `process: func(batch: list<input-record>) -> list<record-result>`: {reason}"
+         `process: func(batch: input-batch) -> batch-results` (contract 0.2.0) or \
+         `process: func(batch: list<input-record>) -> list<record-result>` (0.1.0): {reason}"
     )]
     WrongExports {
         /// The module's digest.
@@ -80,7 +82,7 @@ pub enum ModuleError {
 }
 
 /// What a function may import, as the refusal of any other import names it.
-pub const PROVIDED: &str = "sluice:function/cache, log and config (0.1.0), and WASI 0.2: wasi:cli, wasi:clocks, \
+pub const PROVIDED: &str = "sluice:function/cache, log and config (0.2.0 and 0.1.0), and WASI 0.2: wasi:cli, wasi:clocks, \
      wasi:filesystem (no directories), wasi:io, wasi:random and wasi:sockets (no network)";
 
 /// The packages whose interfaces the host links (`PROVIDED`).
@@ -129,7 +131,7 @@ pub struct Module {
 struct ModuleInner {
     digest: ModuleDigest,
     size: usize,
-    pre: ProcessorPre<HostState>,
+    pre: Pre,
     compile_time: Duration,
     from_artifact_cache: bool,
 }
@@ -161,8 +163,13 @@ impl Module {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| unsupported_import(engine, &component, &digest, &e))?;
-        let pre = ProcessorPre::new(instance_pre)
-            .map_err(|e| ModuleError::WrongExports { digest: digest.clone(), reason: format!("{e:#}") })?;
+        let pre = match BatchProcessorPre::new(instance_pre.clone()) {
+            Ok(pre) => Pre::Batch(pre),
+            Err(batch) => Pre::Records(ProcessorPre::new(instance_pre).map_err(|records| {
+                let reason = format!("as 0.2.0: {batch:#}; as 0.1.0: {records:#}");
+                ModuleError::WrongExports { digest: digest.clone(), reason }
+            })?),
+        };
         if let (Some(artifacts), false) = (engine.artifacts(), from_artifact_cache) {
             // A module that cannot be cached still runs; it is compiled again next time.
             if let Err(e) = artifacts.store(&digest, &component) {
@@ -197,13 +204,33 @@ impl Module {
 
     /// The names of the component's exports, as `engine` sees them.
     pub fn export_names(&self, engine: &Engine) -> Vec<String> {
-        let component_type = self.pre().instance_pre().component().component_type();
+        let component = match self.pre() {
+            Pre::Batch(pre) => pre.instance_pre().component(),
+            Pre::Records(pre) => pre.instance_pre().component(),
+        };
+        let component_type = component.component_type();
         component_type.exports(engine.wasmtime()).map(|(name, _)| name.to_owned()).collect()
     }
 
-    pub(crate) fn pre(&self) -> &ProcessorPre<HostState> {
+    /// The version of the contract the module was built for: `"0.2.0"` or `"0.1.0"`.
+    pub fn contract(&self) -> &'static str {
+        match self.pre() {
+            Pre::Batch(_) => "0.2.0",
+            Pre::Records(_) => "0.1.0",
+        }
+    }
+
+    pub(crate) fn pre(&self) -> &Pre {
         &self.inner.pre
     }
+}
+
+/// A module ready to instantiate, by the contract version its `process` export follows.
+pub(crate) enum Pre {
+    /// 0.2.0: a batch in one buffer (`wit/sluice.wit`).
+    Batch(BatchProcessorPre<HostState>),
+    /// 0.1.0: a list of records (`wit/v0.1/sluice.wit`).
+    Records(ProcessorPre<HostState>),
 }
 
 /// The checks that need no compiler: size, magic, and core module versus component.

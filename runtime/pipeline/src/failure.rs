@@ -44,7 +44,7 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [FailureKind; 13] = [
+    pub const ALL: [FailureKind; 14] = [
         FailureKind::RecordError,
         FailureKind::CacheUnavailable,
         FailureKind::UndeclaredOutput,
@@ -57,6 +57,7 @@ impl FailureKind {
         FailureKind::Batch(BatchErrorKind::OutputLimit),
         FailureKind::Batch(BatchErrorKind::CacheEffectsLimit),
         FailureKind::Batch(BatchErrorKind::ResultCount),
+        FailureKind::Batch(BatchErrorKind::MalformedResults),
         FailureKind::Batch(BatchErrorKind::Instantiate),
     ];
 
@@ -157,7 +158,7 @@ impl Faults {
 pub struct FaultCounts {
     /// Calls that failed as a whole, by kind: `trap`, `cpu-limit`, `memory-limit`,
     /// `timeout`, `stack-overflow`, `output-limit`, `cache-effects-limit`, `result-count`,
-    /// `instantiate`, `table-limit`. Their records were run again in smaller groups.
+    /// `malformed-results`, `instantiate`, `table-limit`. Their records were run again in smaller groups.
     pub calls_failed: BTreeMap<String, u64>,
     /// Failed calls split in halves to find the records at fault.
     pub bisections: u64,
@@ -350,6 +351,7 @@ mod tests {
                 "output-limit",
                 "cache-effects-limit",
                 "result-count",
+                "malformed-results",
                 "instantiate"
             ]
         );

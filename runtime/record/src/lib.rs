@@ -1,10 +1,12 @@
 //! The records that flow through Sluice: what a source hands to a function and what the
-//! function returns. These are the WIT `sluice:function/types` types, generated with the rest
-//! of the world's host bindings ([`bindings`]) and shared by the engine, the local runner and
-//! the Kafka source and sink.
+//! function returns. These are the record-shaped WIT types of contract 0.1.0, generated with
+//! the rest of that world's host bindings ([`bindings`]) and shared by the engine, the local
+//! runner and the Kafka source and sink; [`batch`] converts them to and from the batch shape
+//! of contract 0.2.0.
 //!
 //! This is the bottom of the runtime's crates: it depends on nothing of Sluice.
 
+pub mod batch;
 pub mod bindings;
 
 pub use bindings::sluice::function::types::{Header, InputRecord, OutputRecord, RecordError};

@@ -1,6 +1,6 @@
 //! Builds of Python and JavaScript functions: the language's module (`app.py`, `app.js`) and the
-//! interpreter it runs on become one component, built against the [`WIT`] this `sluice`
-//! implements.
+//! interpreter it runs on become one component, built against the [`WIT`] of contract 0.1.0,
+//! which this `sluice` runs beside 0.2.0.
 //!
 //! - Python: componentize-py, installed into the function's `.venv` from its
 //!   `requirements.txt` (or at [`COMPONENTIZE_PY_VERSION`] when it has none).

@@ -1,5 +1,6 @@
 //! The `config` import: the pipeline's settings for the function, read-only.
 
+use sluice_record::batch::bindings::sluice::function::config as config_v02;
 use sluice_record::bindings::sluice::function::config;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -15,7 +16,18 @@ impl config::Host for HostState {
     }
 }
 
-/// Links the `config` import.
+impl config_v02::Host for HostState {
+    async fn get(&mut self, key: String) -> Option<String> {
+        config::Host::get(self, key).await
+    }
+
+    async fn get_all(&mut self) -> Vec<(String, String)> {
+        config::Host::get_all(self).await
+    }
+}
+
+/// Links the `config` import of every contract version.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    config::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    config_v02::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
 }

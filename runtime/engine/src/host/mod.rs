@@ -17,6 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::guest_log::{GuestLogSink, GuestStream};
 use crate::{EngineStats, Limits};
 use sluice_cache::{Cache, CallCache, EffectsBreach};
+use sluice_record::batch::bindings::sluice::function::types as types_v02;
 use sluice_record::bindings::sluice::function::types;
 use wasmtime::component::{HasSelf, Linker};
 
@@ -158,11 +159,13 @@ impl ResourceLimiter for HostState {
 }
 
 impl types::Host for HostState {}
+impl types_v02::Host for HostState {}
 
 /// Links every import of the Sluice world (WASI included) into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    types_v02::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     cache::add_to_linker(linker)?;
     log::add_to_linker(linker)?;
     config::add_to_linker(linker)?;

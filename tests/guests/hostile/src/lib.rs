@@ -17,6 +17,7 @@
 //! | `print` | writes `hello from stdout` to stdout and `hello from stderr` to stderr, then passes the record through |
 //! | `log <level> <text>` | logs `<text>` through the `log` import at `<level>` (`trace`, `debug`, `info`, `warn`, `error`), then passes the record through |
 //! | `probe` | looks for what the host grants: emits `env=N args=N fs=<result of reading />` |
+//! | `describe` | emits the record as the function sees it: `<topic>/<partition>@<offset> t=<timestamp> key=<key> headers=<name>:<value>,...` |
 //! | anything else, or a null value | passes the record through unchanged |
 
 use std::hint::black_box;
@@ -117,6 +118,21 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
             };
             let probe = format!("env={} args={} fs={fs}", std::env::vars().count(), std::env::args().count());
             out.emit(Output::new().with_value(probe));
+        }
+        "describe" => {
+            let text = |bytes: Option<&[u8]>| bytes.map_or("null".into(), |b| String::from_utf8_lossy(b).into_owned());
+            let headers: Vec<String> =
+                record.headers().iter().map(|h| format!("{}:{}", h.key, String::from_utf8_lossy(&h.value))).collect();
+            let description = format!(
+                "{}/{}@{} t={:?} key={} headers={}",
+                record.topic(),
+                record.partition(),
+                offset,
+                record.timestamp_ms(),
+                text(record.key()),
+                headers.join(",")
+            );
+            out.emit(Output::new().with_value(description));
         }
         _ => out.emit(Output::from_record(record)),
     }
