@@ -1,7 +1,6 @@
 //! The WebAssembly side: the host calls go to the component's imports, and the `process`
 //! export drives the user's function. Only compiled for `wasm32`.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use crate::__private::bindings::sluice::function::{cache as wit_cache, config as wit_config, log as wit_log, types};
@@ -22,24 +21,52 @@ pub fn process_batch<F>(batch: Batch, mut function: F) -> BatchResults
 where
     F: FnMut(&Record, &mut Outputs) -> Result<()>,
 {
-    let types::InputBatch { topic, partition, data, headers, records } = batch;
+    let types::InputBatch {
+        topic,
+        partition,
+        offsets,
+        timestamps,
+        key_lengths,
+        value_lengths,
+        header_counts,
+        header_lengths,
+        data,
+    } = batch;
+    // Where each record's key, value and headers are in `data`: its parts follow each other,
+    // and the lengths say where each ends.
+    let mut end = 0;
+    let mut next = |len: usize| {
+        end += len;
+        end - len..end
+    };
+    let mut header_lengths = header_lengths.chunks_exact(2);
+    let mut header_ranges = Vec::with_capacity(header_lengths.len());
+    let mut layout = Vec::with_capacity(offsets.len());
+    for ((key, value), count) in key_lengths.iter().zip(&value_lengths).zip(&header_counts) {
+        let key = nullable(*key).map(&mut next);
+        let value = nullable(*value).map(&mut next);
+        let first = header_ranges.len();
+        for pair in header_lengths.by_ref().take(*count as usize) {
+            header_ranges.push(HeaderRange { key: next(pair[0] as usize), value: next(pair[1] as usize) });
+        }
+        layout.push((key, value, first..header_ranges.len()));
+    }
     let topic: Arc<str> = Arc::from(topic);
     let data: Arc<[u8]> = Arc::from(data);
-    let headers: Arc<[HeaderRange]> =
-        headers.iter().map(|h| HeaderRange { key: range(&h.key), value: range(&h.value) }).collect();
-    let mut results = BatchResults { outputs: Vec::with_capacity(records.len()), errors: Vec::new() };
+    let header_ranges: Arc<[HeaderRange]> = Arc::from(header_ranges);
+    let mut results = BatchResults { outputs: Vec::with_capacity(offsets.len()), errors: Vec::new() };
     // One list of outputs serves every record: emptied after each, it allocates only to grow.
     let mut outputs = Outputs::new();
-    for (input, wire) in records.iter().enumerate() {
+    for (input, (key, value, headers)) in layout.into_iter().enumerate() {
         let record = Record {
             topic: topic.clone(),
             partition,
-            offset: wire.offset,
-            timestamp_ms: wire.timestamp_ms,
+            offset: offsets[input],
+            timestamp_ms: Some(timestamps[input]).filter(|&t| t != NO_TIMESTAMP),
             data: data.clone(),
-            key: wire.key.as_ref().map(range),
-            value: wire.value.as_ref().map(range),
-            headers: Headers::in_batch(headers.clone(), range(&wire.headers)),
+            key,
+            value,
+            headers: Headers::in_batch(header_ranges.clone(), headers),
         };
         let input = input as u32;
         match function(&record, &mut outputs) {
@@ -54,9 +81,12 @@ where
     results
 }
 
-/// The bytes or entries a span names, as a range.
-fn range(span: &types::Span) -> Range<usize> {
-    span.start as usize..span.start as usize + span.len as usize
+/// The timestamp that stands for none.
+const NO_TIMESTAMP: i64 = -1;
+
+/// The length of a key or value, `None` for a null one (length -1).
+fn nullable(length: i32) -> Option<usize> {
+    usize::try_from(length).ok()
 }
 
 fn output_record(input: u32, output: Output) -> types::OutputRecord {

@@ -4,7 +4,8 @@
 
 use sluice::cache::CacheBackend;
 use sluice::record::{Header, InputRecord};
-use sluice_tests::fixtures::{engine, instance, load, record, records};
+use sluice::engine::Limits;
+use sluice_tests::fixtures::{engine, engine_with, instance, load, record, records};
 
 /// Records covering every field's edge: headers repeated and empty, a null key, a null value,
 /// an empty value and a value that is not UTF-8.
@@ -66,7 +67,9 @@ async fn a_0_2_component_sees_the_topic_partition_offset_and_timestamp_of_each_r
 
 #[tokio::test]
 async fn a_0_2_component_returns_errors_and_outputs_of_the_right_records() {
-    let (mut hostile, _) = instance(&engine(), "hostile", &[]);
+    // Room for the 20 MiB of outputs `huge` emits.
+    let limits = Limits { max_output_bytes_per_batch: 32 << 20, ..Limits::default() };
+    let (mut hostile, _) = instance(&engine_with(limits), "hostile", &[]);
     let results = hostile.process(&records(&["one", "fail", "retry", "four", "huge"])).await.unwrap();
     assert_eq!(results[0].as_ref().unwrap()[0].value.as_deref(), Some(&b"one"[..]));
     let error = results[1].as_ref().unwrap_err();

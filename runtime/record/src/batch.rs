@@ -17,35 +17,42 @@ pub mod bindings {
     });
 }
 
-use bindings::sluice::function::types::{self as wire, Span};
+use bindings::sluice::function::types as wire;
 
-/// Packs `records`, which are consecutive records of one topic partition, into one batch:
-/// their bytes in one buffer, records and headers as spans into it. The topic and partition
-/// are the first record's.
+/// The length that stands for a null key or value.
+const NULL: i32 = -1;
+/// The timestamp that stands for none (Kafka's own convention).
+const NO_TIMESTAMP: i64 = -1;
+
+/// Packs `records`, which are consecutive records of one topic partition, into one batch of
+/// columns with every record's bytes back to back. The topic and partition are the first
+/// record's.
 pub fn pack(records: &[InputRecord]) -> wire::InputBatch {
     let bytes: usize = records.iter().map(input_bytes).sum();
+    let headers: usize = records.iter().map(|r| r.headers.len()).sum();
     let mut batch = wire::InputBatch {
         topic: records.first().map(|r| r.topic.clone()).unwrap_or_default(),
         partition: records.first().map_or(0, |r| r.partition),
+        offsets: Vec::with_capacity(records.len()),
+        timestamps: Vec::with_capacity(records.len()),
+        key_lengths: Vec::with_capacity(records.len()),
+        value_lengths: Vec::with_capacity(records.len()),
+        header_counts: Vec::with_capacity(records.len()),
+        header_lengths: Vec::with_capacity(2 * headers),
         data: Vec::with_capacity(bytes),
-        headers: Vec::with_capacity(records.iter().map(|r| r.headers.len()).sum()),
-        records: Vec::with_capacity(records.len()),
     };
     for record in records {
         debug_assert!(record.topic == batch.topic && record.partition == batch.partition, "one partition per batch");
-        let headers = Span { start: batch.headers.len() as u32, len: record.headers.len() as u32 };
+        batch.offsets.push(record.offset);
+        batch.timestamps.push(record.timestamp_ms.unwrap_or(NO_TIMESTAMP));
+        batch.key_lengths.push(append(&mut batch.data, record.key.as_deref()));
+        batch.value_lengths.push(append(&mut batch.data, record.value.as_deref()));
+        batch.header_counts.push(record.headers.len() as u32);
         for header in &record.headers {
-            let key = append(&mut batch.data, header.key.as_bytes());
-            let value = append(&mut batch.data, &header.value);
-            batch.headers.push(wire::HeaderSpan { key, value });
+            batch.header_lengths.extend([header.key.len() as u32, header.value.len() as u32]);
+            batch.data.extend_from_slice(header.key.as_bytes());
+            batch.data.extend_from_slice(&header.value);
         }
-        batch.records.push(wire::InputRecord {
-            offset: record.offset,
-            timestamp_ms: record.timestamp_ms,
-            key: record.key.as_deref().map(|key| append(&mut batch.data, key)),
-            value: record.value.as_deref().map(|value| append(&mut batch.data, value)),
-            headers,
-        });
     }
     batch
 }
@@ -55,10 +62,15 @@ fn input_bytes(record: &InputRecord) -> usize {
     len(&record.key) + len(&record.value) + record.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>()
 }
 
-fn append(data: &mut Vec<u8>, bytes: &[u8]) -> Span {
-    let start = data.len() as u32;
-    data.extend_from_slice(bytes);
-    Span { start, len: bytes.len() as u32 }
+/// Appends `bytes` to `data` and returns their length, or [`NULL`] for none.
+fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
+    match bytes {
+        Some(bytes) => {
+            data.extend_from_slice(bytes);
+            bytes.len() as i32
+        }
+        None => NULL,
+    }
 }
 
 /// Why the results of a call break the contract; the message names the entry at fault.
@@ -109,12 +121,6 @@ pub fn unpack(batch_len: usize, results: wire::BatchResults) -> Result<Vec<Recor
 mod tests {
     use super::*;
 
-    /// `items[span]`, or `None` when the span is not inside `items`.
-    fn slice<'a, T>(items: &'a [T], span: &Span) -> Option<&'a [T]> {
-        let start = span.start as usize;
-        items.get(start..start.checked_add(span.len as usize)?)
-    }
-
     fn record(offset: i64, key: Option<&str>, value: Option<&str>, headers: &[(&str, &str)]) -> InputRecord {
         InputRecord {
             topic: "t".into(),
@@ -127,33 +133,24 @@ mod tests {
         }
     }
 
-    fn span_text<'a>(batch: &'a wire::InputBatch, span: Span) -> &'a str {
-        std::str::from_utf8(slice(&batch.data, &span).unwrap()).unwrap()
-    }
-
     #[test]
-    fn a_packed_batch_gives_topic_and_partition_once_and_every_field_as_a_span() {
+    fn a_packed_batch_gives_topic_and_partition_once_and_every_field_as_a_column() {
         let records = [
-            record(7, Some("k1"), Some("v1"), &[("h", "1"), ("h", "2")]),
+            record(7, Some("k1"), Some("v1"), &[("h", "1"), ("h", "22")]),
             record(8, None, None, &[]),
             record(9, Some(""), Some("v3"), &[("x", "")]),
         ];
         let batch = pack(&records);
         assert_eq!((batch.topic.as_str(), batch.partition), ("t", 3));
-        assert_eq!(batch.records.len(), 3);
-        assert_eq!(batch.data.len(), "k1v1h1h2v3x".len());
-        let first = &batch.records[0];
-        assert_eq!((first.offset, first.timestamp_ms), (7, Some(70)));
-        assert_eq!(span_text(&batch, first.key.clone().unwrap()), "k1");
-        assert_eq!(span_text(&batch, first.value.clone().unwrap()), "v1");
-        let headers = slice(&batch.headers, &first.headers).unwrap();
-        let headers: Vec<_> =
-            headers.iter().map(|h| (span_text(&batch, h.key.clone()), span_text(&batch, h.value.clone()))).collect();
-        assert_eq!(headers, [("h", "1"), ("h", "2")]);
-        let second = &batch.records[1];
-        assert_eq!((&second.key, &second.value, second.headers.len), (&None, &None, 0));
-        assert_eq!(batch.records[2].key, Some(Span { start: 9, len: 0 }), "an empty key is not a null key");
-        assert_eq!(batch.records[2].headers, Span { start: 2, len: 1 });
+        assert_eq!(batch.offsets, [7, 8, 9]);
+        assert_eq!(batch.timestamps, [70, 80, 90]);
+        assert_eq!(batch.key_lengths, [2, -1, 0], "a null key is -1, an empty one 0");
+        assert_eq!(batch.value_lengths, [2, -1, 2]);
+        assert_eq!(batch.header_counts, [2, 0, 1]);
+        assert_eq!(batch.header_lengths, [1, 1, 1, 2, 1, 0]);
+        assert_eq!(batch.data, b"k1v1h1h22v3x");
+        let untimed = pack(&[InputRecord { timestamp_ms: None, ..records[1].clone() }]);
+        assert_eq!(untimed.timestamps, [-1], "no timestamp is Kafka's -1");
     }
 
     /// Results with outputs for inputs 0 and 2 (two for 2) and an error for input 1.
