@@ -211,7 +211,7 @@ async fn main() {
         header_count()
     );
     println!(
-        "{:<14} {:>6} {:>6} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11}",
+        "{:<14} {:>6} {:>6} {:>12} {:>10} {:>12} {:>10} {:>12} {:>11} {:>8}",
         "workload",
         "value",
         "batch",
@@ -220,7 +220,8 @@ async fn main() {
         "native rec/s",
         "native ns",
         "overhead ns",
-        "wasm/native"
+        "wasm/native",
+        "wasm MiB"
     );
     let only = std::env::var("SLUICE_BENCH_ONLY").ok();
     let workloads =
@@ -238,7 +239,8 @@ async fn main() {
                 let instance = FunctionInstance::new(&engine, &module, context(workload.guest(), backend, &[]));
                 let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new("native").unwrap());
                 let native = measure(&mut Native(workload, cache), total, batch_size, &values).await.expect("native");
-                let wasm = match measure(&mut Wasm(instance), total, batch_size, &values).await {
+                let mut side = Wasm(instance);
+                let wasm = match measure(&mut side, total, batch_size, &values).await {
                     Ok(wasm) => wasm,
                     Err(limit) => {
                         println!(
@@ -251,8 +253,10 @@ async fn main() {
                         continue;
                     }
                 };
+                // Linear memory only grows: what the instance has is its peak.
+                let memory = side.0.memory_bytes().unwrap_or_default() as f64 / (1 << 20) as f64;
                 println!(
-                    "{:<14} {:>4} B {:>6} {:>12.0} {:>10.0} {:>12.0} {:>10.0} {:>12.0} {:>11.2}",
+                    "{:<14} {:>4} B {:>6} {:>12.0} {:>10.0} {:>12.0} {:>10.0} {:>12.0} {:>11.2} {:>8.1}",
                     workload.guest(),
                     value_size,
                     batch_size,
@@ -262,11 +266,13 @@ async fn main() {
                     native.ns_per_record(),
                     wasm.ns_per_record() - native.ns_per_record(),
                     native.ns_per_record() / wasm.ns_per_record(),
+                    memory,
                 );
             }
         }
     }
     println!(
-        "wasm/native is throughput relative to native (1.00 = as fast); overhead is wasm ns - native ns per record."
+        "wasm/native is throughput relative to native (1.00 = as fast); overhead is wasm ns - native ns per record; \
+         wasm MiB is the instance's linear memory at the end, its peak."
     );
 }

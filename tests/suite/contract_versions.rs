@@ -1,5 +1,5 @@
 //! Both versions of the guest contract run: components built with the SDK follow 0.2.0 (a
-//! batch in one buffer), and components built for 0.1.0 (a list of records) keep running,
+//! batch as columns and one byte buffer), and components built for 0.1.0 (a list of records) keep running,
 //! with the same records, results, errors and cache calls.
 
 use sluice::cache::CacheBackend;

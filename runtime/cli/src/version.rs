@@ -7,7 +7,8 @@ use serde::Serialize;
 
 /// This runtime's version (the workspace's).
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// The WIT package functions implement, `name@version` (`sluice:function@0.1.0`).
+/// The newest WIT package functions implement, `name@version` (`sluice:function@0.2.0`);
+/// components built for 0.1.0 run too.
 pub const WIT_PACKAGE: &str = env!("SLUICE_WIT_PACKAGE");
 /// The wasmtime version built in, as locked in `Cargo.lock`.
 pub const WASMTIME_VERSION: &str = env!("SLUICE_WASMTIME_VERSION");
