@@ -54,7 +54,7 @@ where
     let topic: Arc<str> = Arc::from(topic);
     let data: Arc<[u8]> = Arc::from(data);
     let header_ranges: Arc<[HeaderRange]> = Arc::from(header_ranges);
-    let mut results = BatchResults { outputs: Vec::with_capacity(offsets.len()), errors: Vec::new() };
+    let mut results = Results::with_capacity(offsets.len(), data.len());
     // One list of outputs serves every record: emptied after each, it allocates only to grow.
     let mut outputs = Outputs::new();
     for (input, (key, value, headers)) in layout.into_iter().enumerate() {
@@ -70,16 +70,90 @@ where
         };
         let input = input as u32;
         match function(&record, &mut outputs) {
-            Ok(()) => results.outputs.extend(outputs.drain().map(|output| output_record(input, output))),
+            // Each output is copied into the results and dropped as soon as its record is done.
+            Ok(()) => {
+                results.reserve(outputs.iter().map(Output::byte_len).sum());
+                outputs.drain().for_each(|output| results.push(input, &output));
+            }
             Err(error) => {
                 outputs.drain();
                 let (message, retryable) = error.into_parts();
-                results.errors.push(types::RecordError { input, message, retryable });
+                results.wire.errors.push(types::RecordError { input, message, retryable });
             }
         }
     }
-    results
+    results.wire
 }
+
+/// The results of a batch as they are built: each output's bytes appended to `data`, its
+/// lengths to the columns.
+struct Results {
+    wire: BatchResults,
+}
+
+impl Results {
+    fn with_capacity(outputs: usize, bytes: usize) -> Self {
+        Results {
+            wire: BatchResults {
+                inputs: Vec::with_capacity(outputs),
+                key_lengths: Vec::with_capacity(outputs),
+                value_lengths: Vec::with_capacity(outputs),
+                header_counts: Vec::with_capacity(outputs),
+                header_lengths: Vec::new(),
+                targets: Vec::with_capacity(outputs),
+                target_names: Vec::new(),
+                data: Vec::with_capacity(bytes),
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    /// Makes room for `bytes` more: exactly that much for a large record, so that a record's
+    /// outputs and their copy are in memory together at most once, and at least the size so
+    /// far, so that many small records copy the buffer a few times only.
+    fn reserve(&mut self, bytes: usize) {
+        let data = &mut self.wire.data;
+        if data.capacity() - data.len() < bytes {
+            data.reserve_exact(bytes.max(data.len()));
+        }
+    }
+
+    fn push(&mut self, input: u32, output: &Output) {
+        let wire = &mut self.wire;
+        wire.inputs.push(input);
+        wire.key_lengths.push(append(&mut wire.data, output.key()));
+        wire.value_lengths.push(append(&mut wire.data, output.value()));
+        wire.header_counts.push(output.headers.len() as u32);
+        output.headers.each(&output.source, |name, value| {
+            wire.header_lengths.extend([name.len() as u32, value.len() as u32]);
+            wire.data.extend_from_slice(name);
+            wire.data.extend_from_slice(value);
+        });
+        let target =
+            output.target.as_deref().map(|target| match wire.target_names.iter().position(|name| name == target) {
+                Some(index) => index,
+                None => {
+                    wire.target_names.push(target.to_owned());
+                    wire.target_names.len() - 1
+                }
+            });
+        wire.targets.push(target.map_or(NULL, |index| index as i32));
+    }
+}
+
+/// Appends `bytes` to `data` and returns their length, or [`NULL`] for none.
+fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
+    match bytes {
+        Some(bytes) => {
+            data.extend_from_slice(bytes);
+            bytes.len() as i32
+        }
+        None => NULL,
+    }
+}
+
+/// The length that stands for a null key or value, and the target for the default output.
+const NULL: i32 = -1;
 
 /// The timestamp that stands for none.
 const NO_TIMESTAMP: i64 = -1;
@@ -87,16 +161,6 @@ const NO_TIMESTAMP: i64 = -1;
 /// The length of a key or value, `None` for a null one (length -1).
 fn nullable(length: i32) -> Option<usize> {
     usize::try_from(length).ok()
-}
-
-fn output_record(input: u32, output: Output) -> types::OutputRecord {
-    types::OutputRecord {
-        input,
-        key: output.key,
-        value: output.value,
-        headers: output.headers.into_iter().map(|h| types::Header { key: h.key, value: h.value }).collect(),
-        target: output.target,
-    }
 }
 
 fn cache_error_from(error: wit_cache::CacheError) -> CacheError {

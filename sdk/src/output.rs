@@ -1,7 +1,11 @@
 //! What a function produces: [`Output`] records collected in [`Outputs`].
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use serde::Serialize;
 
+use crate::record::Headers;
 use crate::{Header, Record, Result};
 
 /// One record the function asks the runtime to produce.
@@ -17,12 +21,51 @@ use crate::{Header, Record, Result};
 /// assert_eq!(output.value_str(), Some("hello"));
 /// assert_eq!(output.target(), Some("greetings"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct Output {
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
-    pub(crate) headers: Vec<Header>,
+    /// The bytes that shared parts are ranges of: the record's, for an output made from one.
+    pub(crate) source: Arc<[u8]>,
+    pub(crate) key: Option<Part>,
+    pub(crate) value: Option<Part>,
+    pub(crate) headers: Headers,
     pub(crate) target: Option<String>,
+}
+
+/// A key or value: the output's own bytes, or a range of its source (the record it was made
+/// from), which is copied only when the output leaves the function.
+#[derive(Clone)]
+pub(crate) enum Part {
+    Owned(Vec<u8>),
+    Shared(Range<usize>),
+}
+
+impl Part {
+    fn bytes<'a>(&'a self, source: &'a [u8]) -> &'a [u8] {
+        match self {
+            Part::Owned(bytes) => bytes,
+            Part::Shared(range) => &source[range.clone()],
+        }
+    }
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        (self.key(), self.value(), self.headers(), self.target())
+            == (other.key(), other.value(), other.headers(), other.target())
+    }
+}
+
+impl Eq for Output {}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("key", &self.key())
+            .field("value", &self.value())
+            .field("headers", &self.headers())
+            .field("target", &self.target())
+            .finish()
+    }
 }
 
 impl Output {
@@ -31,22 +74,35 @@ impl Output {
         Output::default()
     }
 
-    /// An output with the key, value and headers of `record` (copied), for the default output.
+    /// An output with the key, value and headers of `record`, for the default output. They
+    /// are shared with the record, not copied, until the output leaves the function.
     pub fn from_record(record: &Record) -> Self {
-        let key = record.key().map(<[u8]>::to_vec);
-        let value = record.value().map(<[u8]>::to_vec);
-        Output { key, value, headers: record.headers.to_vec(&record.data), target: None }
+        Output {
+            source: record.data.clone(),
+            key: record.key.clone().map(Part::Shared),
+            value: record.value.clone().map(Part::Shared),
+            headers: record.headers.clone(),
+            target: None,
+        }
+    }
+
+    /// The bytes of its key, value and headers.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn byte_len(&self) -> usize {
+        let mut bytes = self.key().map_or(0, <[u8]>::len) + self.value().map_or(0, <[u8]>::len);
+        self.headers.each(&self.source, |name, value| bytes += name.len() + value.len());
+        bytes
     }
 
     /// Sets the key.
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(Part::Owned(key.into()));
         self
     }
 
     /// Sets the value.
     pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
-        self.value = Some(value.into());
+        self.value = Some(Part::Owned(value.into()));
         self
     }
 
@@ -61,7 +117,7 @@ impl Output {
 
     /// Appends a header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header::new(name, value));
+        self.headers.push(&self.source, Header::new(name, value));
         self
     }
 
@@ -73,17 +129,17 @@ impl Output {
 
     /// The key, or `None` for a null key.
     pub fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.key.as_ref().map(|key| key.bytes(&self.source))
     }
 
     /// The value, or `None` for a null value.
     pub fn value(&self) -> Option<&[u8]> {
-        self.value.as_deref()
+        self.value.as_ref().map(|value| value.bytes(&self.source))
     }
 
     /// The headers, in order.
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        self.headers.get(&self.source)
     }
 
     /// The named output this goes to, or `None` for the default output.

@@ -83,12 +83,27 @@ impl Headers {
     }
 
     /// The headers as [`Header`]s, built from `data` on first use.
-    fn get(&self, data: &[u8]) -> &[Header] {
+    pub(crate) fn get(&self, data: &[u8]) -> &[Header] {
         self.built.get_or_init(|| self.build(data))
     }
 
+    /// How many headers there are.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.built.get().map_or(self.ranges().len(), Vec::len)
+    }
+
+    /// Calls `f` with the name and value of each header in order, without building them.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn each(&self, data: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
+        match self.built.get() {
+            Some(built) => built.iter().for_each(|h| f(h.key.as_bytes(), &h.value)),
+            None => self.ranges().iter().for_each(|h| f(&data[h.key.clone()], &data[h.value.clone()])),
+        }
+    }
+
     /// A copy of the headers, made without building them here first.
-    pub(crate) fn to_vec(&self, data: &[u8]) -> Vec<Header> {
+    fn to_vec(&self, data: &[u8]) -> Vec<Header> {
         match self.built.get() {
             Some(built) => built.clone(),
             None => self.build(data),
@@ -106,7 +121,7 @@ impl Headers {
     }
 
     /// Appends a header (for the builders).
-    fn push(&mut self, data: &[u8], header: Header) {
+    pub(crate) fn push(&mut self, data: &[u8], header: Header) {
         let mut headers = self.to_vec(data);
         headers.push(header);
         *self = Headers { ranges: None, built: OnceLock::from(headers) };

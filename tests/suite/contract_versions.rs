@@ -3,8 +3,8 @@
 //! with the same records, results, errors and cache calls.
 
 use sluice::cache::CacheBackend;
-use sluice::record::{Header, InputRecord};
 use sluice::engine::Limits;
+use sluice::record::{Header, InputRecord};
 use sluice_tests::fixtures::{engine, engine_with, instance, load, record, records};
 
 /// Records covering every field's edge: headers repeated and empty, a null key, a null value,

@@ -1,7 +1,7 @@
 //! The batch shape of contract 0.2.0 (`wit/sluice.wit`): its host bindings, and the two
 //! conversions between the runtime's records and it. [`pack`] copies a batch's bytes into one
-//! buffer with spans into it; [`unpack`] checks the positions a guest's results give and
-//! builds one [`RecordResult`] per input record.
+//! buffer and columns of lengths; [`unpack`] checks the columns a guest returns and builds
+//! one [`RecordResult`] per input record from them.
 
 use crate::{Header, InputRecord, OutputRecord, RecordError, RecordResult};
 
@@ -78,15 +78,40 @@ fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
 #[error("{0}")]
 pub struct MalformedResults(String);
 
+fn malformed<T>(what: impl Into<String>) -> Result<T, MalformedResults> {
+    Err(MalformedResults(what.into()))
+}
+
 /// Turns what a call on a batch of `batch_len` records returned into one result per record,
-/// checking that every position is in the batch and in order, and that no record has both
-/// outputs and an error.
+/// checking that the output columns agree, that every length stays inside `data` and every
+/// position inside the batch and in order, and that no record has both outputs and an error.
 pub fn unpack(batch_len: usize, results: wire::BatchResults) -> Result<Vec<RecordResult>, MalformedResults> {
-    let malformed = |what: String| Err(MalformedResults(what));
+    let wire::BatchResults {
+        inputs,
+        key_lengths,
+        value_lengths,
+        header_counts,
+        header_lengths,
+        targets,
+        target_names,
+        data,
+        errors,
+    } = results;
+    let count = inputs.len();
+    let columns = [key_lengths.len(), value_lengths.len(), header_counts.len(), targets.len()];
+    if columns != [count; 4] {
+        return malformed(format!(
+            "the output columns differ in length: {count} inputs, {} key-lengths, {} value-lengths, {} header-counts, \
+             {} targets",
+            columns[0], columns[1], columns[2], columns[3]
+        ));
+    }
+    let mut bytes = Bytes { data: &data, used: 0 };
+    let mut header_lengths = header_lengths.iter().copied();
     let mut unpacked: Vec<RecordResult> = (0..batch_len).map(|_| Ok(Vec::new())).collect();
     let mut last_input = 0;
-    for (n, output) in results.outputs.into_iter().enumerate() {
-        let input = output.input as usize;
+    for n in 0..count {
+        let input = inputs[n] as usize;
         if input >= batch_len {
             return malformed(format!("output {n} is for input {input}, outside the batch of {batch_len}"));
         }
@@ -94,13 +119,39 @@ pub fn unpack(batch_len: usize, results: wire::BatchResults) -> Result<Vec<Recor
             return malformed(format!("output {n} is for input {input}, after an output for input {last_input}"));
         }
         last_input = input;
-        let headers = output.headers.into_iter().map(|h| Header { key: h.key, value: h.value }).collect();
+        let key = bytes.nullable(key_lengths[n], n, "key")?;
+        let value = bytes.nullable(value_lengths[n], n, "value")?;
+        let mut headers = Vec::with_capacity(header_counts[n] as usize);
+        for _ in 0..header_counts[n] {
+            let (Some(name), Some(value)) = (header_lengths.next(), header_lengths.next()) else {
+                return malformed(format!("output {n}: header-lengths ends before its headers do"));
+            };
+            let Ok(key) = String::from_utf8(bytes.take(name as usize, n, "header name")?) else {
+                return malformed(format!("output {n}: a header name is not UTF-8"));
+            };
+            headers.push(Header { key, value: bytes.take(value as usize, n, "header value")? });
+        }
+        let target = match targets[n] {
+            NULL => None,
+            t => match usize::try_from(t).ok().and_then(|t| target_names.get(t)) {
+                Some(name) => Some(name.clone()),
+                None => {
+                    return malformed(format!("output {n}: target {t} is not one of the {} names", target_names.len()));
+                }
+            },
+        };
         if let Ok(outputs) = &mut unpacked[input] {
-            outputs.push(OutputRecord { key: output.key, value: output.value, headers, target: output.target });
+            outputs.push(OutputRecord { key, value, headers, target });
         }
     }
+    if header_lengths.next().is_some() {
+        return malformed("header-lengths has entries for headers no output has");
+    }
+    if bytes.used != data.len() {
+        return malformed(format!("{} bytes of data belong to no output", data.len() - bytes.used));
+    }
     let mut next_input = 0;
-    for (n, error) in results.errors.into_iter().enumerate() {
+    for (n, error) in errors.into_iter().enumerate() {
         let input = error.input as usize;
         if input >= batch_len || input < next_input {
             return malformed(format!(
@@ -115,6 +166,39 @@ pub fn unpack(batch_len: usize, results: wire::BatchResults) -> Result<Vec<Recor
         unpacked[input] = Err(RecordError { message: error.message, retryable: error.retryable });
     }
     Ok(unpacked)
+}
+
+/// The results' bytes, taken part after part.
+struct Bytes<'a> {
+    data: &'a [u8],
+    used: usize,
+}
+
+impl Bytes<'_> {
+    /// The next `len` bytes, for part `what` of output `n`.
+    fn take(&mut self, len: usize, n: usize, what: &str) -> Result<Vec<u8>, MalformedResults> {
+        match self.data.get(self.used..).and_then(|rest| rest.get(..len)) {
+            Some(part) => {
+                self.used += len;
+                Ok(part.to_vec())
+            }
+            None => malformed(format!(
+                "output {n}: its {what} of {len} bytes goes past the end of the {} data bytes",
+                self.data.len()
+            )),
+        }
+    }
+
+    /// Like [`Bytes::take`] for a key or value: `None` for the length [`NULL`].
+    fn nullable(&mut self, len: i32, n: usize, what: &str) -> Result<Option<Vec<u8>>, MalformedResults> {
+        match len {
+            NULL => Ok(None),
+            len => match usize::try_from(len) {
+                Ok(len) => self.take(len, n, what).map(Some),
+                Err(_) => malformed(format!("output {n}: its {what} length is {len}")),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,22 +237,19 @@ mod tests {
         assert_eq!(untimed.timestamps, [-1], "no timestamp is Kafka's -1");
     }
 
-    /// Results with outputs for inputs 0 and 2 (two for 2) and an error for input 1.
+    /// Results with outputs for inputs 0 and 2 (two for 2) and an error for input 1: output 0
+    /// has key `k0`, value `v0` and header `h` (empty); outputs 1 and 2 have no key and values
+    /// `v2` and `a`, the last for the output `side`.
     fn results() -> wire::BatchResults {
-        let output = |input, value: &str| wire::OutputRecord {
-            input,
-            key: None,
-            value: Some(value.as_bytes().to_vec()),
-            headers: Vec::new(),
-            target: None,
-        };
-        let first = wire::OutputRecord {
-            key: Some(b"k0".to_vec()),
-            headers: vec![wire::Header { key: "h".into(), value: Vec::new() }],
-            ..output(0, "v0")
-        };
         wire::BatchResults {
-            outputs: vec![first, output(2, "v2"), wire::OutputRecord { target: Some("side".into()), ..output(2, "a") }],
+            inputs: vec![0, 2, 2],
+            key_lengths: vec![2, -1, -1],
+            value_lengths: vec![2, 2, 1],
+            header_counts: vec![1, 0, 0],
+            header_lengths: vec![1, 0],
+            targets: vec![-1, -1, 0],
+            target_names: vec!["side".into()],
+            data: b"k0v0hv2a".to_vec(),
             errors: vec![wire::RecordError { input: 1, message: "bad".into(), retryable: true }],
         }
     }
@@ -201,8 +282,28 @@ mod tests {
 
     #[test]
     fn results_that_break_the_contract_are_refused_with_the_entry_at_fault() {
-        assert_eq!(unpack_error(|r| r.outputs[1].input = 4), "output 1 is for input 4, outside the batch of 4");
-        assert_eq!(unpack_error(|r| r.outputs[2].input = 1), "output 2 is for input 1, after an output for input 2");
+        assert_eq!(unpack_error(|r| r.inputs[1] = 4), "output 1 is for input 4, outside the batch of 4");
+        assert_eq!(unpack_error(|r| r.inputs[2] = 1), "output 2 is for input 1, after an output for input 2");
+        assert_eq!(
+            unpack_error(|r| r.targets.truncate(2)),
+            "the output columns differ in length: 3 inputs, 3 key-lengths, 3 value-lengths, 3 header-counts, 2 targets"
+        );
+        assert_eq!(
+            unpack_error(|r| r.value_lengths[2] = 3),
+            "output 2: its value of 3 bytes goes past the end of the 8 data bytes"
+        );
+        assert_eq!(unpack_error(|r| r.key_lengths[0] = -2), "output 0: its key length is -2");
+        assert_eq!(unpack_error(|r| r.value_lengths[2] = 0), "1 bytes of data belong to no output");
+        assert_eq!(unpack_error(|r| r.data[4] = 0xff), "output 0: a header name is not UTF-8");
+        assert_eq!(
+            unpack_error(|r| r.header_lengths.truncate(1)),
+            "output 0: header-lengths ends before its headers do"
+        );
+        assert_eq!(
+            unpack_error(|r| r.header_lengths.extend([0, 0])),
+            "header-lengths has entries for headers no output has"
+        );
+        assert_eq!(unpack_error(|r| r.targets[2] = 1), "output 2: target 1 is not one of the 1 names");
         assert_eq!(unpack_error(|r| r.errors[0].input = 2), "input 2 has both outputs and an error");
         let order =
             "error 1 is for input 1: errors must be for inputs of the batch of 4, one at most per input, in order";
