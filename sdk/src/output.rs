@@ -236,6 +236,20 @@ mod tests {
     }
 
     #[test]
+    fn an_output_from_a_record_shares_its_bytes_until_it_is_changed() {
+        let record = Record::new().with_key("k").with_value("v").with_header("h", "1");
+        let output = Output::from_record(&record);
+        assert!(matches!(output.key, Some(Part::Shared(_))), "not copied");
+        assert_eq!(output.byte_len(), "kvh1".len());
+        let changed = output.clone().with_value("other").with_header("h2", "2");
+        assert!(matches!(changed.value, Some(Part::Owned(_))));
+        assert_eq!(changed.key(), Some(&b"k"[..]), "the key is still the record's");
+        assert_eq!(changed.headers(), [Header::new("h", "1"), Header::new("h2", "2")]);
+        assert_eq!(changed.byte_len(), "kotherh1h22".len());
+        assert_eq!(output, Output::new().with_key("k").with_value("v").with_header("h", "1"), "equal by content");
+    }
+
+    #[test]
     fn json_value_and_target() {
         let output = Output::new().with_json_value(&serde_json::json!({"a": [1, 2]})).unwrap().to("side");
         assert_eq!(output.value_str(), Some(r#"{"a":[1,2]}"#));
