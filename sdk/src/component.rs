@@ -16,7 +16,8 @@ pub type BatchResults = types::BatchResults;
 
 /// The body of the generated `process` export: one call of `function` per record, in order,
 /// each with an empty [`Outputs`]. Records share the batch's bytes (a key or value is a range
-/// of them, never a copy); outputs move into the results as the function built them.
+/// of them, never a copy); each record's outputs are copied into the results' one buffer, and
+/// dropped, as soon as the function returns.
 pub fn process_batch<F>(batch: Batch, mut function: F) -> BatchResults
 where
     F: FnMut(&Record, &mut Outputs) -> Result<()>,
