@@ -1,5 +1,7 @@
 //! Engine throughput: records through a guest in process, beside the same logic compiled
-//! natively and run in the same process, on the same in-memory cache.
+//! natively and run in the same process, on the same in-memory cache, with the same guarantee
+//! (the native word count holds a batch's cache writes and applies them when it is done, as
+//! the runtime does for every call).
 //!
 //! `cargo bench -p sluice-tests --bench engine` (or `make bench`). Set `SLUICE_BENCH_QUICK=1`
 //! for a short run, `SLUICE_BENCH_HEADERS=N` for N headers per record (default 1), and
@@ -10,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::cache::{Cache, MemoryCache, Namespace};
+use sluice::cache::{Cache, CallCache, EffectLimits, MemoryCache, Namespace};
 use sluice::engine::FunctionInstance;
 use sluice::record::{Header, InputRecord, OutputRecord, RecordError, RecordResult};
 use sluice_tests::fixtures::{context, engine, load};
@@ -110,8 +112,17 @@ fn native_passthrough(records: &[InputRecord]) -> Vec<RecordResult> {
         .collect()
 }
 
-/// The native twin of the `word-count` guest: the same split, the same cache calls.
+/// The native twin of the `word-count` guest: the same split, the same cache calls, with the
+/// same guarantee as a function's call: the batch's cache writes are held in an overlay and
+/// applied in one round trip when the batch is done, so a failed batch leaves none behind.
 async fn native_word_count(cache: &Cache, records: &[InputRecord]) -> Vec<RecordResult> {
+    let mut cache = cache.begin_call(EffectLimits::default());
+    let results = word_count_into(&mut cache, records).await;
+    cache.apply().await.expect("memory cache");
+    results
+}
+
+async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<RecordResult> {
     let mut results = Vec::with_capacity(records.len());
     for record in records {
         let Some(value) = &record.value else {
