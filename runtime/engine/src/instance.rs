@@ -114,7 +114,8 @@ pub enum BatchError {
         /// Results returned.
         actual: usize,
     },
-    /// The guest's results (contract 0.2.0) point outside themselves or out of order.
+    /// The guest's results (contract 0.2.0) break their layout: columns that disagree, a
+    /// length past the end of the bytes, a record out of the batch or out of order.
     #[error("{function}: returned malformed results: {reason}")]
     MalformedResults {
         /// The function.
@@ -246,7 +247,7 @@ struct Live {
 
 /// The `process` export of an instance, by contract version.
 enum Exports {
-    /// 0.2.0: the batch goes in as one buffer ([`batch::pack`]).
+    /// 0.2.0: the batch goes in as columns and one buffer of bytes ([`batch::pack`]).
     Batch(BatchProcessor),
     /// 0.1.0: the batch goes in as a list of records.
     Records(Processor),
