@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use sluice_contract::layout::{self, NO_TIMESTAMP, NULL};
+
 use crate::__private::bindings::sluice::function::{cache as wit_cache, config as wit_config, log as wit_log, types};
 use crate::cache::CacheError;
 use crate::log::Level;
@@ -122,13 +124,11 @@ impl Results {
     fn push(&mut self, input: u32, output: &Output) {
         let wire = &mut self.wire;
         wire.inputs.push(input);
-        wire.key_lengths.push(append(&mut wire.data, output.key()));
-        wire.value_lengths.push(append(&mut wire.data, output.value()));
+        wire.key_lengths.push(layout::append(&mut wire.data, output.key()));
+        wire.value_lengths.push(layout::append(&mut wire.data, output.value()));
         wire.header_counts.push(output.headers.len() as u32);
         output.headers.each(&output.source, |name, value| {
-            wire.header_lengths.extend([name.len() as u32, value.len() as u32]);
-            wire.data.extend_from_slice(name);
-            wire.data.extend_from_slice(value);
+            layout::append_header(&mut wire.data, &mut wire.header_lengths, name, value);
         });
         let target =
             output.target.as_deref().map(|target| match wire.target_names.iter().position(|name| name == target) {
@@ -141,23 +141,6 @@ impl Results {
         wire.targets.push(target.map_or(NULL, |index| index as i32));
     }
 }
-
-/// Appends `bytes` to `data` and returns their length, or [`NULL`] for none.
-fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
-    match bytes {
-        Some(bytes) => {
-            data.extend_from_slice(bytes);
-            bytes.len() as i32
-        }
-        None => NULL,
-    }
-}
-
-/// The length that stands for a null key or value, and the target for the default output.
-const NULL: i32 = -1;
-
-/// The timestamp that stands for none.
-const NO_TIMESTAMP: i64 = -1;
 
 /// The length of a key or value, `None` for a null one (length -1).
 fn nullable(length: i32) -> Option<usize> {

@@ -227,7 +227,7 @@ impl Module {
 
 /// A module ready to instantiate, by the contract version its `process` export follows.
 pub(crate) enum Pre {
-    /// 0.2.0: a batch in one buffer (`wit/sluice.wit`).
+    /// 0.2.0: a batch as columns and one buffer of bytes (`wit/sluice.wit`).
     Batch(BatchProcessorPre<HostState>),
     /// 0.1.0: a list of records (`wit/v0.1/sluice.wit`).
     Records(ProcessorPre<HostState>),

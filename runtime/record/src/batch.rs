@@ -18,11 +18,7 @@ pub mod bindings {
 }
 
 use bindings::sluice::function::types as wire;
-
-/// The length that stands for a null key or value.
-const NULL: i32 = -1;
-/// The timestamp that stands for none (Kafka's own convention).
-const NO_TIMESTAMP: i64 = -1;
+use sluice_contract::layout::{self, NO_TIMESTAMP, NULL};
 
 /// Packs `records`, which are consecutive records of one topic partition, into one batch of
 /// columns with every record's bytes back to back. The topic and partition are the first
@@ -45,13 +41,11 @@ pub fn pack(records: &[InputRecord]) -> wire::InputBatch {
         debug_assert!(record.topic == batch.topic && record.partition == batch.partition, "one partition per batch");
         batch.offsets.push(record.offset);
         batch.timestamps.push(record.timestamp_ms.unwrap_or(NO_TIMESTAMP));
-        batch.key_lengths.push(append(&mut batch.data, record.key.as_deref()));
-        batch.value_lengths.push(append(&mut batch.data, record.value.as_deref()));
+        batch.key_lengths.push(layout::append(&mut batch.data, record.key.as_deref()));
+        batch.value_lengths.push(layout::append(&mut batch.data, record.value.as_deref()));
         batch.header_counts.push(record.headers.len() as u32);
         for header in &record.headers {
-            batch.header_lengths.extend([header.key.len() as u32, header.value.len() as u32]);
-            batch.data.extend_from_slice(header.key.as_bytes());
-            batch.data.extend_from_slice(&header.value);
+            layout::append_header(&mut batch.data, &mut batch.header_lengths, header.key.as_bytes(), &header.value);
         }
     }
     batch
@@ -60,17 +54,6 @@ pub fn pack(records: &[InputRecord]) -> wire::InputBatch {
 fn input_bytes(record: &InputRecord) -> usize {
     let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
     len(&record.key) + len(&record.value) + record.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>()
-}
-
-/// Appends `bytes` to `data` and returns their length, or [`NULL`] for none.
-fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
-    match bytes {
-        Some(bytes) => {
-            data.extend_from_slice(bytes);
-            bytes.len() as i32
-        }
-        None => NULL,
-    }
 }
 
 /// Why the results of a call break the contract; the message names the entry at fault.

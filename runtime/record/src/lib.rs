@@ -4,7 +4,7 @@
 //! runner and the Kafka source and sink; [`batch`] converts them to and from the batch shape
 //! of contract 0.2.0.
 //!
-//! This is the bottom of the runtime's crates: it depends on nothing of Sluice.
+//! It depends on nothing of Sluice but the rules in `sluice-contract` (the 0.2.0 batch layout).
 
 pub mod batch;
 pub mod bindings;
