@@ -27,6 +27,10 @@
 //! Run with `make bench` (or `cargo bench -p sluice-tests --bench cache_incr`). Sizes can be set
 //! with `SLUICE_BENCH_RECORDS` (default 200,000) and `SLUICE_BENCH_PARTITIONS` (default 8).
 
+/// The allocator the `sluice` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;

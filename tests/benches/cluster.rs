@@ -19,6 +19,10 @@
 //! --bench cluster` (or `make bench`); `SLUICE_BENCH_QUICK=1` for two rounds. Runs `target/
 //! release/sluice` (`make build`), or the binary `SLUICE_BINARY` names.
 
+/// The allocator the `sluice` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

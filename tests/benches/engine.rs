@@ -9,6 +9,10 @@
 //! workload. The Python and JavaScript word counts run against the same native word count, on
 //! fewer records: they are 3 to 30 times slower.
 
+/// The allocator the `sluice` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,10 @@
 //! `cargo bench -p sluice-tests --bench exactly_once` (or `make bench`). `SLUICE_BENCH_QUICK=1`
 //! for a short run.
 
+/// The allocator the `sluice` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

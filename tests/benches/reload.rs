@@ -7,6 +7,10 @@
 //! `cargo bench -p sluice-tests --bench reload` (or `make bench`). `SLUICE_BENCH_QUICK=1` for
 //! one round.
 
+/// The allocator the `sluice` binary ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -178,14 +178,19 @@ impl KafkaSink {
 
     /// Queues `record` for sending; waits while the producer queue is full.
     pub async fn send(&self, record: &Outgoing<'_>) -> Result<PendingDelivery, KafkaError> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + record.extra_headers.len());
-        for h in record.headers {
-            headers = headers.insert(KafkaHeader { key: &h.key, value: Some(&h.value) });
+        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(record.topic);
+        let count = record.headers.len() + record.extra_headers.len();
+        if count > 0 {
+            // Only then: librdkafka allocates (and later frees) a header list even when empty.
+            let mut headers = OwnedHeaders::new_with_capacity(count);
+            for h in record.headers {
+                headers = headers.insert(KafkaHeader { key: &h.key, value: Some(&h.value) });
+            }
+            for (key, value) in record.extra_headers {
+                headers = headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
+            }
+            future_record = future_record.headers(headers);
         }
-        for (key, value) in record.extra_headers {
-            headers = headers.insert(KafkaHeader { key, value: Some(value.as_bytes()) });
-        }
-        let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(record.topic).headers(headers);
         if let Some(key) = record.key {
             future_record = future_record.key(key);
         }

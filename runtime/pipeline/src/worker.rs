@@ -1,9 +1,14 @@
 //! One partition worker: reads its partition's records in offset order, runs the function
 //! on each batch, produces outputs and dead letters, and stores the next offset for commit
-//! only once the broker has acknowledged everything the batch caused. In exactly-once mode it
-//! instead applies the batch's cache writes once and commits its outputs and offset in one
+//! only once the broker has acknowledged everything the batch caused. One batch at a time is
+//! in flight: while the broker acknowledges a batch's outputs, the worker fetches and runs the
+//! next one, and produces its outputs only once the batch before is acknowledged (so outputs
+//! keep their order, even when a batch is produced again after an error). In exactly-once mode
+//! it instead applies the batch's cache writes once and commits its outputs and offset in one
 //! transaction ([`super::transaction`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +23,7 @@ use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
 use sluice_cache::Fenced;
 use sluice_engine::FunctionInstance;
 use sluice_kafka::KafkaError;
-use sluice_kafka::sink::{KafkaSink, Outgoing};
+use sluice_kafka::sink::{KafkaSink, Outgoing, PendingDelivery};
 use sluice_kafka::source::{PartitionQueue, record_bytes};
 use sluice_record::InputRecord;
 
@@ -39,6 +44,7 @@ pub(crate) struct PartitionWorker {
 }
 
 /// What delivering a batch achieved.
+#[derive(Clone, Copy)]
 enum Delivered {
     /// Everything delivered; the next offset to consume.
     All { next_offset: i64 },
@@ -46,10 +52,47 @@ enum Delivered {
     BlockedAt { index: usize },
 }
 
+/// The broker's acknowledgements of everything a batch produced.
+type Acknowledgements = Pin<Box<dyn Future<Output = Result<(), KafkaError>> + Send>>;
+
+/// A batch whose outputs and dead letters are produced, awaiting the broker's
+/// acknowledgements before its offset is stored.
+struct InFlight {
+    batch: Vec<InputRecord>,
+    outcomes: Vec<Outcome>,
+    /// What the batch delivers once acknowledged.
+    delivered: Delivered,
+    acks: Acknowledgements,
+    /// When the batch was fetched.
+    started: Instant,
+}
+
+impl InFlight {
+    fn new(batch: Vec<InputRecord>, outcomes: Vec<Outcome>, sent: Sent, started: Instant) -> Self {
+        let Sent { pending, delivered } = sent;
+        let acks = Box::pin(async move {
+            for delivery in pending {
+                delivery.acknowledged().await?;
+            }
+            Ok(())
+        });
+        Self { batch, outcomes, delivered, acks, started }
+    }
+}
+
+/// The acknowledgements of the batch in flight; never ready when there is none.
+async fn acknowledged(in_flight: &mut Option<InFlight>) -> Result<(), KafkaError> {
+    match in_flight {
+        Some(flight) => (&mut flight.acks).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl PartitionWorker {
     /// Runs until the partition is revoked or the pipeline stops.
     pub(crate) async fn run(mut self) {
         let mut carried: Vec<InputRecord> = Vec::new();
+        let mut in_flight: Option<InFlight> = None;
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
         self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), self.revision, None);
         if self.shared.spec.processing.guarantee == Guarantee::ExactlyOnce {
@@ -62,10 +105,23 @@ impl PartitionWorker {
         }
         loop {
             let mut batch = if carried.is_empty() {
-                tokio::select! {
-                    batch = next_batch(&self.shared, &self.queue, &self.topic, self.partition) => batch,
+                // Waiting for the next record, the batch in flight is settled as soon as the
+                // broker acknowledges it, so an idle partition does not hold its offset back.
+                let first = tokio::select! {
+                    first = self.queue.next() => first,
+                    acked = acknowledged(&mut in_flight) => {
+                        let flight = in_flight.take().expect("a batch in flight");
+                        match self.settle(flight, Some(acked)).await {
+                            Some(blocked) => {
+                                carried = blocked;
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                     _ = self.stop.changed() => break,
-                }
+                };
+                next_batch(&self.shared, &self.queue, &self.topic, self.partition, first).await
             } else {
                 std::mem::take(&mut carried)
             };
@@ -96,26 +152,119 @@ impl PartitionWorker {
                 // Revoked or stopping mid-batch: leave the batch uncommitted for the next owner.
                 break;
             }
-            let delivered = match self.transactional.is_some() {
-                true => self.deliver_exactly_once(&batch, &outcomes).await,
-                false => self.deliver_with_retries(&batch, &outcomes).await,
-            };
-            let Some(delivered) = delivered else { break };
-            self.shared.stats.record_batch_done(started);
-            match delivered {
-                Delivered::All { next_offset } => self.store(next_offset),
-                Delivered::BlockedAt { index } => {
-                    if index > 0 {
-                        self.store(batch[index].offset);
-                    }
-                    if !self.wait_while_blocked(&batch[index]).await {
-                        break;
-                    }
-                    carried = batch[index..].to_vec();
+            if self.transactional.is_some() {
+                let Some(delivered) = self.deliver_exactly_once(&batch, &outcomes).await else { break };
+                self.shared.stats.record_batch_done(started);
+                match self.after_delivery(batch, delivered).await {
+                    Some(blocked) => carried = blocked,
+                    None => break,
+                }
+                continue;
+            }
+            // The batch before is acknowledged before this one's outputs are produced.
+            if let Some(flight) = in_flight.take() {
+                // Never blocked: a blocked batch is settled before the next one is fetched.
+                if self.settle(flight, None).await.is_none() {
+                    break;
                 }
             }
+            let Some(sent) = self.send_with_retries(&batch, &outcomes).await else { break };
+            let blocked = matches!(sent.delivered, Delivered::BlockedAt { .. });
+            let flight = InFlight::new(batch, outcomes, sent, started);
+            if blocked {
+                // Settled now: nothing more is fetched until an operator resumes the partition.
+                match self.settle(flight, None).await {
+                    Some(blocked) => carried = blocked,
+                    None => break,
+                }
+            } else {
+                in_flight = Some(flight);
+            }
+        }
+        if let Some(flight) = in_flight.take() {
+            // Stopping: the batch in flight gets its acknowledgements' grace to be committed.
+            self.settle(flight, None).await;
         }
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
+    }
+
+    /// Settles the batch in flight once the broker has acknowledged it (`acked` when that is
+    /// already known): produces it again on an error until it is acknowledged, counts it and
+    /// stores its offset. `Some` with the records to run again once a blocked partition is
+    /// resumed (empty when nothing blocked), `None` when the worker is stopped first.
+    async fn settle(
+        &mut self,
+        mut flight: InFlight,
+        acked: Option<Result<(), KafkaError>>,
+    ) -> Option<Vec<InputRecord>> {
+        let acked = match acked {
+            Some(acked) => acked,
+            None => self.grace(&mut flight.acks, &flight.batch).await?,
+        };
+        let delivered = match acked {
+            Ok(()) => flight.delivered,
+            Err(e) => {
+                self.log_delivery_error(&flight.batch, &e);
+                if !wait_before_retry(&self.shared.spec.processing, 1, &mut self.stop).await {
+                    return None;
+                }
+                self.deliver_with_retries(&flight.batch, &flight.outcomes).await?
+            }
+        };
+        self.count(&flight.batch, &flight.outcomes, &delivered);
+        self.shared.stats.record_batch_done(flight.started);
+        self.after_delivery(flight.batch, delivered).await
+    }
+
+    /// Stores the offset a delivered batch reached. Under the `block` policy, holds the
+    /// partition at the failed record; `Some` with the records to run again once resumed
+    /// (empty when nothing blocked), `None` when the worker is stopped first.
+    async fn after_delivery(&mut self, batch: Vec<InputRecord>, delivered: Delivered) -> Option<Vec<InputRecord>> {
+        match delivered {
+            Delivered::All { next_offset } => {
+                self.store(next_offset);
+                Some(Vec::new())
+            }
+            Delivered::BlockedAt { index } => {
+                if index > 0 {
+                    self.store(batch[index].offset);
+                }
+                if !self.wait_while_blocked(&batch[index]).await {
+                    return None;
+                }
+                Some(batch[index..].to_vec())
+            }
+        }
+    }
+
+    /// Waits for `acks`; once the worker is told to stop, at most [`STOP_ACK_GRACE`] more.
+    /// `None` when the grace ran out (the batch stays uncommitted).
+    async fn grace<T>(&mut self, acks: &mut (impl Future<Output = T> + Unpin), batch: &[InputRecord]) -> Option<T> {
+        if !*self.stop.borrow() {
+            tokio::select! {
+                acked = &mut *acks => return Some(acked),
+                _ = self.stop.changed() => {}
+            }
+        }
+        match tokio::time::timeout(STOP_ACK_GRACE, acks).await {
+            Ok(acked) => Some(acked),
+            Err(_) => {
+                tracing::warn!(
+                    pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                    "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}; they stay uncommitted and will be processed again",
+                    sluice_record::offset_range(batch)
+                );
+                None
+            }
+        }
+    }
+
+    fn log_delivery_error(&self, batch: &[InputRecord], e: &KafkaError) {
+        tracing::warn!(
+            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+            "producing the results of offsets {} failed ({e}); trying again",
+            sluice_record::offset_range(batch)
+        );
     }
 
     /// Switches to the pipeline's new module before the batch starting at `offset`: the
@@ -178,40 +327,38 @@ impl PartitionWorker {
         }
     }
 
-    /// Delivers the batch's outputs and dead letters, retrying on producer errors until
-    /// they are acknowledged. `None` when the worker is told to stop first.
-    async fn deliver_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Delivered> {
+    /// Queues the batch's outputs and dead letters in the producer, retrying on producer
+    /// errors. `None` when the worker is told to stop first.
+    async fn send_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Sent> {
         let mut attempt = 0;
         loop {
             let module = self.instance.module().digest().to_string();
-            let delivering = deliver(&self.shared, &self.shared.sink, &module, batch, outcomes);
-            tokio::pin!(delivering);
-            let delivered = tokio::select! {
-                delivered = &mut delivering => delivered,
-                _ = self.stop.changed() => match tokio::time::timeout(STOP_ACK_GRACE, &mut delivering).await {
-                    Ok(delivered) => delivered,
-                    Err(_) => {
-                        tracing::warn!(
-                            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
-                            "stopping: gave up waiting {STOP_ACK_GRACE:?} for the acknowledgements of offsets {}; they stay uncommitted and will be processed again",
-                            sluice_record::offset_range(batch)
-                        );
-                        return None;
-                    }
-                },
-            };
-            match delivered {
-                Ok(delivered) => {
-                    self.count(batch, outcomes, &delivered);
-                    return Some(delivered);
-                }
+            match send(&self.shared, &self.shared.sink, &module, batch, outcomes).await {
+                Ok(sent) => return Some(sent),
                 Err(e) => {
                     attempt += 1;
-                    tracing::warn!(
-                        pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
-                        "producing the results of offsets {} failed ({e}); trying again",
-                        sluice_record::offset_range(batch)
-                    );
+                    self.log_delivery_error(batch, &e);
+                    if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers the batch's outputs and dead letters, retrying on producer errors until
+    /// they are acknowledged. `None` when the worker is told to stop first.
+    async fn deliver_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Delivered> {
+        let mut attempt = 1;
+        loop {
+            let module = self.instance.module().digest().to_string();
+            let shared = self.shared.clone();
+            let mut delivering = Box::pin(deliver(&shared, &shared.sink, &module, batch, outcomes));
+            match self.grace(&mut delivering, batch).await? {
+                Ok(delivered) => return Some(delivered),
+                Err(e) => {
+                    attempt += 1;
+                    self.log_delivery_error(batch, &e);
                     if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
                         return None;
                     }
@@ -438,13 +585,19 @@ async fn wait_before_retry(processing: &Processing, attempt: u32, stop: &mut wat
     }
 }
 
-/// The next batch: waits for one record, then takes more until the batch is full by
-/// count or bytes or the linger time has passed.
-async fn next_batch(shared: &Shared, queue: &PartitionQueue, topic: &str, partition: i32) -> Vec<InputRecord> {
+/// The next batch after its `first` record: takes more until the batch is full by count or
+/// bytes or the linger time has passed.
+async fn next_batch(
+    shared: &Shared,
+    queue: &PartitionQueue,
+    topic: &str,
+    partition: i32,
+    first: Result<InputRecord, KafkaError>,
+) -> Vec<InputRecord> {
     let processing = &shared.spec.processing;
     let mut batch = Vec::new();
     let mut bytes = 0;
-    match queue.next().await {
+    match first {
         Ok(record) => {
             bytes += record_bytes(&record);
             batch.push(record);
@@ -472,6 +625,13 @@ async fn next_batch(shared: &Shared, queue: &PartitionQueue, topic: &str, partit
     batch
 }
 
+/// A batch's outputs and dead letters, queued in the producer.
+struct Sent {
+    pending: Vec<PendingDelivery>,
+    /// What the batch delivers once they are acknowledged.
+    delivered: Delivered,
+}
+
 /// Produces a batch's outputs and dead letters and waits for the broker to acknowledge
 /// them all.
 async fn deliver(
@@ -481,6 +641,22 @@ async fn deliver(
     batch: &[InputRecord],
     outcomes: &[Outcome],
 ) -> Result<Delivered, KafkaError> {
+    let Sent { pending, delivered } = send(shared, sink, module, batch, outcomes).await?;
+    for delivery in pending {
+        delivery.acknowledged().await?;
+    }
+    Ok(delivered)
+}
+
+/// Queues a batch's outputs and dead letters in the producer, up to the first failed record
+/// under the `block` policy.
+async fn send(
+    shared: &Shared,
+    sink: &KafkaSink,
+    module: &str,
+    batch: &[InputRecord],
+    outcomes: &[Outcome],
+) -> Result<Sent, KafkaError> {
     let spec = &shared.spec;
     let dead_letter_topic = spec.dead_letter_topic();
     let mut pending = Vec::new();
@@ -525,11 +701,9 @@ async fn deliver(
             },
         }
     }
-    for delivery in pending {
-        delivery.acknowledged().await?;
-    }
-    Ok(match blocked_at {
+    let delivered = match blocked_at {
         Some(index) => Delivered::BlockedAt { index },
         None => Delivered::All { next_offset: batch.last().map_or(0, |r| r.offset + 1) },
-    })
+    };
+    Ok(Sent { pending, delivered })
 }
