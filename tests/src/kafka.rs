@@ -511,8 +511,15 @@ pub fn unique_suffix() -> String {
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// A topic for [`MockBroker`]'s thread to create: name, partitions, where to answer.
-type TopicRequest = (String, i32, std::sync::mpsc::Sender<Result<(), String>>);
+/// What [`MockBroker`]'s thread does to the cluster for a caller: create a topic, slow a
+/// broker down, ...; its error as text.
+type ClusterCommand = Box<
+    dyn FnOnce(&rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>) -> Result<(), String>
+        + Send,
+>;
+
+/// A [`ClusterCommand`] with where to answer.
+type ClusterRequest = (ClusterCommand, std::sync::mpsc::Sender<Result<(), String>>);
 
 /// librdkafka's mock cluster, in this process, listening on loopback TCP so that a runtime in
 /// another process can use it (and be killed while the cluster lives on).
@@ -523,8 +530,8 @@ type TopicRequest = (String, i32, std::sync::mpsc::Sender<Result<(), String>>);
 /// (docs/delivery.md says what the tests verify on it).
 pub struct MockBroker {
     bootstrap: String,
-    /// Topics to create, each with where to answer; `None` stops the cluster's thread.
-    requests: std::sync::mpsc::Sender<Option<TopicRequest>>,
+    /// Commands for the cluster's thread, each with where to answer; `None` stops the thread.
+    requests: std::sync::mpsc::Sender<Option<ClusterRequest>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -532,13 +539,18 @@ impl MockBroker {
     /// Starts a one-broker mock cluster on a thread of its own (its handle cannot move between
     /// threads).
     pub fn start() -> MockBroker {
-        let (requests, incoming) = std::sync::mpsc::channel::<Option<TopicRequest>>();
+        MockBroker::start_with_brokers(1)
+    }
+
+    /// Starts a mock cluster of `brokers` brokers, numbered from 1.
+    pub fn start_with_brokers(brokers: i32) -> MockBroker {
+        let (requests, incoming) = std::sync::mpsc::channel::<Option<ClusterRequest>>();
         let (ready, started) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+            let cluster = rdkafka::mocking::MockCluster::new(brokers).expect("mock cluster");
             ready.send(cluster.bootstrap_servers()).unwrap();
-            for (topic, partitions, reply) in incoming.iter().map_while(|request| request) {
-                let _ = reply.send(cluster.create_topic(&topic, partitions, 1).map_err(|e| e.to_string()));
+            for (command, reply) in incoming.iter().map_while(|request| request) {
+                let _ = reply.send(command(&cluster));
             }
         });
         let bootstrap = started.recv().expect("the mock cluster started");
@@ -550,11 +562,51 @@ impl MockBroker {
         self.bootstrap.clone()
     }
 
+    /// Runs `command` on the cluster's thread; panics with what it failed to do.
+    fn command(&self, what: &str, command: ClusterCommand) {
+        let (reply, answer) = std::sync::mpsc::channel();
+        self.requests.send(Some((command, reply))).expect("the mock cluster runs");
+        answer.recv().expect("the mock cluster answers").unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+
     /// Creates topic `name` with `partitions` partitions.
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let (reply, answer) = std::sync::mpsc::channel();
-        self.requests.send(Some((name.to_owned(), partitions, reply))).expect("the mock cluster runs");
-        answer.recv().expect("the mock cluster answers").unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+        let topic = name.to_owned();
+        self.command(
+            &format!("create topic {name}"),
+            Box::new(move |cluster| cluster.create_topic(&topic, partitions, 1).map_err(|e| e.to_string())),
+        );
+    }
+
+    /// Makes broker `broker` lead partition `partition` of `topic`.
+    pub fn set_leader(&self, topic: &str, partition: i32, broker: i32) {
+        let name = topic.to_owned();
+        self.command(
+            &format!("lead {topic}/{partition} from broker {broker}"),
+            Box::new(move |cluster| {
+                cluster.partition_leader(&name, partition, Some(broker)).map_err(|e| e.to_string())
+            }),
+        );
+    }
+
+    /// Makes broker `broker` the coordinator of consumer group `group`.
+    pub fn set_group_coordinator(&self, group: &str, broker: i32) {
+        let group = group.to_owned();
+        self.command(
+            &format!("coordinate group {group} from broker {broker}"),
+            Box::new(move |cluster| {
+                let coordinator = rdkafka::mocking::MockCoordinator::Group(group);
+                cluster.coordinator(coordinator, broker).map_err(|e| e.to_string())
+            }),
+        );
+    }
+
+    /// Delays every answer of broker `broker` by `delay` (zero: no delay).
+    pub fn set_round_trip_time(&self, broker: i32, delay: std::time::Duration) {
+        self.command(
+            &format!("delay broker {broker} by {delay:?}"),
+            Box::new(move |cluster| cluster.broker_round_trip_time(broker, delay).map_err(|e| e.to_string())),
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pipelines end to end on a real Kafka-protocol broker (tansu, its own process on loopback):
 //! exact outputs, dead letters, and no record lost when the runtime is killed, when a second
-//! runtime joins and leaves, or when the broker goes away and comes back.
+//! runtime joins and leaves, or when the broker goes away and comes back. One test runs on
+//! librdkafka's mock cluster instead, whose brokers can be told to answer late.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
@@ -871,5 +872,78 @@ async fn a_header_name_that_is_not_utf8_reaches_the_function_decoded_lossily() {
     assert_eq!(outputs.len(), 1, "the record was processed");
     assert_eq!(outputs[0].value_text(), "after");
     assert_eq!(outputs[0].headers, vec![("\u{fffd}k".to_string(), b"v".to_vec())]);
+    pipeline.stop().await;
+}
+
+/// One batch in flight: while the broker acknowledges a batch, the partition's worker already
+/// runs the next one, and no further. Nothing is stored for commit before the broker
+/// acknowledges it, and the outputs keep the input's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_runs_while_the_broker_acknowledges_the_one_before_and_nothing_is_committed_early() {
+    // Two brokers: the input and the consumer group on broker 1, the output on broker 2,
+    // whose answers are held back long enough to watch the worker meanwhile.
+    let broker = sluice_tests::kafka::MockBroker::start_with_brokers(2);
+    let id = unique_suffix();
+    let (input, output, dead_letters) = (format!("in-{id}"), format!("out-{id}"), format!("dlq-{id}"));
+    for (topic, leader) in [(&input, 1), (&output, 2), (&dead_letters, 1)] {
+        broker.create_topic(topic, 1);
+        broker.set_leader(topic, 0, leader);
+    }
+    let spec = PipelineSpec {
+        name: format!("in-flight-{id}"),
+        inputs: vec![input.clone()],
+        outputs: BTreeMap::from([("default".to_string(), output.clone())]),
+        module: ModuleDigest::of(&std::fs::read(guests::component("passthrough")).unwrap()),
+        cache: CacheSetting::default(),
+        namespace: None,
+        config: BTreeMap::new(),
+        processing: Processing {
+            batch_size: 10,
+            linger_ms: 0,
+            dead_letter_topic: Some(dead_letters.clone()),
+            ..Processing::default()
+        },
+        group: Default::default(),
+    };
+    broker.set_group_coordinator(&spec.group_id(), 1);
+    let values: Vec<String> = (0..30).map(|n| format!("record-{n:02}")).collect();
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &input, &records).await;
+    let held_back = Duration::from_secs(10);
+    broker.set_round_trip_time(2, held_back);
+
+    let engine = engine_with(Limits::default());
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+
+    // The first batch's outputs wait for broker 2; the second batch runs meanwhile.
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.records_in >= 20 {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the second batch did not run: {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(status.records_in, 20, "a third batch ran before the first was acknowledged: {status:?}");
+    assert_eq!(status.records_out, 0, "an output was counted before the broker acknowledged it: {status:?}");
+    assert_eq!(status.partitions[0].next_offset, None, "an offset was stored before its batch was acknowledged");
+
+    broker.set_round_trip_time(2, Duration::ZERO);
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT + held_back;
+    loop {
+        let status = pipeline.status();
+        if status.records_out == 30 && status.partitions[0].next_offset == Some(30) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the batches were not all delivered and stored: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let outputs =
+        sluice_tests::kafka::consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |seen| seen.len() >= 30).await;
+    let seen: Vec<String> = outputs.iter().map(ConsumedRecord::value_text).collect();
+    assert_eq!(seen, values, "the outputs are not the inputs in order, each once");
     pipeline.stop().await;
 }
