@@ -104,6 +104,9 @@ impl PartitionWorker {
             self.instance.hold_effects();
         }
         loop {
+            if *self.stop.borrow() {
+                break;
+            }
             let mut batch = if carried.is_empty() {
                 // Waiting for the next record, the batch in flight is settled as soon as the
                 // broker acknowledges it, so an idle partition does not hold its offset back.
@@ -164,7 +167,8 @@ impl PartitionWorker {
             // The batch before is acknowledged before this one's outputs are produced.
             if let Some(flight) = in_flight.take() {
                 // Never blocked: a blocked batch is settled before the next one is fetched.
-                if self.settle(flight, None).await.is_none() {
+                if self.settle(flight, None).await.is_none() || *self.stop.borrow() {
+                    // Told to stop meanwhile: this batch is left uncommitted.
                     break;
                 }
             }
