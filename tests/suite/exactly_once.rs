@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use sluice::cache::{Cache, MemoryCache, Namespace};
+use sluice::cache::{Cache, EffectLimits, Fence, MemoryCache, Namespace};
 use sluice::kafka::KafkaConfig;
 use sluice::pipeline::spec::{CacheSetting, FailurePolicy, Guarantee, ModuleDigest, PipelineSpec, Processing};
 use sluice::pipeline::{PartitionState, Pipeline};
@@ -343,5 +343,53 @@ async fn under_the_block_policy_exactly_once_applies_only_the_writes_of_the_reco
     let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |records| records.len() >= 2).await;
     let counted: Vec<(String, String)> = outputs.iter().map(|r| (r.key_text(), r.value_text())).collect();
     assert_eq!(counted, [("before".to_owned(), "1".to_owned()), ("before".to_owned(), "2".to_owned())]);
+    pipeline.stop().await;
+}
+
+/// A replayed batch that passes the cache's applied position is cut there: the records up to
+/// it run again without applying their writes twice, and the records after it follow in a
+/// batch of their own. None of them is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_batch_cut_at_the_applied_position_loses_none_of_the_records_after_the_cut() {
+    let broker = MockBroker::start();
+    let id = unique_suffix();
+    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
+    broker.create_topic(&input, 1);
+    broker.create_topic(&output, 1);
+    broker.create_topic(&format!("eo-cut-{id}.dlq"), 1);
+    let spec = in_process_spec(
+        &format!("eo-cut-{id}"),
+        &input,
+        &output,
+        "passthrough",
+        Processing { batch_size: 10, linger_ms: 500, ..Processing::default() },
+    );
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    // As if a runtime had applied the cache writes of offsets 0..=5 and died before its
+    // transaction committed them: the partition resumes at offset 0.
+    let mut call = cache.begin_call(EffectLimits::default());
+    call.set("written-before", b"1", None).await.unwrap();
+    let fence = Fence { key: cache.fence_key(&spec.name, &input, 0), first: 0, last: 5 };
+    call.apply_fenced(&fence).await.unwrap();
+    let values: Vec<String> = (0..10).map(|n| format!("record-{n}")).collect();
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &input, &records).await;
+
+    let engine = engine();
+    let module = load(&engine, "passthrough");
+    let pipeline =
+        Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache.clone()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    loop {
+        let status = pipeline.status();
+        if status.partitions.first().and_then(|p| p.next_offset) == Some(10) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "offsets 6..=9 were not processed after the cut: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |seen| seen.len() >= 10).await;
+    let seen: Vec<String> = outputs.iter().map(ConsumedRecord::value_text).collect();
+    assert_eq!(seen, values, "each record's output, once, in order");
     pipeline.stop().await;
 }

@@ -115,8 +115,8 @@ impl PartitionWorker {
                     acked = acknowledged(&mut in_flight) => {
                         let flight = in_flight.take().expect("a batch in flight");
                         match self.settle(flight, Some(acked)).await {
-                            Some(blocked) => {
-                                carried = blocked;
+                            Some(again) => {
+                                carry(&mut carried, again);
                                 continue;
                             }
                             None => break,
@@ -159,7 +159,8 @@ impl PartitionWorker {
                 let Some(delivered) = self.deliver_exactly_once(&batch, &outcomes).await else { break };
                 self.shared.stats.record_batch_done(started);
                 match self.after_delivery(batch, delivered).await {
-                    Some(blocked) => carried = blocked,
+                    // Before the records a replayed batch was cut from.
+                    Some(again) => carry(&mut carried, again),
                     None => break,
                 }
                 continue;
@@ -178,7 +179,7 @@ impl PartitionWorker {
             if blocked {
                 // Settled now: nothing more is fetched until an operator resumes the partition.
                 match self.settle(flight, None).await {
-                    Some(blocked) => carried = blocked,
+                    Some(again) => carry(&mut carried, again),
                     None => break,
                 }
             } else {
@@ -574,6 +575,16 @@ impl PartitionWorker {
         };
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
         resumed
+    }
+}
+
+/// Puts `again` (the records a blocked partition runs again once resumed) before the records
+/// already carried to the next batch: in exactly-once mode, those a replayed batch was cut
+/// from ([`Transactional::cut`]).
+fn carry(carried: &mut Vec<InputRecord>, mut again: Vec<InputRecord>) {
+    if !again.is_empty() {
+        again.append(carried);
+        *carried = again;
     }
 }
 
