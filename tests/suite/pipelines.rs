@@ -884,31 +884,18 @@ async fn the_next_batch_runs_while_the_broker_acknowledges_the_one_before_and_no
     // whose answers are held back long enough to watch the worker meanwhile.
     let broker = sluice_tests::kafka::MockBroker::start_with_brokers(2);
     let id = unique_suffix();
-    let (input, output, dead_letters) = (format!("in-{id}"), format!("out-{id}"), format!("dlq-{id}"));
-    for (topic, leader) in [(&input, 1), (&output, 2), (&dead_letters, 1)] {
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
+    for (topic, leader) in [(&topics.input, 1), (&topics.output, 2), (&topics.dead_letters, 1)] {
         broker.create_topic(topic, 1);
         broker.set_leader(topic, 0, leader);
     }
-    let spec = PipelineSpec {
-        name: format!("in-flight-{id}"),
-        inputs: vec![input.clone()],
-        outputs: BTreeMap::from([("default".to_string(), output.clone())]),
-        module: ModuleDigest::of(&std::fs::read(guests::component("passthrough")).unwrap()),
-        cache: CacheSetting::default(),
-        namespace: None,
-        config: BTreeMap::new(),
-        processing: Processing {
-            batch_size: 10,
-            linger_ms: 0,
-            dead_letter_topic: Some(dead_letters.clone()),
-            ..Processing::default()
-        },
-        group: Default::default(),
-    };
+    let mut spec = spec("in-flight", &topics, "passthrough");
+    spec.processing.batch_size = 10;
+    spec.processing.linger_ms = 0;
     broker.set_group_coordinator(&spec.group_id(), 1);
     let values: Vec<String> = (0..30).map(|n| format!("record-{n:02}")).collect();
     let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
-    produce(&broker.bootstrap(), &input, &records).await;
+    produce(&broker.bootstrap(), &topics.input, &records).await;
     let held_back = Duration::from_secs(10);
     broker.set_round_trip_time(2, held_back);
 
@@ -941,8 +928,10 @@ async fn the_next_batch_runs_while_the_broker_acknowledges_the_one_before_and_no
         assert!(tokio::time::Instant::now() < deadline, "the batches were not all delivered and stored: {status:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let outputs =
-        sluice_tests::kafka::consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |seen| seen.len() >= 30).await;
+    let outputs = sluice_tests::kafka::consume_until(&broker.bootstrap(), &topics.output, OUTPUT_TIMEOUT, |seen| {
+        seen.len() >= 30
+    })
+    .await;
     let seen: Vec<String> = outputs.iter().map(ConsumedRecord::value_text).collect();
     assert_eq!(seen, values, "the outputs are not the inputs in order, each once");
     pipeline.stop().await;

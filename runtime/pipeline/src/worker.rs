@@ -44,7 +44,6 @@ pub(crate) struct PartitionWorker {
 }
 
 /// What delivering a batch achieved.
-#[derive(Clone, Copy)]
 enum Delivered {
     /// Everything delivered; the next offset to consume.
     All { next_offset: i64 },
@@ -70,14 +69,18 @@ struct InFlight {
 impl InFlight {
     fn new(batch: Vec<InputRecord>, outcomes: Vec<Outcome>, sent: Sent, started: Instant) -> Self {
         let Sent { pending, delivered } = sent;
-        let acks = Box::pin(async move {
-            for delivery in pending {
-                delivery.acknowledged().await?;
-            }
-            Ok(())
-        });
-        Self { batch, outcomes, delivered, acks, started }
+        Self { batch, outcomes, delivered, acks: acknowledgements(pending), started }
     }
+}
+
+/// Waits for every one of `pending`, in order; the first error ends the wait.
+fn acknowledgements(pending: Vec<PendingDelivery>) -> Acknowledgements {
+    Box::pin(async move {
+        for delivery in pending {
+            delivery.acknowledged().await?;
+        }
+        Ok(())
+    })
 }
 
 /// The acknowledgements of the batch in flight; never ready when there is none.
@@ -173,7 +176,7 @@ impl PartitionWorker {
                     break;
                 }
             }
-            let Some(sent) = self.send_with_retries(&batch, &outcomes).await else { break };
+            let Some(sent) = self.send_with_retries(&batch, &outcomes, &mut 0).await else { break };
             let blocked = matches!(sent.delivered, Delivered::BlockedAt { .. });
             let flight = InFlight::new(batch, outcomes, sent, started);
             if blocked {
@@ -202,23 +205,24 @@ impl PartitionWorker {
         mut flight: InFlight,
         acked: Option<Result<(), KafkaError>>,
     ) -> Option<Vec<InputRecord>> {
-        let acked = match acked {
+        let mut acked = match acked {
             Some(acked) => acked,
             None => self.grace(&mut flight.acks, &flight.batch).await?,
         };
-        let delivered = match acked {
-            Ok(()) => flight.delivered,
-            Err(e) => {
-                self.log_delivery_error(&flight.batch, &e);
-                if !wait_before_retry(&self.shared.spec.processing, 1, &mut self.stop).await {
-                    return None;
-                }
-                self.deliver_with_retries(&flight.batch, &flight.outcomes).await?
+        let mut attempt = 0;
+        while let Err(e) = acked {
+            attempt += 1;
+            self.log_delivery_error(&flight.batch, &e);
+            if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
+                return None;
             }
-        };
-        self.count(&flight.batch, &flight.outcomes, &delivered);
+            let sent = self.send_with_retries(&flight.batch, &flight.outcomes, &mut attempt).await?;
+            flight.acks = acknowledgements(sent.pending);
+            acked = self.grace(&mut flight.acks, &flight.batch).await?;
+        }
+        self.count(&flight.batch, &flight.outcomes, &flight.delivered);
         self.shared.stats.record_batch_done(flight.started);
-        self.after_delivery(flight.batch, delivered).await
+        self.after_delivery(flight.batch, flight.delivered).await
     }
 
     /// Stores the offset a delivered batch reached. Under the `block` policy, holds the
@@ -333,38 +337,22 @@ impl PartitionWorker {
     }
 
     /// Queues the batch's outputs and dead letters in the producer, retrying on producer
-    /// errors. `None` when the worker is told to stop first.
-    async fn send_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Sent> {
-        let mut attempt = 0;
+    /// errors; `attempt` counts the failures of this batch's delivery so far. `None` when the
+    /// worker is told to stop first.
+    async fn send_with_retries(
+        &mut self,
+        batch: &[InputRecord],
+        outcomes: &[Outcome],
+        attempt: &mut u32,
+    ) -> Option<Sent> {
         loop {
             let module = self.instance.module().digest().to_string();
             match send(&self.shared, &self.shared.sink, &module, batch, outcomes).await {
                 Ok(sent) => return Some(sent),
                 Err(e) => {
-                    attempt += 1;
+                    *attempt += 1;
                     self.log_delivery_error(batch, &e);
-                    if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Delivers the batch's outputs and dead letters, retrying on producer errors until
-    /// they are acknowledged. `None` when the worker is told to stop first.
-    async fn deliver_with_retries(&mut self, batch: &[InputRecord], outcomes: &[Outcome]) -> Option<Delivered> {
-        let mut attempt = 1;
-        loop {
-            let module = self.instance.module().digest().to_string();
-            let shared = self.shared.clone();
-            let mut delivering = Box::pin(deliver(&shared, &shared.sink, &module, batch, outcomes));
-            match self.grace(&mut delivering, batch).await? {
-                Ok(delivered) => return Some(delivered),
-                Err(e) => {
-                    attempt += 1;
-                    self.log_delivery_error(batch, &e);
-                    if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
+                    if !wait_before_retry(&self.shared.spec.processing, *attempt, &mut self.stop).await {
                         return None;
                     }
                 }
