@@ -1,5 +1,6 @@
 //! What a function produces: [`Output`] records collected in [`Outputs`].
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -31,19 +32,122 @@ pub struct Output {
     pub(crate) target: Option<String>,
 }
 
-/// A key or value: the output's own bytes, or a range of its source (the record it was made
-/// from), which is copied only when the output leaves the function.
+/// A key or value: the output's own bytes (held in the output itself when they are short), or a
+/// range of its source (the record it was made from), which is copied only when the output
+/// leaves the function.
 #[derive(Clone)]
 pub(crate) enum Part {
     Owned(Vec<u8>),
+    Short(Short),
     Shared(Range<usize>),
 }
 
+/// Longest key or value an output holds in place, without allocating, when it is given
+/// borrowed bytes or text (a word, a number's digits, an id).
+pub const SHORT_BYTES: usize = 22;
+
+/// Up to [`SHORT_BYTES`] bytes, in place.
+#[derive(Clone, Copy)]
+pub(crate) struct Short {
+    len: u8,
+    bytes: [u8; SHORT_BYTES],
+}
+
 impl Part {
+    /// Short borrowed bytes are held in place; longer ones are copied; owned ones are moved.
+    fn new(bytes: Cow<'_, [u8]>) -> Part {
+        match bytes {
+            Cow::Borrowed(borrowed) if borrowed.len() <= SHORT_BYTES => {
+                let mut short = Short { len: borrowed.len() as u8, bytes: [0; SHORT_BYTES] };
+                short.bytes[..borrowed.len()].copy_from_slice(borrowed);
+                Part::Short(short)
+            }
+            bytes => Part::Owned(bytes.into_owned()),
+        }
+    }
+
     fn bytes<'a>(&'a self, source: &'a [u8]) -> &'a [u8] {
         match self {
             Part::Owned(bytes) => bytes,
+            Part::Short(short) => &short.bytes[..usize::from(short.len)],
             Part::Shared(range) => &source[range.clone()],
+        }
+    }
+}
+
+/// What [`Output::with_key`] and [`Output::with_value`] take: text or bytes, borrowed or owned.
+/// Borrowed ones are copied (into the output itself, without allocating, when they are at
+/// most [`SHORT_BYTES`] long); owned ones are moved.
+pub trait IntoBytes<'a> {
+    /// The bytes, borrowed or owned.
+    fn into_bytes(self) -> Cow<'a, [u8]>;
+}
+
+impl<'a> IntoBytes<'a> for &'a [u8] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a, const N: usize> IntoBytes<'a> for &'a [u8; N] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a str {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a String {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+}
+
+impl<'a> IntoBytes<'a> for &'a Vec<u8> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for Vec<u8> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self)
+    }
+}
+
+impl<'a> IntoBytes<'a> for String {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.into_bytes())
+    }
+}
+
+impl<'a, const N: usize> IntoBytes<'a> for [u8; N] {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.to_vec())
+    }
+}
+
+impl<'a> IntoBytes<'a> for Box<[u8]> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        Cow::Owned(self.into_vec())
+    }
+}
+
+impl<'a> IntoBytes<'a> for Cow<'a, [u8]> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        self
+    }
+}
+
+impl<'a> IntoBytes<'a> for Cow<'a, str> {
+    fn into_bytes(self) -> Cow<'a, [u8]> {
+        match self {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
         }
     }
 }
@@ -94,15 +198,15 @@ impl Output {
         bytes
     }
 
-    /// Sets the key.
-    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(Part::Owned(key.into()));
+    /// Sets the key: text or bytes, borrowed (copied; see [`IntoBytes`]) or owned (moved).
+    pub fn with_key<'a>(mut self, key: impl IntoBytes<'a>) -> Self {
+        self.key = Some(Part::new(key.into_bytes()));
         self
     }
 
-    /// Sets the value.
-    pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
-        self.value = Some(Part::Owned(value.into()));
+    /// Sets the value: text or bytes, borrowed (copied; see [`IntoBytes`]) or owned (moved).
+    pub fn with_value<'a>(mut self, value: impl IntoBytes<'a>) -> Self {
+        self.value = Some(Part::new(value.into_bytes()));
         self
     }
 
@@ -242,11 +346,31 @@ mod tests {
         assert!(matches!(output.key, Some(Part::Shared(_))), "not copied");
         assert_eq!(output.byte_len(), "kvh1".len());
         let changed = output.clone().with_value("other").with_header("h2", "2");
-        assert!(matches!(changed.value, Some(Part::Owned(_))));
+        assert!(matches!(changed.value, Some(Part::Short(_))));
         assert_eq!(changed.key(), Some(&b"k"[..]), "the key is still the record's");
         assert_eq!(changed.headers(), [Header::new("h", "1"), Header::new("h2", "2")]);
         assert_eq!(changed.byte_len(), "kotherh1h22".len());
         assert_eq!(output, Output::new().with_key("k").with_value("v").with_header("h", "1"), "equal by content");
+    }
+
+    #[test]
+    fn short_borrowed_bytes_are_held_in_place_and_owned_ones_are_moved() {
+        let short = "x".repeat(SHORT_BYTES);
+        let long = "y".repeat(SHORT_BYTES + 1);
+        let output = Output::new().with_key(short.as_str()).with_value(long.as_str());
+        assert!(matches!(output.key, Some(Part::Short(_))), "no allocation for {SHORT_BYTES} bytes");
+        assert!(matches!(output.value, Some(Part::Owned(_))), "copied when longer");
+        assert_eq!((output.key_str(), output.value_str()), (Some(short.as_str()), Some(long.as_str())));
+
+        let owned = b"ab".to_vec();
+        let at = owned.as_ptr();
+        let output = Output::new().with_value(owned);
+        assert!(matches!(&output.value, Some(Part::Owned(v)) if v.as_ptr() == at), "moved, not copied");
+
+        let empty = Output::new().with_key("").with_value(b"\x01\x02");
+        assert_eq!((empty.key(), empty.value()), (Some(&b""[..]), Some(&[1u8, 2][..])), "empty is not null");
+        let text = Output::new().with_key(Cow::Borrowed("k")).with_value(Cow::<str>::Owned("v".into()));
+        assert_eq!((text.key_str(), text.value_str()), (Some("k"), Some("v")));
     }
 
     #[test]

@@ -126,6 +126,28 @@ async fn native_word_count(cache: &Cache, records: &[InputRecord]) -> Vec<Record
     results
 }
 
+/// The keys of the words of `text` in one string, and where each is: the guest's `keys`.
+fn word_keys(text: &str) -> (String, Vec<std::ops::Range<usize>>) {
+    let mut keys = String::with_capacity(text.len() * 2);
+    let mut ranges = Vec::new();
+    for word in text.split_whitespace() {
+        let word = word.trim_matches(|c: char| c.is_ascii_punctuation());
+        if word.is_empty() {
+            continue;
+        }
+        let start = keys.len();
+        keys.push_str("wc:");
+        if word.is_ascii() {
+            keys.push_str(word);
+            keys[start..].make_ascii_lowercase();
+        } else {
+            keys.push_str(&word.to_lowercase());
+        }
+        ranges.push(start..keys.len());
+    }
+    (keys, ranges)
+}
+
 async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<RecordResult> {
     let mut results = Vec::with_capacity(records.len());
     for record in records {
@@ -137,19 +159,17 @@ async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<
             results.push(Err(RecordError { message: "not UTF-8".into(), retryable: false }));
             continue;
         };
-        let words: Vec<String> = text
-            .split_whitespace()
-            .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()).to_lowercase())
-            .filter(|w| !w.is_empty())
-            .collect();
-        let entries: Vec<(String, i64)> = words.iter().map(|w| (format!("wc:{w}"), 1)).collect();
+        let (keys, ranges) = word_keys(text);
+        // The cache's native API takes owned keys: the host lifts the guest's into the same.
+        let entries: Vec<(String, i64)> = ranges.iter().map(|range| (keys[range.clone()].to_owned(), 1)).collect();
         let counts = cache.incr_many(&entries, None).await.expect("memory cache");
-        let outputs = words
-            .into_iter()
+        let mut text = itoa::Buffer::new();
+        let outputs = ranges
+            .iter()
             .zip(counts)
-            .map(|(w, n)| OutputRecord {
-                key: Some(w.into_bytes()),
-                value: Some(n.to_string().into_bytes()),
+            .map(|(range, n)| OutputRecord {
+                key: Some(keys.as_bytes()[range.start + 3..range.end].to_vec()),
+                value: Some(text.format(n).as_bytes().to_vec()),
                 headers: Vec::new(),
                 target: None,
             })
