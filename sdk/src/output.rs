@@ -55,6 +55,7 @@ pub(crate) struct Short {
 
 impl Part {
     /// Short borrowed bytes are held in place; longer ones are copied; owned ones are moved.
+    #[inline]
     fn new(bytes: Cow<'_, [u8]>) -> Part {
         match bytes {
             Cow::Borrowed(borrowed) if borrowed.len() <= SHORT_BYTES => {
@@ -66,6 +67,7 @@ impl Part {
         }
     }
 
+    #[inline]
     fn bytes<'a>(&'a self, source: &'a [u8]) -> &'a [u8] {
         match self {
             Part::Owned(bytes) => bytes,
@@ -84,66 +86,77 @@ pub trait IntoBytes<'a> {
 }
 
 impl<'a> IntoBytes<'a> for &'a [u8] {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Borrowed(self)
     }
 }
 
 impl<'a, const N: usize> IntoBytes<'a> for &'a [u8; N] {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Borrowed(self)
     }
 }
 
 impl<'a> IntoBytes<'a> for &'a str {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Borrowed(self.as_bytes())
     }
 }
 
 impl<'a> IntoBytes<'a> for &'a String {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Borrowed(self.as_bytes())
     }
 }
 
 impl<'a> IntoBytes<'a> for &'a Vec<u8> {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Borrowed(self)
     }
 }
 
 impl<'a> IntoBytes<'a> for Vec<u8> {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self)
     }
 }
 
 impl<'a> IntoBytes<'a> for String {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self.into_bytes())
     }
 }
 
 impl<'a, const N: usize> IntoBytes<'a> for [u8; N] {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self.to_vec())
     }
 }
 
 impl<'a> IntoBytes<'a> for Box<[u8]> {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         Cow::Owned(self.into_vec())
     }
 }
 
 impl<'a> IntoBytes<'a> for Cow<'a, [u8]> {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         self
     }
 }
 
 impl<'a> IntoBytes<'a> for Cow<'a, str> {
+    #[inline]
     fn into_bytes(self) -> Cow<'a, [u8]> {
         match self {
             Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
@@ -174,12 +187,14 @@ impl std::fmt::Debug for Output {
 
 impl Output {
     /// An output with a null key, a null value, no headers, for the default output.
+    #[inline]
     pub fn new() -> Self {
         Output::default()
     }
 
     /// An output with the key, value and headers of `record`, for the default output. They
     /// are shared with the record, not copied, until the output leaves the function.
+    #[inline]
     pub fn from_record(record: &Record) -> Self {
         Output {
             source: record.data.clone(),
@@ -232,11 +247,13 @@ impl Output {
     }
 
     /// The key, or `None` for a null key.
+    #[inline]
     pub fn key(&self) -> Option<&[u8]> {
         self.key.as_ref().map(|key| key.bytes(&self.source))
     }
 
     /// The value, or `None` for a null value.
+    #[inline]
     pub fn value(&self) -> Option<&[u8]> {
         self.value.as_ref().map(|value| value.bytes(&self.source))
     }
@@ -278,6 +295,7 @@ impl Outputs {
     }
 
     /// Appends `output`.
+    #[inline]
     pub fn emit(&mut self, output: Output) {
         self.items.push(output);
     }

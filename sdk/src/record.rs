@@ -244,31 +244,37 @@ impl Record {
     }
 
     /// The topic the record was consumed from.
+    #[inline]
     pub fn topic(&self) -> &str {
         &self.topic
     }
 
     /// The partition the record was consumed from.
+    #[inline]
     pub fn partition(&self) -> i32 {
         self.partition
     }
 
     /// The record's offset within its partition.
+    #[inline]
     pub fn offset(&self) -> i64 {
         self.offset
     }
 
     /// The record's timestamp in milliseconds since the Unix epoch, when the broker gave one.
+    #[inline]
     pub fn timestamp_ms(&self) -> Option<i64> {
         self.timestamp_ms
     }
 
     /// The key, or `None` for a null key.
+    #[inline]
     pub fn key(&self) -> Option<&[u8]> {
         self.key.clone().map(|range| &self.data[range])
     }
 
     /// The value, or `None` for a null value (a tombstone).
+    #[inline]
     pub fn value(&self) -> Option<&[u8]> {
         self.value.clone().map(|range| &self.data[range])
     }
@@ -288,6 +294,7 @@ impl Record {
     /// # Errors
     ///
     /// A fatal error naming the offset when the key is null or not UTF-8.
+    #[inline]
     pub fn key_str(&self) -> Result<&str> {
         self.text("key", self.key())
     }
@@ -298,6 +305,7 @@ impl Record {
     ///
     /// A fatal error naming the offset when the value is null (`record at offset N: value is
     /// missing`) or not UTF-8 (`record at offset N: value is not UTF-8 text`).
+    #[inline]
     pub fn value_str(&self) -> Result<&str> {
         self.text("value", self.value())
     }

@@ -9,6 +9,7 @@ pub const NULL: i32 = -1;
 pub const NO_TIMESTAMP: i64 = -1;
 
 /// Appends a key or value to `data` and returns its length for its column, [`NULL`] for none.
+#[inline]
 pub fn append(data: &mut Vec<u8>, bytes: Option<&[u8]>) -> i32 {
     match bytes {
         Some(bytes) => {
