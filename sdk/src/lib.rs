@@ -84,7 +84,7 @@ pub mod testing;
 use testing::stand_in as host;
 
 pub use error::{Error, Result};
-pub use output::{IntoBytes, Output, Outputs, SHORT_BYTES};
+pub use output::{IntoBytes, Output, Outputs};
 pub use record::{Header, Record};
 
 /// Marks the crate's stream function.

@@ -38,30 +38,26 @@ pub struct Output {
 #[derive(Clone)]
 pub(crate) enum Part {
     Owned(Vec<u8>),
-    Short(Short),
+    Inline(Inline),
     Shared(Range<usize>),
 }
 
-/// Longest key or value an output holds in place, without allocating, when it is given
-/// borrowed bytes or text (a word, a number's digits, an id).
-pub const SHORT_BYTES: usize = 22;
-
-/// Up to [`SHORT_BYTES`] bytes, in place.
+/// Up to [`Output::INLINE_BYTES`] bytes, in place.
 #[derive(Clone, Copy)]
-pub(crate) struct Short {
+pub(crate) struct Inline {
     len: u8,
-    bytes: [u8; SHORT_BYTES],
+    bytes: [u8; Output::INLINE_BYTES],
 }
 
 impl Part {
-    /// Short borrowed bytes are held in place; longer ones are copied; owned ones are moved.
+    /// Short borrowed bytes are held inline; longer ones are copied; owned ones are moved.
     #[inline]
     fn new(bytes: Cow<'_, [u8]>) -> Part {
         match bytes {
-            Cow::Borrowed(borrowed) if borrowed.len() <= SHORT_BYTES => {
-                let mut short = Short { len: borrowed.len() as u8, bytes: [0; SHORT_BYTES] };
-                short.bytes[..borrowed.len()].copy_from_slice(borrowed);
-                Part::Short(short)
+            Cow::Borrowed(borrowed) if borrowed.len() <= Output::INLINE_BYTES => {
+                let mut inline = Inline { len: borrowed.len() as u8, bytes: [0; Output::INLINE_BYTES] };
+                inline.bytes[..borrowed.len()].copy_from_slice(borrowed);
+                Part::Inline(inline)
             }
             bytes => Part::Owned(bytes.into_owned()),
         }
@@ -71,7 +67,7 @@ impl Part {
     fn bytes<'a>(&'a self, source: &'a [u8]) -> &'a [u8] {
         match self {
             Part::Owned(bytes) => bytes,
-            Part::Short(short) => &short.bytes[..usize::from(short.len)],
+            Part::Inline(inline) => &inline.bytes[..usize::from(inline.len)],
             Part::Shared(range) => &source[range.clone()],
         }
     }
@@ -79,7 +75,7 @@ impl Part {
 
 /// What [`Output::with_key`] and [`Output::with_value`] take: text or bytes, borrowed or owned.
 /// Borrowed ones are copied (into the output itself, without allocating, when they are at
-/// most [`SHORT_BYTES`] long); owned ones are moved.
+/// most [`Output::INLINE_BYTES`] long); owned ones are moved.
 pub trait IntoBytes<'a> {
     /// The bytes, borrowed or owned.
     fn into_bytes(self) -> Cow<'a, [u8]>;
@@ -186,6 +182,10 @@ impl std::fmt::Debug for Output {
 }
 
 impl Output {
+    /// Longest key or value an output holds in place, without allocating, when it is given
+    /// borrowed text or bytes (a word, a number's digits, an id).
+    pub const INLINE_BYTES: usize = 22;
+
     /// An output with a null key, a null value, no headers, for the default output.
     #[inline]
     pub fn new() -> Self {
@@ -364,7 +364,7 @@ mod tests {
         assert!(matches!(output.key, Some(Part::Shared(_))), "not copied");
         assert_eq!(output.byte_len(), "kvh1".len());
         let changed = output.clone().with_value("other").with_header("h2", "2");
-        assert!(matches!(changed.value, Some(Part::Short(_))));
+        assert!(matches!(changed.value, Some(Part::Inline(_))));
         assert_eq!(changed.key(), Some(&b"k"[..]), "the key is still the record's");
         assert_eq!(changed.headers(), [Header::new("h", "1"), Header::new("h2", "2")]);
         assert_eq!(changed.byte_len(), "kotherh1h22".len());
@@ -373,10 +373,10 @@ mod tests {
 
     #[test]
     fn short_borrowed_bytes_are_held_in_place_and_owned_ones_are_moved() {
-        let short = "x".repeat(SHORT_BYTES);
-        let long = "y".repeat(SHORT_BYTES + 1);
+        let short = "x".repeat(Output::INLINE_BYTES);
+        let long = "y".repeat(Output::INLINE_BYTES + 1);
         let output = Output::new().with_key(short.as_str()).with_value(long.as_str());
-        assert!(matches!(output.key, Some(Part::Short(_))), "no allocation for {SHORT_BYTES} bytes");
+        assert!(matches!(output.key, Some(Part::Inline(_))), "no allocation for {} bytes", Output::INLINE_BYTES);
         assert!(matches!(output.value, Some(Part::Owned(_))), "copied when longer");
         assert_eq!((output.key_str(), output.value_str()), (Some(short.as_str()), Some(long.as_str())));
 
