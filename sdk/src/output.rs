@@ -64,6 +64,15 @@ impl Part {
     }
 
     #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Part::Owned(bytes) => bytes.len(),
+            Part::Inline(inline) => usize::from(inline.len),
+            Part::Shared(range) => range.len(),
+        }
+    }
+
+    #[inline]
     fn bytes<'a>(&'a self, source: &'a [u8]) -> &'a [u8] {
         match self {
             Part::Owned(bytes) => bytes,
@@ -207,9 +216,12 @@ impl Output {
 
     /// The bytes of its key, value and headers.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    #[inline]
     pub(crate) fn byte_len(&self) -> usize {
-        let mut bytes = self.key().map_or(0, <[u8]>::len) + self.value().map_or(0, <[u8]>::len);
-        self.headers.each(&self.source, |name, value| bytes += name.len() + value.len());
+        let mut bytes = self.key.as_ref().map_or(0, Part::len) + self.value.as_ref().map_or(0, Part::len);
+        if self.headers.len() > 0 {
+            self.headers.each(&self.source, |name, value| bytes += name.len() + value.len());
+        }
         bytes
     }
 

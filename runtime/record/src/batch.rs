@@ -124,6 +124,10 @@ pub fn unpack(batch_len: usize, results: wire::BatchResults) -> Result<Vec<Recor
             },
         };
         if let Ok(outputs) = &mut unpacked[input] {
+            if outputs.is_empty() {
+                // The record's outputs are the run of this input: room for all of them at once.
+                outputs.reserve_exact(inputs[n..].iter().take_while(|&&i| i as usize == input).count());
+            }
             outputs.push(OutputRecord { key, value, headers, target });
         }
     }
