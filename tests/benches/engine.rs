@@ -116,36 +116,15 @@ fn native_passthrough(records: &[InputRecord]) -> Vec<RecordResult> {
         .collect()
 }
 
-/// The native twin of the `word-count` guest: the same split, the same cache calls, with the
-/// same guarantee as a function's call: the batch's cache writes are held in an overlay and
-/// applied in one round trip when the batch is done, so a failed batch leaves none behind.
+/// The native twin of the `word-count` guest: the same split (the example's own `keys`), the
+/// same cache calls, with the same guarantee as a function's call: the batch's cache writes are
+/// held in an overlay and applied in one round trip when the batch is done, so a failed batch
+/// leaves none behind.
 async fn native_word_count(cache: &Cache, records: &[InputRecord]) -> Vec<RecordResult> {
     let mut cache = cache.begin_call(EffectLimits::default());
     let results = word_count_into(&mut cache, records).await;
     cache.apply().await.expect("memory cache");
     results
-}
-
-/// The keys of the words of `text` in one string, and where each is: the guest's `keys`.
-fn word_keys(text: &str) -> (String, Vec<std::ops::Range<usize>>) {
-    let mut keys = String::with_capacity(text.len() * 2);
-    let mut ranges = Vec::new();
-    for word in text.split_whitespace() {
-        let word = word.trim_matches(|c: char| c.is_ascii_punctuation());
-        if word.is_empty() {
-            continue;
-        }
-        let start = keys.len();
-        keys.push_str("wc:");
-        if word.is_ascii() {
-            keys.push_str(word);
-            keys[start..].make_ascii_lowercase();
-        } else {
-            keys.push_str(&word.to_lowercase());
-        }
-        ranges.push(start..keys.len());
-    }
-    (keys, ranges)
 }
 
 async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<RecordResult> {
@@ -159,7 +138,7 @@ async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<
             results.push(Err(RecordError { message: "not UTF-8".into(), retryable: false }));
             continue;
         };
-        let (keys, ranges) = word_keys(text);
+        let (keys, ranges) = word_count::keys(text);
         // The cache's native API takes owned keys: the host lifts the guest's into the same.
         let entries: Vec<(String, i64)> = ranges.iter().map(|range| (keys[range.clone()].to_owned(), 1)).collect();
         let counts = cache.incr_many(&entries, None).await.expect("memory cache");
@@ -168,7 +147,7 @@ async fn word_count_into(cache: &mut CallCache, records: &[InputRecord]) -> Vec<
             .iter()
             .zip(counts)
             .map(|(range, n)| OutputRecord {
-                key: Some(keys.as_bytes()[range.start + 3..range.end].to_vec()),
+                key: Some(keys.as_bytes()[range.start + word_count::KEY_PREFIX.len()..range.end].to_vec()),
                 value: Some(text.format(n).as_bytes().to_vec()),
                 headers: Vec::new(),
                 target: None,

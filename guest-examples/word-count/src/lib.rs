@@ -21,13 +21,14 @@ use sluice_sdk::{Output, Outputs, Record, Result, log};
 const FIRST_LOGGED_COUNT: i64 = 1_000;
 
 /// The prefix of every counter's key.
-const KEY_PREFIX: &str = "wc:";
+pub const KEY_PREFIX: &str = "wc:";
 
 /// The cache keys of the words of `text`, one after another in one string, and where each
 /// key is in it. A word is lowercased and stripped of surrounding ASCII punctuation; its key is
 /// [`KEY_PREFIX`] followed by the word. One string for all the keys, rather than one per word,
-/// keeps the function off the allocator (`docs/benchmarks.md` measures the difference).
-fn keys(text: &str) -> (String, Vec<Range<usize>>) {
+/// keeps the function off the allocator (`docs/benchmarks.md` measures the difference). Public
+/// for the engine bench, whose native word count calls it.
+pub fn keys(text: &str) -> (String, Vec<Range<usize>>) {
     let mut keys = String::with_capacity(text.len() * 2);
     let mut ranges = Vec::new();
     for word in text.split_whitespace() {
