@@ -335,7 +335,8 @@ impl CallCache {
             };
             let mut values = Vec::with_capacity(entries.len());
             for (key, delta) in entries {
-                values.push(self.add(key, *delta, ttl_seconds, stored.remove(key.as_str()))?);
+                let stored = if stored.is_empty() { None } else { stored.remove(key.as_str()) };
+                values.push(self.add(key, *delta, ttl_seconds, stored)?);
             }
             Ok(values)
         }
@@ -412,6 +413,13 @@ impl CallCache {
         ttl: Option<u32>,
         stored: Option<Option<Vec<u8>>>,
     ) -> Result<i64, CacheError> {
+        // A counter the call already holds changes in place: its key and size stay as they
+        // are, so no limit can be crossed. This is the common case of a counting function.
+        if let Some(Pending::Counter { base, delta: sum, .. }) = self.pending.get_mut(key) {
+            let value = add_to_counter(key, *base + *sum, delta)?;
+            *sum = sum.checked_add(delta).ok_or_else(|| summed_past_range(key))?;
+            return Ok(value);
+        }
         let next = match (self.pending.get(key), stored) {
             (Some(Pending::Value { value, ttl: kept }), _) => {
                 let value = add_to_counter(key, parse_counter(key, value)?, delta)?;
@@ -457,7 +465,10 @@ impl CallCache {
                 breach.actual, breach.what, breach.limit
             )));
         }
-        self.pending.insert(key.to_owned(), pending);
+        match self.pending.get_mut(key) {
+            Some(held) => *held = pending,
+            None => drop(self.pending.insert(key.to_owned(), pending)),
+        }
         self.bytes = bytes;
         Ok(())
     }

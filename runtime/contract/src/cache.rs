@@ -144,6 +144,10 @@ pub fn check_key(key: &str) -> Result<(), CacheError> {
             limits::MAX_KEY_BYTES
         )));
     }
+    // Printable ASCII (0x21 to 0x7e) is the common case, and has neither.
+    if key.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Ok(());
+    }
     if let Some(c) = key.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(CacheError::InvalidKey(format!(
             "key {key:?} contains {c:?}; spaces and control characters are not allowed"
