@@ -76,10 +76,11 @@ where
             // Each output is copied into the results and dropped as soon as its record is done.
             Ok(()) => {
                 results.reserve(outputs.iter().map(Output::byte_len).sum());
-                outputs.drain().for_each(|output| results.push(input, &output));
+                outputs.iter().for_each(|output| results.push(input, output));
+                outputs.clear();
             }
             Err(error) => {
-                outputs.drain();
+                outputs.clear();
                 let (message, retryable) = error.into_parts();
                 results.wire.errors.push(types::RecordError { input, message, retryable });
             }
@@ -126,10 +127,13 @@ impl Results {
         wire.inputs.push(input);
         wire.key_lengths.push(layout::append(&mut wire.data, output.key()));
         wire.value_lengths.push(layout::append(&mut wire.data, output.value()));
-        wire.header_counts.push(output.headers.len() as u32);
-        output.headers.each(&output.source, |name, value| {
-            layout::append_header(&mut wire.data, &mut wire.header_lengths, name, value);
-        });
+        let header_count = output.headers.len();
+        wire.header_counts.push(header_count as u32);
+        if header_count > 0 {
+            output.headers.each(&output.source, |name, value| {
+                layout::append_header(&mut wire.data, &mut wire.header_lengths, name, value);
+            });
+        }
         let target =
             output.target.as_deref().map(|target| match wire.target_names.iter().position(|name| name == target) {
                 Some(index) => index,

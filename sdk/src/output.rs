@@ -332,10 +332,10 @@ impl Outputs {
         self.items
     }
 
-    /// Takes the outputs out in emission order, leaving the list empty (and its capacity).
+    /// Drops the outputs, keeping the list's capacity for the next record.
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, Output> {
-        self.items.drain(..)
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
     }
 }
 
