@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use sluice_contract::layout::{self, NO_TIMESTAMP, NULL};
+use sluice_contract::layout::NO_TIMESTAMP;
 
 use crate::__private::bindings::sluice::function::{cache as wit_cache, config as wit_config, log as wit_log, types};
 use crate::cache::CacheError;
 use crate::log::Level;
+use crate::output::Columns;
 use crate::record::{HeaderRange, Headers};
-use crate::{Output, Outputs, Record, Result};
+use crate::{Outputs, Record, Result};
 
 /// The `process` export's argument.
 pub type Batch = types::InputBatch;
@@ -18,8 +19,8 @@ pub type BatchResults = types::BatchResults;
 
 /// The body of the generated `process` export: one call of `function` per record, in order,
 /// each with an empty [`Outputs`]. Records share the batch's bytes (a key or value is a range
-/// of them, never a copy); each record's outputs are copied into the results' one buffer, and
-/// dropped, as soon as the function returns.
+/// of them, never a copy); each output's bytes are copied into the results' one buffer, and the
+/// output dropped, as soon as it is emitted.
 pub fn process_batch<F>(batch: Batch, mut function: F) -> BatchResults
 where
     F: FnMut(&Record, &mut Outputs) -> Result<()>,
@@ -57,9 +58,10 @@ where
     let topic: Arc<str> = Arc::from(topic);
     let data: Arc<[u8]> = Arc::from(data);
     let header_ranges: Arc<[HeaderRange]> = Arc::from(header_ranges);
-    let mut results = Results::with_capacity(offsets.len(), data.len());
-    // One list of outputs serves every record: emptied after each, it allocates only to grow.
-    let mut outputs = Outputs::new();
+    // One list serves every record: each output's bytes go into it as they are emitted, laid
+    // out as the results travel, and a failed record's are cut off again.
+    let mut outputs = Outputs::for_batch(offsets.len(), data.len());
+    let mut errors = Vec::new();
     for (input, (key, value, headers)) in layout.into_iter().enumerate() {
         let record = Record {
             topic: topic.clone(),
@@ -72,77 +74,25 @@ where
             headers: Headers::in_batch(header_ranges.clone(), headers),
         };
         let input = input as u32;
-        match function(&record, &mut outputs) {
-            // Each output is copied into the results and dropped as soon as its record is done.
-            Ok(()) => {
-                results.reserve(outputs.iter().map(Output::byte_len).sum());
-                outputs.iter().for_each(|output| results.push(input, output));
-                outputs.clear();
-            }
-            Err(error) => {
-                outputs.clear();
-                let (message, retryable) = error.into_parts();
-                results.wire.errors.push(types::RecordError { input, message, retryable });
-            }
+        outputs.begin(input);
+        if let Err(error) = function(&record, &mut outputs) {
+            outputs.discard();
+            let (message, retryable) = error.into_parts();
+            errors.push(types::RecordError { input, message, retryable });
         }
     }
-    results.wire
-}
-
-/// The results of a batch as they are built: each output's bytes appended to `data`, its
-/// lengths to the columns.
-struct Results {
-    wire: BatchResults,
-}
-
-impl Results {
-    fn with_capacity(outputs: usize, bytes: usize) -> Self {
-        Results {
-            wire: BatchResults {
-                inputs: Vec::with_capacity(outputs),
-                key_lengths: Vec::with_capacity(outputs),
-                value_lengths: Vec::with_capacity(outputs),
-                header_counts: Vec::with_capacity(outputs),
-                header_lengths: Vec::new(),
-                targets: Vec::with_capacity(outputs),
-                target_names: Vec::new(),
-                data: Vec::with_capacity(bytes),
-                errors: Vec::new(),
-            },
-        }
-    }
-
-    /// Makes room for `bytes` more: exactly that much for a large record, so that a record's
-    /// outputs and their copy are in memory together at most once, and at least the size so
-    /// far, so that many small records copy the buffer a few times only.
-    fn reserve(&mut self, bytes: usize) {
-        let data = &mut self.wire.data;
-        if data.capacity() - data.len() < bytes {
-            data.reserve_exact(bytes.max(data.len()));
-        }
-    }
-
-    fn push(&mut self, input: u32, output: &Output) {
-        let wire = &mut self.wire;
-        wire.inputs.push(input);
-        wire.key_lengths.push(layout::append(&mut wire.data, output.key()));
-        wire.value_lengths.push(layout::append(&mut wire.data, output.value()));
-        let header_count = output.headers.len();
-        wire.header_counts.push(header_count as u32);
-        if header_count > 0 {
-            output.headers.each(&output.source, |name, value| {
-                layout::append_header(&mut wire.data, &mut wire.header_lengths, name, value);
-            });
-        }
-        let target =
-            output.target.as_deref().map(|target| match wire.target_names.iter().position(|name| name == target) {
-                Some(index) => index,
-                None => {
-                    wire.target_names.push(target.to_owned());
-                    wire.target_names.len() - 1
-                }
-            });
-        wire.targets.push(target.map_or(NULL, |index| index as i32));
+    let Columns { inputs, key_lengths, value_lengths, header_counts, header_lengths, targets, target_names, data } =
+        outputs.into_columns();
+    BatchResults {
+        inputs,
+        key_lengths,
+        value_lengths,
+        header_counts,
+        header_lengths,
+        targets,
+        target_names,
+        data,
+        errors,
     }
 }
 

@@ -94,7 +94,6 @@ impl Headers {
     }
 
     /// Calls `f` with the name and value of each header in order, without building them.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn each(&self, data: &[u8], mut f: impl FnMut(&[u8], &[u8])) {
         match self.built.get() {
             Some(built) => built.iter().for_each(|h| f(h.key.as_bytes(), &h.value)),
