@@ -351,12 +351,11 @@ impl Columns {
     }
 
     fn truncate(&mut self, to: Mark) {
-        for column in [&mut self.inputs, &mut self.header_counts] {
-            column.truncate(to.outputs);
-        }
-        for column in [&mut self.key_lengths, &mut self.value_lengths, &mut self.targets] {
-            column.truncate(to.outputs);
-        }
+        self.inputs.truncate(to.outputs);
+        self.key_lengths.truncate(to.outputs);
+        self.value_lengths.truncate(to.outputs);
+        self.header_counts.truncate(to.outputs);
+        self.targets.truncate(to.outputs);
         self.header_lengths.truncate(to.header_lengths);
         self.target_names.truncate(to.target_names);
         self.data.truncate(to.data);
@@ -460,9 +459,7 @@ impl Outputs {
     /// not fit, held until the record is done).
     #[inline]
     pub fn emit(&mut self, output: Output) {
-        if self.rebuilt.get().is_some() {
-            self.rebuilt.take();
-        }
+        self.rebuilt.take();
         let data = &self.columns.data;
         if self.held.is_empty() && output.byte_len() <= data.capacity() - data.len() {
             self.columns.push(self.input, &output);

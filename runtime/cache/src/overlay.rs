@@ -413,24 +413,19 @@ impl CallCache {
         ttl: Option<u32>,
         stored: Option<Option<Vec<u8>>>,
     ) -> Result<i64, CacheError> {
-        // A counter the call already holds changes in place: its key and size stay as they
-        // are, so no limit can be crossed. This is the common case of a counting function.
-        if let Some(Pending::Counter { base, delta: sum, .. }) = self.pending.get_mut(key) {
-            let value = add_to_counter(key, *base + *sum, delta)?;
-            *sum = sum.checked_add(delta).ok_or_else(|| summed_past_range(key))?;
-            return Ok(value);
-        }
-        let next = match (self.pending.get(key), stored) {
+        let next = match (self.pending.get_mut(key), stored) {
+            // A counter the call already holds changes in place: its key and size stay as they
+            // are, so no limit can be crossed. This is the common case of a counting function.
+            (Some(Pending::Counter { base, delta: sum, .. }), _) => {
+                let value = add_to_counter(key, *base + *sum, delta)?;
+                *sum = sum.checked_add(delta).ok_or_else(|| summed_past_range(key))?;
+                return Ok(value);
+            }
             (Some(Pending::Value { value, ttl: kept }), _) => {
                 let value = add_to_counter(key, parse_counter(key, value)?, delta)?;
                 (value, Pending::Value { value: format_counter(value).into_bytes(), ttl: *kept })
             }
             (Some(Pending::Deleted), _) => (delta, Pending::Value { value: format_counter(delta).into_bytes(), ttl }),
-            (Some(Pending::Counter { base, delta: sum, ttl: kept }), _) => {
-                let value = add_to_counter(key, base + sum, delta)?;
-                let sum = sum.checked_add(delta).ok_or_else(|| summed_past_range(key))?;
-                (value, Pending::Counter { base: *base, delta: sum, ttl: *kept })
-            }
             (None, stored) => {
                 let base = match stored.flatten() {
                     Some(raw) => parse_counter(key, &raw)?,
