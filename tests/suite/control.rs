@@ -195,6 +195,8 @@ async fn a_function_deployed_over_http_writes_its_outputs_to_the_output_topic() 
         let line = format!("sluice_pipeline_calls_failed_total{{pipeline=\"{name}\",kind=\"{kind}\"}} 0");
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
+    let blocked = format!("sluice_pipeline_partitions_blocked{{pipeline=\"{name}\"}} 0");
+    assert!(metrics.contains(&blocked), "{blocked} in {metrics}");
     for counter in ["bisections", "reruns", "instance_rebuilds", "instances_retired"] {
         let line = format!("sluice_pipeline_{counter}_total{{pipeline=\"{name}\"}} 0");
         assert!(metrics.contains(&line), "{line} in {metrics}");

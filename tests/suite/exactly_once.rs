@@ -343,6 +343,12 @@ async fn under_the_block_policy_exactly_once_applies_only_the_writes_of_the_reco
     let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |records| records.len() >= 2).await;
     let counted: Vec<(String, String)> = outputs.iter().map(|r| (r.key_text(), r.value_text())).collect();
     assert_eq!(counted, [("before".to_owned(), "1".to_owned()), ("before".to_owned(), "2".to_owned())]);
+    let status = pipeline.status();
+    assert_eq!(
+        (status.failed, status.blocked_partitions()),
+        (1, 1),
+        "the blocking failure is counted once: {status:?}"
+    );
     pipeline.stop().await;
 }
 

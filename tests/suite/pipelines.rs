@@ -535,6 +535,15 @@ async fn block_policy_holds_the_partition_at_the_failed_record() {
     assert_eq!(outputs.iter().map(ConsumedRecord::value_text).collect::<Vec<_>>(), vec!["a"]);
     let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, Duration::from_secs(1)).await;
     assert!(dead.is_empty(), "the block policy writes no dead letter");
+    // The failure that blocks the partition is counted and named, not only the state.
+    let status = pipeline.status();
+    assert_eq!((status.failed, status.skipped, status.dead_letters), (1, 0, 0), "{status:?}");
+    assert_eq!(status.blocked_partitions(), 1, "{status:?}");
+    let last_error = status.last_error.as_deref().unwrap_or_default();
+    assert!(
+        last_error.contains("rejected record") && last_error.contains(&format!("offset {blocked_at}")),
+        "{status:?}"
+    );
     pipeline.stop().await;
     // Only the records before the failed one are committed: it is processed again next time.
     let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;

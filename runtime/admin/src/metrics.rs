@@ -10,6 +10,7 @@
 //! | `sluice_pipeline_up` (1 running, 0 paused, failed or stalled) | gauge | pipeline, state |
 //! | `sluice_pipeline_stalled` (1 when it owns no partition while its group's records wait) | gauge | pipeline |
 //! | `sluice_pipeline_partitions_owned` | gauge | pipeline |
+//! | `sluice_pipeline_partitions_blocked` (held at a failed record under the `block` policy) | gauge | pipeline |
 //! | `sluice_pipeline_broker_outages_total` | counter | pipeline |
 //! | `sluice_pipeline_broker_unreachable` (1 during an outage) | gauge | pipeline |
 //! | `sluice_pipeline_revision` | gauge | pipeline |
@@ -148,6 +149,12 @@ pub async fn render(manager: &PipelineManager) -> String {
             "Partitions this runtime owns.",
             &p,
             status.owned_partitions as f64,
+        );
+        f.gauge(
+            "sluice_pipeline_partitions_blocked",
+            "Partitions held at a failed record under the block policy.",
+            &p,
+            status.blocked_partitions() as f64,
         );
         f.counter(
             "sluice_pipeline_broker_outages_total",

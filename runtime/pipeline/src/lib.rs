@@ -790,6 +790,13 @@ pub struct PipelineStatus {
     pub cache: PipelineCacheStatus,
 }
 
+impl PipelineStatus {
+    /// Partitions this runtime holds at a failed record under the `block` policy.
+    pub fn blocked_partitions(&self) -> usize {
+        self.partitions.iter().filter(|p| p.owned && matches!(p.state, PartitionState::Blocked { .. })).count()
+    }
+}
+
 /// What exactly-once mode did (docs/delivery.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 pub struct TransactionCounts {

@@ -407,7 +407,10 @@ impl PartitionWorker {
             false => outcomes.len(),
         };
         if upto == 0 {
-            return Some(Delivered::BlockedAt { index: 0 });
+            // Nothing to commit: the batch's first record failed and blocks the partition.
+            let delivered = Delivered::BlockedAt { index: 0 };
+            self.count(batch, outcomes, &delivered);
+            return Some(delivered);
         }
         let span = (batch[0].offset, batch[upto - 1].offset);
         let transactional = self.transactional.as_mut().expect("exactly-once mode");
@@ -473,11 +476,13 @@ impl PartitionWorker {
         }
     }
 
-    /// Counts a delivered batch and logs its failures, once.
+    /// Counts a delivered batch and logs its failures, once. A partition blocked at a failed
+    /// record counts that record too: it is a failure an operator must see in `failed`, the
+    /// last error and the function log, though it will run again once resumed.
     fn count(&self, batch: &[InputRecord], outcomes: &[Outcome], delivered: &Delivered) {
         let upto = match delivered {
             Delivered::All { .. } => outcomes.len(),
-            Delivered::BlockedAt { index } => *index,
+            Delivered::BlockedAt { index } => *index + 1,
         };
         let policy = self.shared.spec.processing.on_failure;
         for (record, outcome) in batch.iter().zip(outcomes).take(upto) {
