@@ -572,6 +572,38 @@ async fn skip_policy_drops_the_failed_record_and_goes_on() {
     pipeline.stop().await;
 }
 
+/// An output larger than the producer sends (librdkafka's `message.max.bytes`, 1,000,000
+/// bytes by default) would fail on every attempt and hold the partition for good: its record
+/// fails instead, naming the output, its size and the limit, and the records after it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_larger_than_the_producer_sends_fails_its_record_and_the_partition_goes_on() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let pipeline = start(&engine, &broker, spec("big", &topics, "hostile"), "hostile").await;
+    let values = ["a", "big", "b"];
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 2, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.iter().map(ConsumedRecord::value_text).collect::<Vec<_>>(), vec!["a", "b"]);
+    let dead = consume_all(&broker.bootstrap(), &topics.dead_letters, 1, OUTPUT_TIMEOUT).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value_text(), "big", "the dead letter is the input record");
+    assert_eq!(dead[0].header("sluice.error.kind"), Some(&b"output-too-large"[..]));
+    let message = String::from_utf8_lossy(dead[0].header("sluice.error.message").unwrap()).into_owned();
+    assert!(message.contains("2097192 bytes") && message.contains("1000000 bytes"), "{message}");
+    assert!(message.contains(&format!("{:?}", topics.output)), "names the output topic: {message}");
+    let status = pipeline.status();
+    assert_eq!((status.failed, status.dead_letters), (1, 1), "{status:?}");
+    let last_error = status.last_error.unwrap_or_default();
+    assert!(
+        last_error.contains(&format!("offset {}", written[1].1)) && last_error.contains("output-too-large"),
+        "{last_error}"
+    );
+    pipeline.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_are_retried_then_dead_lettered_with_their_attempt_count() {
     let broker = TansuBroker::start();

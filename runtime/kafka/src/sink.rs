@@ -30,6 +30,15 @@ pub const TRANSACTION_TIMEOUT_MS: u32 = 60_000;
 /// Longest wait for one transaction step (init, offsets, commit, abort) before it fails and
 /// is tried again.
 pub const TRANSACTION_STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest message the producer sends when the pipeline's Kafka properties do not set
+/// `message.max.bytes`: librdkafka's default. A larger output fails its record
+/// (`output-too-large`) rather than the producer's queue.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// Bytes of framing librdkafka counts for one message on top of its key, value and headers
+/// when it checks `message.max.bytes` (36 in the v2 format), rounded up.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 40;
+/// Bytes of framing per header (the varint lengths of its name and value), at most.
+pub const HEADER_OVERHEAD_BYTES: usize = 10;
 /// How a failed transaction step should be handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionFailure {
@@ -74,6 +83,7 @@ pub struct Outgoing<'a> {
 /// A pipeline's producer.
 pub struct KafkaSink {
     producer: FutureProducer<SinkContext>,
+    max_message_bytes: usize,
 }
 
 /// The producer's errors and log lines go to the pipeline's [`BrokerWatch`].
@@ -88,6 +98,18 @@ impl ClientContext for SinkContext {
 
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         self.watch.log("producer", level, facility, message);
+    }
+}
+
+/// `message.max.bytes` of `config`, or [`DEFAULT_MAX_MESSAGE_BYTES`].
+fn max_message_bytes(config: &rdkafka::ClientConfig, pipeline: &str) -> anyhow::Result<usize> {
+    match config.get("message.max.bytes") {
+        None => Ok(DEFAULT_MAX_MESSAGE_BYTES),
+        Some(text) => text.trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "pipeline {pipeline}: the Kafka property message.max.bytes={text:?} is not a number of bytes"
+            )
+        }),
     }
 }
 
@@ -108,15 +130,17 @@ impl PendingDelivery {
 impl KafkaSink {
     /// An idempotent producer for pipeline `pipeline`.
     pub fn new(pipeline: &str, kafka: &KafkaConfig, watch: Arc<BrokerWatch>) -> anyhow::Result<Self> {
-        let producer = kafka
-            .client_config()
+        let config = kafka.client_config();
+        let max_message_bytes = max_message_bytes(&config, pipeline)?;
+        let producer = config
+            .clone()
             .set("client.id", format!("sluice-{pipeline}"))
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("queue.buffering.max.kbytes", PRODUCER_QUEUE_KBYTES.to_string())
             .create_with_context(SinkContext { watch })
             .with_context(|| format!("pipeline {pipeline}: cannot create the Kafka producer"))?;
-        Ok(KafkaSink { producer })
+        Ok(KafkaSink { producer, max_message_bytes })
     }
 
     /// A transactional producer with id `transactional_id`, for one partition worker of
@@ -128,8 +152,10 @@ impl KafkaSink {
         watch: Arc<BrokerWatch>,
         transactional_id: &str,
     ) -> anyhow::Result<Self> {
-        let producer = kafka
-            .client_config()
+        let config = kafka.client_config();
+        let max_message_bytes = max_message_bytes(&config, pipeline)?;
+        let producer = config
+            .clone()
             .set("client.id", format!("sluice-{pipeline}"))
             .set("transactional.id", transactional_id)
             .set("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS.to_string())
@@ -139,7 +165,20 @@ impl KafkaSink {
             .with_context(|| {
                 format!("pipeline {pipeline}: cannot create the transactional producer {transactional_id}")
             })?;
-        Ok(KafkaSink { producer })
+        Ok(KafkaSink { producer, max_message_bytes })
+    }
+
+    /// The largest message this producer sends (`message.max.bytes`), as librdkafka counts
+    /// it: see [`KafkaSink::message_bytes`].
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// The size librdkafka gives a message with this key, value and headers when it checks it
+    /// against `message.max.bytes`, or a few bytes more, never less.
+    pub fn message_bytes(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+        let headers: usize = headers.iter().map(|h| h.key.len() + h.value.len() + HEADER_OVERHEAD_BYTES).sum();
+        MESSAGE_OVERHEAD_BYTES + key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + headers
     }
 
     /// Registers the transactional id with the broker's coordinator, which aborts a

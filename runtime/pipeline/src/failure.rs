@@ -38,16 +38,20 @@ pub enum FailureKind {
     CacheUnavailable,
     /// `undeclared-output`: an output named a target the pipeline does not declare.
     UndeclaredOutput,
+    /// `output-too-large`: an output is larger than the largest message the pipeline's
+    /// producer sends (`message.max.bytes`).
+    OutputTooLarge,
     /// The record alone failed the whole call: `cpu-limit`, `timeout`, `trap`, ...
     Batch(BatchErrorKind),
 }
 
 impl FailureKind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [FailureKind; 14] = [
+    pub const ALL: [FailureKind; 15] = [
         FailureKind::RecordError,
         FailureKind::CacheUnavailable,
         FailureKind::UndeclaredOutput,
+        FailureKind::OutputTooLarge,
         FailureKind::Batch(BatchErrorKind::CpuLimit),
         FailureKind::Batch(BatchErrorKind::Timeout),
         FailureKind::Batch(BatchErrorKind::MemoryLimit),
@@ -67,6 +71,7 @@ impl FailureKind {
             FailureKind::RecordError => "record-error",
             FailureKind::CacheUnavailable => "cache-unavailable",
             FailureKind::UndeclaredOutput => "undeclared-output",
+            FailureKind::OutputTooLarge => "output-too-large",
             FailureKind::Batch(kind) => kind.as_str(),
         }
     }
@@ -342,6 +347,7 @@ mod tests {
                 "record-error",
                 "cache-unavailable",
                 "undeclared-output",
+                "output-too-large",
                 "cpu-limit",
                 "timeout",
                 "memory-limit",

@@ -149,7 +149,7 @@ impl PartitionWorker {
             let outcomes =
                 failure::process(&mut self.instance, processing, &batch, &mut self.stop, &self.shared.stats.faults)
                     .await;
-            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_targets(o)).collect();
+            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| self.check_outputs(o)).collect();
             let outcomes = match self.transactional.is_some() {
                 true => self.run_again_before_block(&batch, outcomes).await,
                 false => outcomes,
@@ -314,26 +314,32 @@ impl PartitionWorker {
         self.shared.set_partition_module(&self.topic, self.partition, &module, revision, Some((offset, took)));
     }
 
-    /// Fails a record whose outputs name an output the pipeline does not declare.
-    fn check_targets(&self, outcome: Outcome) -> Outcome {
+    /// Fails a record whose outputs name an output the pipeline does not declare, or one that
+    /// is larger than the producer sends: producing it would fail on every attempt and hold
+    /// the partition for good.
+    fn check_outputs(&self, outcome: Outcome) -> Outcome {
         let Outcome::Done(outputs) = &outcome else { return outcome };
-        let undeclared = outputs
-            .iter()
-            .filter_map(|o| o.target.as_deref())
-            .find(|target| !self.shared.spec.outputs.contains_key(*target));
-        match undeclared {
-            None => outcome,
-            Some(target) => Outcome::Failed(Failure {
-                kind: FailureKind::UndeclaredOutput,
-                message: format!(
-                    "output target {target:?} is not declared by the pipeline (declared: {:?})",
-                    self.shared.spec.outputs.keys().collect::<Vec<_>>()
-                ),
-                retryable: false,
-                attempts: 1,
-                outage: false,
-            }),
+        let declared = &self.shared.spec.outputs;
+        let failed =
+            |kind, message| Outcome::Failed(Failure { kind, message, retryable: false, attempts: 1, outage: false });
+        if let Some(target) = outputs.iter().filter_map(|o| o.target.as_deref()).find(|t| !declared.contains_key(*t)) {
+            let names = declared.keys().collect::<Vec<_>>();
+            let message = format!("output target {target:?} is not declared by the pipeline (declared: {names:?})");
+            return failed(FailureKind::UndeclaredOutput, message);
         }
+        let max = self.shared.sink.max_message_bytes();
+        for (index, output) in outputs.iter().enumerate() {
+            let bytes = KafkaSink::message_bytes(output.key.as_deref(), output.value.as_deref(), &output.headers);
+            if bytes > max {
+                let topic = &declared[output.target.as_deref().unwrap_or(DEFAULT_OUTPUT)];
+                let message = format!(
+                    "output {index} to topic {topic:?} is {bytes} bytes, more than the producer's largest message, \
+                     {max} bytes (the Kafka property message.max.bytes; the topic's max.message.bytes must allow it too)"
+                );
+                return failed(FailureKind::OutputTooLarge, message);
+            }
+        }
+        outcome
     }
 
     /// Queues the batch's outputs and dead letters in the producer, retrying on producer
@@ -384,7 +390,7 @@ impl PartitionWorker {
                     failure::process(&mut self.instance, processing, &batch[..failed], &mut self.stop, faults).await
                 }
             };
-            let mut before: Vec<Outcome> = before.into_iter().map(|o| self.check_targets(o)).collect();
+            let mut before: Vec<Outcome> = before.into_iter().map(|o| self.check_outputs(o)).collect();
             match first_failed(&before) {
                 Some(earlier) => (outcomes, failed) = (before, earlier),
                 None => {

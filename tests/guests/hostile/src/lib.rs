@@ -11,6 +11,7 @@
 //! | `recurse` | recurses without bound, not as a tail call, until the stack overflows (a trap) |
 //! | `panic` | panics with `poison record at offset N` (a trap) |
 //! | `huge` | emits 20 outputs of 1 MiB each, 20 MiB in all (the output-size limit) |
+//! | `big` | emits one output of 2 MiB, more than Kafka producers send by default (`message.max.bytes`) |
 //! | `many` | emits 200,000 outputs with empty values (the output-count limit) |
 //! | `fail` | returns the fatal error `rejected record at offset N` |
 //! | `retry` | returns the retryable error `try again later` |
@@ -87,6 +88,7 @@ fn process(record: &Record, out: &mut Outputs) -> Result<()> {
                 out.emit(Output::new().with_value(vec![b'x'; MIB]));
             }
         }
+        "big" => out.emit(Output::new().with_value(vec![b'x'; 2 * MIB])),
         "many" => {
             for _ in 0..200_000 {
                 out.emit(Output::new().with_value(Vec::new()));
