@@ -188,6 +188,9 @@ fn wasmtime_config(limits: &Limits) -> anyhow::Result<wasmtime::Config> {
     pool.total_tables(limits.max_instances * 8);
     pool.total_stacks(limits.max_instances);
     pool.max_memory_size(limits.max_memory_bytes);
+    // The pool's own cap on a table (20,000 elements by default) must not be below the
+    // limit that fails a call with `TableLimit`: a `table.grow` past it would fail quietly.
+    pool.table_elements(limits.max_table_elements);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(config)
 }
@@ -213,4 +216,31 @@ fn start_epoch_ticker(engine: &wasmtime::Engine, stop: Arc<AtomicBool>) -> anyho
         })
         .context("cannot start the epoch ticker thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with one table, and an export that grows it by `delta` elements and
+    /// returns its size before (or -1 when the growth is refused).
+    const GROWS_A_TABLE: &str = r#"(module
+        (table 1 funcref)
+        (func (export "grow") (param i32) (result i32)
+            (table.grow (ref.null func) (local.get 0))))"#;
+
+    #[test]
+    fn tables_grow_up_to_the_table_limit_and_no_further() {
+        let limits = Limits { max_instances: 2, ..Limits::default() };
+        let engine = wasmtime::Engine::new(&wasmtime_config(&limits).unwrap()).unwrap();
+        let module = wasmtime::Module::new(&engine, wat::parse_str(GROWS_A_TABLE).unwrap()).unwrap();
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let grow = instance.get_typed_func::<u32, i32>(&mut store, "grow").unwrap();
+        // Up to the limit: 1 + (limit - 1) elements.
+        let to_limit = (limits.max_table_elements - 1) as u32;
+        assert_eq!(grow.call(&mut store, to_limit).unwrap(), 1, "a table grows to the table limit");
+        assert_eq!(grow.call(&mut store, 1).unwrap(), -1, "and not one element past it");
+    }
 }
