@@ -539,6 +539,8 @@ async fn block_policy_holds_the_partition_at_the_failed_record() {
     let status = pipeline.status();
     assert_eq!((status.failed, status.skipped, status.dead_letters), (1, 0, 0), "{status:?}");
     assert_eq!(status.blocked_partitions(), 1, "{status:?}");
+    let row = status.partitions.iter().find(|p| p.partition == 0).expect("partition 0's row");
+    assert_eq!(row.next_offset, Some(blocked_at), "the status says where the partition stands: {status:?}");
     let last_error = status.last_error.as_deref().unwrap_or_default();
     assert!(
         last_error.contains("rejected record") && last_error.contains(&format!("offset {blocked_at}")),
@@ -548,6 +550,37 @@ async fn block_policy_holds_the_partition_at_the_failed_record() {
     // Only the records before the failed one are committed: it is processed again next time.
     let committed = committed_offsets(&broker.bootstrap(), &group, &topics.input).await;
     assert_eq!(committed, BTreeMap::from([(0, blocked_at)]));
+}
+
+/// A partition blocked at the first record it got has committed nothing, and its status still
+/// says where it stands and how far behind it is: not "lag 0" while nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_blocked_at_its_first_record_shows_its_position_and_lag() {
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let mut spec = spec("block-first", &topics, "hostile");
+    spec.processing.on_failure = FailurePolicy::Block;
+    let pipeline = start(&engine, &broker, spec, "hostile").await;
+    let records: Vec<_> = ["fail", "a"].iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let blocked_at = written[0].1;
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    loop {
+        let status = pipeline.status();
+        let row = status.partitions.iter().find(|p| p.partition == 0);
+        if let Some(row) = row.filter(|r| r.state == PartitionState::Blocked { offset: blocked_at }) {
+            assert_eq!(row.next_offset, Some(blocked_at), "{status:?}");
+            // The lag comes with librdkafka's next statistics report.
+            if row.lag == Some(2) {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no blocked row with lag 2: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,8 +235,10 @@ impl PartitionWorker {
                 Some(Vec::new())
             }
             Delivered::BlockedAt { index } => {
-                if index > 0 {
-                    self.store(batch[index].offset);
+                match index {
+                    // Nothing new to commit, but the status shows where the partition stands.
+                    0 => self.shared.set_partition_offset(&self.topic, self.partition, batch[0].offset),
+                    _ => self.store(batch[index].offset),
                 }
                 if !self.wait_while_blocked(&batch[index]).await {
                     return None;
