@@ -601,6 +601,22 @@ impl MockBroker {
         );
     }
 
+    /// Makes the next `count` requests of kind `api` fail with `error`, one each.
+    pub fn fail_requests(
+        &self,
+        api: rdkafka::types::RDKafkaApiKey,
+        error: rdkafka::types::RDKafkaRespErr,
+        count: usize,
+    ) {
+        self.command(
+            &format!("fail {count} {api:?} requests with {error:?}"),
+            Box::new(move |cluster| {
+                cluster.request_errors(api, &vec![error; count]);
+                Ok(())
+            }),
+        );
+    }
+
     /// Delays every answer of broker `broker` by `delay` (zero: no delay).
     pub fn set_round_trip_time(&self, broker: i32, delay: std::time::Duration) {
         self.command(

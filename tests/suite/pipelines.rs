@@ -949,6 +949,50 @@ async fn a_header_name_that_is_not_utf8_reaches_the_function_decoded_lossily() {
     pipeline.stop().await;
 }
 
+/// Offset commits the group coordinator refuses are counted and kept as the latest commit
+/// error in status (and logged once, as a warning): until one succeeds, what was processed
+/// since the last commit would be processed again by the next owner. Commits that work again
+/// catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_offset_commits_are_counted_and_named_in_status_then_catch_up() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = sluice_tests::kafka::MockBroker::start();
+    let id = unique_suffix();
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
+    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
+        broker.create_topic(topic, 1);
+    }
+    let spec = spec("commits", &topics, "passthrough");
+    let group = spec.group_id();
+    let engine = engine_with(Limits::default());
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    // Automatic commits run every second: the next three are refused.
+    broker.fail_requests(RDKafkaApiKey::OffsetCommit, RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE, 3);
+    let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.commit_failures > 0 {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failed commit counted: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = status.last_commit_error.clone().unwrap_or_default();
+    assert!(error.contains("OffsetMetadataTooLarge") || error.contains("metadata"), "{status:?}");
+    // The refusals run out; the next commit covers every record.
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    while committed_offsets(&broker.bootstrap(), &group, &topics.input).await != BTreeMap::from([(0, 10)]) {
+        assert!(tokio::time::Instant::now() < deadline, "the commits did not catch up: {:?}", pipeline.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pipeline.stop().await;
+}
+
 /// One batch in flight: while the broker acknowledges a batch, the partition's worker already
 /// runs the next one, and no further. Nothing is stored for commit before the broker
 /// acknowledges it, and the outputs keep the input's order.

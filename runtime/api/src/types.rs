@@ -439,6 +439,8 @@ mod tests {
                 stalled: Some("it owns no partitions while 12 records are waiting".into()),
                 broker_outages: 1,
                 broker_unreachable_ms: Some(2_500),
+                commit_failures: 2,
+                last_commit_error: Some("Consumer commit error: CoordinatorNotAvailable".into()),
                 batch_latency: latency,
                 cache: PipelineCacheStatus {
                     backend: "redis".into(),

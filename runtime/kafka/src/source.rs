@@ -9,6 +9,7 @@
 //! pipeline sees of the consumer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -87,6 +88,17 @@ pub struct SourceContext {
     high_watermarks: Mutex<HashMap<(String, i32), i64>>,
     /// The pipeline's connection to the cluster, shared with its sink.
     watch: Arc<BrokerWatch>,
+    /// Offset commits the group coordinator refused or that did not reach it.
+    commits: CommitFailures,
+}
+
+/// What went wrong with the consumer's offset commits: how often, the latest error, and
+/// whether the last commit failed (a failure after a success starts a streak, logged once).
+#[derive(Default)]
+struct CommitFailures {
+    count: AtomicU64,
+    failing: AtomicBool,
+    last: Mutex<Option<String>>,
 }
 
 impl SourceContext {
@@ -127,6 +139,35 @@ fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl ConsumerContext for SourceContext {
+    /// Every commit's answer, automatic ones included: a failed commit is counted, kept as the
+    /// latest commit error and logged once per streak, since until commits work again the
+    /// records processed since the last one will be processed again by the partition's next
+    /// owner.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                if self.commits.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(pipeline = %self.pipeline, "offset commits succeed again");
+                }
+            }
+            // Nothing was stored since the last commit: not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                self.commits.count.fetch_add(1, Ordering::Relaxed);
+                *self.commits.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                if !self.commits.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        pipeline = %self.pipeline,
+                        "committing offsets failed: {e}; until a commit succeeds, the records processed since the \
+                         last one will be processed again after a rebalance or restart"
+                    );
+                } else {
+                    tracing::debug!(pipeline = %self.pipeline, "committing offsets failed again: {e}");
+                }
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
@@ -181,6 +222,7 @@ pub fn subscribe(
         consumer: OnceLock::new(),
         high_watermarks: Mutex::default(),
         watch,
+        commits: CommitFailures::default(),
     };
     let reset = match spec.start {
         StartPosition::Latest => "latest",
@@ -252,6 +294,13 @@ impl Source {
     /// reported it: no broker round trip.
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
         self.consumer.context().high_watermark(topic, partition)
+    }
+
+    /// Offset commits that failed since the pipeline started, and the latest one's error.
+    pub fn commit_failures(&self) -> (u64, Option<String>) {
+        let commits = &self.consumer.context().commits;
+        let last = commits.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (commits.count.load(Ordering::Relaxed), last)
     }
 
     /// Commits the stored offsets and waits for the answer. Blocks: call it off the async

@@ -321,6 +321,7 @@ impl PipelineObserver {
         }
         status.broker_outages = self.shared.watch.outages();
         status.broker_unreachable_ms = self.shared.watch.unreachable_for().map(|d| d.as_millis() as u64);
+        (status.commit_failures, status.last_commit_error) = self.shared.source.commit_failures();
         for partition in &mut status.partitions {
             // The high watermark librdkafka last reported for the partition: no broker round trip.
             let high = self.shared.source.high_watermark(&partition.topic, partition.partition);
@@ -704,6 +705,8 @@ impl PipelineStats {
             stalled: None,
             broker_outages: 0,
             broker_unreachable_ms: None,
+            commit_failures: 0,
+            last_commit_error: None,
             batch_latency: self.batch_latency.snapshot(),
             cache,
         }
@@ -784,6 +787,14 @@ pub struct PipelineStatus {
     pub broker_outages: u64,
     /// How long the cluster has been unreachable, during an outage.
     pub broker_unreachable_ms: Option<u64>,
+    /// Offset commits that failed since the pipeline started (the group coordinator refused
+    /// them, or they did not reach it). Until one succeeds, the records processed since the
+    /// last commit will be processed again by the partitions' next owner.
+    #[serde(default)]
+    pub commit_failures: u64,
+    /// The latest failed commit's error.
+    #[serde(default)]
+    pub last_commit_error: Option<String>,
     /// Time from a batch's first record to its results acknowledged.
     pub batch_latency: LatencySnapshot,
     /// The function's cache calls.

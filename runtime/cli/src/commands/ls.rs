@@ -80,6 +80,10 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
     if let Some(error) = &s.last_error {
         outln!("last error {error}")?;
     }
+    if s.commit_failures > 0 {
+        let last = s.last_commit_error.as_deref().unwrap_or("unknown");
+        outln!("commits    {} failed, the latest: {last}", s.commit_failures)?;
+    }
     if let Some(stalled) = &s.stalled {
         outln!("stalled    it {stalled}")?;
     }
