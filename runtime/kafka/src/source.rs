@@ -175,8 +175,12 @@ impl ConsumerContext for SourceContext {
             let _ = self.events.send(AssignmentEvent::Revoked(revoked));
             // Commit what the workers have stored, so the next owner starts after it. Work
             // still in flight is not stored from now on and will be processed again there.
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(pipeline = %self.pipeline, "commit on revoke: {e}");
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(
+                    pipeline = %self.pipeline,
+                    "the commit on revoke failed: {e}; the next owner processes again what was processed since the last commit"
+                ),
             }
         }
     }
