@@ -993,6 +993,48 @@ async fn refused_offset_commits_are_counted_and_named_in_status_then_catch_up() 
     pipeline.stop().await;
 }
 
+/// A batch whose outputs the broker refuses is produced again until they are acknowledged,
+/// and each failed attempt is counted, with the batch named as the latest error: a partition
+/// held by a producer error is never "running, lag 0" without a word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_outputs_are_produced_again_and_each_failed_attempt_is_counted() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = sluice_tests::kafka::MockBroker::start();
+    let id = unique_suffix();
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
+    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
+        broker.create_topic(topic, 1);
+    }
+    let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+    // From here on, the next two produce requests are refused for good (not retried by the
+    // producer itself): the pipeline's own retry makes them again.
+    broker.fail_requests(RDKafkaApiKey::Produce, RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 2);
+    let mut spec = spec("delivery", &topics, "passthrough");
+    spec.processing.retry_backoff_ms = 10;
+    let engine = engine_with(Limits::default());
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.records_out == 10 && status.partitions.first().and_then(|p| p.next_offset) == Some(10) {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the outputs were not all delivered: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.delivery_failures >= 1, "{status:?}");
+    let error = status.last_error.unwrap_or_default();
+    assert!(error.contains("producing the results of offsets 0") && error.contains("uthoriz"), "{error}");
+    assert_eq!(status.failed, 0, "no record failed: only their delivery, which was made again");
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 10, OUTPUT_TIMEOUT).await;
+    assert!(outputs.len() >= 10, "at least once: {} outputs", outputs.len());
+    pipeline.stop().await;
+}
+
 /// One batch in flight: while the broker acknowledges a batch, the partition's worker already
 /// runs the next one, and no further. Nothing is stored for commit before the broker
 /// acknowledges it, and the outputs keep the input's order.

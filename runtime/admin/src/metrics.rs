@@ -14,6 +14,7 @@
 //! | `sluice_pipeline_broker_outages_total` | counter | pipeline |
 //! | `sluice_pipeline_broker_unreachable` (1 during an outage) | gauge | pipeline |
 //! | `sluice_pipeline_commit_failures_total` (offset commits refused or lost) | counter | pipeline |
+//! | `sluice_pipeline_delivery_failures_total` (produce attempts failed and made again) | counter | pipeline |
 //! | `sluice_pipeline_revision` | gauge | pipeline |
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
@@ -165,6 +166,12 @@ pub async fn render(manager: &PipelineManager) -> String {
         );
         let unreachable = f64::from(u8::from(status.broker_unreachable_ms.is_some()));
         f.gauge("sluice_pipeline_broker_unreachable", "1 while the cluster is unreachable.", &p, unreachable);
+        f.counter(
+            "sluice_pipeline_delivery_failures_total",
+            "Attempts to produce a batch's outputs and dead letters that failed and were made again.",
+            &p,
+            status.delivery_failures,
+        );
         f.counter(
             "sluice_pipeline_commit_failures_total",
             "Offset commits that failed; records since the last good one are processed again after a rebalance.",

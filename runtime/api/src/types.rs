@@ -420,6 +420,7 @@ mod tests {
                 failed: 10,
                 dead_letters: 0,
                 skipped: 0,
+                delivery_failures: 0,
                 transactions: TransactionCounts::default(),
                 faults: FaultCounts {
                     calls_failed: [("trap".to_owned(), 1)].into(),

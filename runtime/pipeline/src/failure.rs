@@ -207,12 +207,17 @@ pub(crate) async fn process(
         let delay = processing.backoff(round);
         let outage = again.iter().any(|&i| matches!(&outcomes[i], Outcome::Failed(f) if f.outage));
         if outage {
-            let first = records[again[0]].offset;
-            tracing::warn!(
-                partition = records[again[0]].partition,
-                "the cache is unavailable: holding {} records from offset {first}, trying again in {delay:?}",
-                again.len()
-            );
+            let (first, function) = (records[again[0]].offset, &instance.context().name);
+            let held = again.len();
+            // Once per outage here; the cache logs the outage itself, and its end.
+            match round {
+                1 => tracing::warn!(
+                    "{function}: the cache is unavailable: holding {held} records from offset {first}, trying again in {delay:?}"
+                ),
+                _ => tracing::debug!(
+                    "{function}: the cache is still unavailable: holding {held} records from offset {first}, round {round}"
+                ),
+            }
         } else {
             tracing::debug!(records = again.len(), ?delay, round, "retrying records after a retryable failure");
         }

@@ -619,6 +619,7 @@ pub struct PipelineStats {
     transactions_committed: AtomicU64,
     transactions_aborted: AtomicU64,
     effects_already_applied: AtomicU64,
+    delivery_failures: AtomicU64,
     /// Failed calls, splits, re-runs and rebuilt instances.
     faults: failure::Faults,
     last_error: Mutex<Option<String>>,
@@ -650,6 +651,13 @@ impl PipelineStats {
     /// An aborted transaction, whose cause the status shows as the latest error.
     fn record_transaction_failure(&self, error: String) {
         self.record_transaction(false);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// A failed attempt to produce a batch's results, whose cause the status shows as the
+    /// latest error.
+    fn record_delivery_failure(&self, error: String) {
+        self.delivery_failures.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
@@ -698,6 +706,7 @@ impl PipelineStats {
             failed: load(&self.failed),
             dead_letters: load(&self.dead_letters),
             skipped: load(&self.skipped),
+            delivery_failures: load(&self.delivery_failures),
             transactions: TransactionCounts {
                 committed: load(&self.transactions_committed),
                 aborted: load(&self.transactions_aborted),
@@ -772,6 +781,10 @@ pub struct PipelineStatus {
     pub dead_letters: u64,
     /// Records skipped under the `skip` policy.
     pub skipped: u64,
+    /// Attempts to produce a batch's outputs and dead letters that failed and were made
+    /// again (the batch's partition waits meanwhile); the latest error names the batch.
+    #[serde(default)]
+    pub delivery_failures: u64,
     /// Exactly-once mode's transactions (all zero in at-least-once mode).
     #[serde(default)]
     pub transactions: TransactionCounts,

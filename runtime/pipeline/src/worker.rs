@@ -212,7 +212,7 @@ impl PartitionWorker {
         let mut attempt = 0;
         while let Err(e) = acked {
             attempt += 1;
-            self.log_delivery_error(&flight.batch, &e);
+            self.log_delivery_error(&flight.batch, &e, attempt);
             if !wait_before_retry(&self.shared.spec.processing, attempt, &mut self.stop).await {
                 return None;
             }
@@ -270,12 +270,23 @@ impl PartitionWorker {
         }
     }
 
-    fn log_delivery_error(&self, batch: &[InputRecord], e: &KafkaError) {
-        tracing::warn!(
-            pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
-            "producing the results of offsets {} failed ({e}); trying again",
+    /// Counts a failed attempt to produce `batch`'s results and logs it, once in ten attempts.
+    fn log_delivery_error(&self, batch: &[InputRecord], e: &KafkaError, attempt: u32) {
+        let error = format!(
+            "pipeline {}, {}/{}: producing the results of offsets {} failed ({e}); trying again",
+            self.shared.spec.name,
+            self.topic,
+            self.partition,
             sluice_record::offset_range(batch)
         );
+        // Once, then every tenth attempt: an error that lasts holds the partition, and says so.
+        if attempt % 10 == 1 {
+            tracing::warn!(
+                pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
+                "{error} (attempt {attempt})"
+            );
+        }
+        self.shared.stats.record_delivery_failure(error);
     }
 
     /// Switches to the pipeline's new module before the batch starting at `offset`: the
@@ -359,7 +370,7 @@ impl PartitionWorker {
                 Ok(sent) => return Some(sent),
                 Err(e) => {
                     *attempt += 1;
-                    self.log_delivery_error(batch, &e);
+                    self.log_delivery_error(batch, &e, *attempt);
                     if !wait_before_retry(&self.shared.spec.processing, *attempt, &mut self.stop).await {
                         return None;
                     }
