@@ -1383,8 +1383,15 @@ impl PipelineManager {
         match result {
             Ok(()) => managed.failure = None,
             Err(e) => {
-                tracing::error!(pipeline = %name, "pipeline not started: {e}; trying again every {RESTART_INTERVAL:?}");
-                managed.failure = Some(e.to_string());
+                let reason = e.to_string();
+                // Once per reason: the retry loop tries again every RESTART_INTERVAL, and the
+                // status keeps the reason meanwhile.
+                if managed.failure.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(pipeline = %name, "pipeline not started: {e}; trying again every {RESTART_INTERVAL:?}");
+                } else {
+                    tracing::debug!(pipeline = %name, "pipeline still not started: {e}");
+                }
+                managed.failure = Some(reason);
             }
         }
     }
@@ -1627,7 +1634,9 @@ impl PipelineManager {
             }
             current.record = record;
             self.start(current).await;
-            tracing::info!(pipeline = %name, revision, "pipeline (re)started for a change in the cluster");
+            if current.running.is_some() {
+                tracing::info!(pipeline = %name, revision, "pipeline (re)started for a change in the cluster");
+            }
             return;
         }
         if module_changed {
