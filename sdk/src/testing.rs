@@ -182,7 +182,10 @@ pub(crate) mod stand_in {
     pub(crate) fn cache_get_many(keys: &[&str]) -> CacheResult<Vec<Option<Vec<u8>>>> {
         with_cache(|cache, now| {
             contract::check_get_many(keys.iter().copied())?;
-            Ok(keys.iter().map(|key| live(cache, key, now).map(|entry| entry.value.clone())).collect())
+            let values: Vec<_> =
+                keys.iter().map(|key| live(cache, key, now).map(|entry| entry.value.clone())).collect();
+            contract::check_get_many_answer(&values)?;
+            Ok(values)
         })
     }
 

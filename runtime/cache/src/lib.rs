@@ -381,7 +381,7 @@ impl Cache {
         contract::check_get_many(keys.iter().map(String::as_str))?;
         let keys = keys.iter().map(|k| self.namespace.qualify(k)).collect::<Vec<_>>();
         let values = self.timed(self.backend.get_many(&keys)).await?;
-        check_buffered(&values)?;
+        contract::check_get_many_answer(&values)?;
         Ok(values)
     }
 
@@ -487,19 +487,6 @@ impl Cache {
         contract::check_get(key)?;
         Ok(self.namespace.qualify(key))
     }
-}
-
-/// Refuses a `get-many` answer larger than the host buffers for one call
-/// ([`limits::MAX_HOST_BUFFERED_BYTES`]).
-fn check_buffered(values: &[Option<Vec<u8>>]) -> Result<(), CacheError> {
-    let buffered: usize = values.iter().flatten().map(Vec::len).sum();
-    if buffered > limits::MAX_HOST_BUFFERED_BYTES {
-        return Err(CacheError::TooLarge(format!(
-            "get-many answer of {buffered} bytes is over the {} byte limit; ask for fewer keys",
-            limits::MAX_HOST_BUFFERED_BYTES
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Cache, CacheError, add_to_counter, check_buffered, contract, format_counter, parse_counter};
+use super::{Cache, CacheError, add_to_counter, contract, format_counter, parse_counter};
 
 /// One write of a call's overlay, as the backend applies it. Keys are namespaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +270,7 @@ impl CallCache {
                 None => stored.next().flatten(),
             })
             .collect();
-        check_buffered(&values)?;
+        contract::check_get_many_answer(&values)?;
         Ok(values)
     }
 

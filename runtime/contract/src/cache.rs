@@ -191,6 +191,20 @@ pub fn check_batch_len(len: usize) -> Result<(), CacheError> {
     Ok(())
 }
 
+/// Checks a `get-many` answer before it is handed to the function: at most
+/// [`limits::MAX_HOST_BUFFERED_BYTES`] bytes of values in all (a key asked for twice counts
+/// twice).
+pub fn check_get_many_answer(values: &[Option<Vec<u8>>]) -> Result<(), CacheError> {
+    let buffered: usize = values.iter().flatten().map(Vec::len).sum();
+    if buffered > limits::MAX_HOST_BUFFERED_BYTES {
+        return Err(CacheError::TooLarge(format!(
+            "get-many answer of {buffered} bytes is over the {} byte limit; ask for fewer keys",
+            limits::MAX_HOST_BUFFERED_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a namespace, the prefix that keeps one pipeline's keys apart from another's: 1 to
 /// [`limits::MAX_NAMESPACE_BYTES`] ASCII letters, digits, `_`, `-`, `.`.
 pub fn check_namespace(name: &str) -> Result<(), CacheError> {

@@ -355,8 +355,23 @@ pub fn cases() -> Vec<Case> {
                 step(set_many(&[("fine", b"v"), ("too-large", &too_large)], None), failed(ErrorKind::TooLarge)),
                 step(get("fine"), NONE),
                 step(set("largest", &too_large, None), failed(ErrorKind::TooLarge)),
-                step(get("largest"), Answer::Value(Some(largest))),
+                step(get("largest"), Answer::Value(Some(largest.clone()))),
             ],
+        },
+        Case {
+            name: "a get-many answer of more than 16 MiB is too large, and fewer keys are read",
+            steps: {
+                // 16 values of 1,000,000 bytes: within one call's writes; 17 read back are not.
+                let keys: Vec<String> = (0..16).map(|i| format!("big-{i}")).collect();
+                let entries: Vec<(String, Vec<u8>)> = keys.iter().map(|k| (k.clone(), largest.clone())).collect();
+                let mut over: Vec<&str> = keys.iter().map(String::as_str).collect();
+                over.push("big-0");
+                vec![
+                    step(Call::SetMany(entries, None), DONE),
+                    step(get_many(&over), failed(ErrorKind::TooLarge)),
+                    step(get_many(&over[..16]), Answer::Values(vec![Some(largest.clone()); 16])),
+                ]
+            },
         },
         Case {
             name: "a TTL of 0 is refused, not read as no expiry, and writes nothing",
@@ -576,11 +591,12 @@ mod tests {
         IncrManyAllOrNothing,
         DeleteAlwaysFalse,
         GetManyWithoutRepeats,
+        NoAnswerSizeCheck,
         TtlCheckedBeforeKey,
         SetNormalisesNumbers,
     }
 
-    const FLAWS: [Flaw; 23] = [
+    const FLAWS: [Flaw; 24] = [
         Flaw::NoKeyCheck,
         Flaw::KeyLengthInCharacters,
         Flaw::OnlyAsciiWhitespaceInKeys,
@@ -602,6 +618,7 @@ mod tests {
         Flaw::IncrManyAllOrNothing,
         Flaw::DeleteAlwaysFalse,
         Flaw::GetManyWithoutRepeats,
+        Flaw::NoAnswerSizeCheck,
         Flaw::TtlCheckedBeforeKey,
         Flaw::SetNormalisesNumbers,
     ];
@@ -717,6 +734,9 @@ mod tests {
                                 *v = None;
                             }
                         }
+                    }
+                    if !self.has(Flaw::NoAnswerSizeCheck) {
+                        cache::check_get_many_answer(&values)?;
                     }
                     Ok(values)
                 })()),
