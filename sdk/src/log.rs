@@ -1,7 +1,8 @@
 //! Lines in the runtime's log, tagged with the pipeline and function.
 //!
-//! Messages longer than 4,096 bytes are truncated. Logging is cheap but not free: prefer one
-//! line per notable event over one per record at `info`.
+//! The runtime cuts a message longer than its `max_log_line_bytes` (4,096 bytes unless the
+//! operator set it otherwise, from 80 bytes to 1 MiB) at a character boundary. Logging is
+//! cheap but not free: prefer one line per notable event over one per record at `info`.
 
 /// How important a log line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,7 +19,8 @@ pub enum Level {
     Error,
 }
 
-/// Longest message, in bytes; longer ones are cut at a character boundary.
+/// Longest message, in bytes, under the runtime's default `max_log_line_bytes`; longer ones
+/// are cut at a character boundary. [`crate::testing`] cuts at this length.
 pub const MAX_MESSAGE_BYTES: usize = 4_096;
 
 /// Writes one line at `level`.

@@ -56,9 +56,12 @@ pub async fn connect(url: &str) -> Result<Arc<dyn CacheBackend>, CacheError> {
     CacheUrl::parse(url)?.connect().await
 }
 
-const MAX_TIMEOUT_MS: u64 = 60_000;
-const MAX_POOL_SIZE: u64 = 1_024;
-const MAX_CAPACITY_MB: u64 = 1_048_576;
+/// Longest `timeout_ms` (and `connect_timeout_ms`) a cache URL may set: one minute.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Most connections `pool_size` may ask for per Memcached server.
+pub const MAX_POOL_SIZE: u64 = 1_024;
+/// Largest `capacity_mb` of the in-memory cache: 1 TiB.
+pub const MAX_CAPACITY_MB: u64 = 1_048_576;
 
 impl CacheUrl {
     /// Parses `url` (see [`CacheUrl`] for the forms), or says precisely what is wrong with it
@@ -461,6 +464,12 @@ mod tests {
             ("memcache://a?pool_size=0", "pool_size=0 is out of range"),
             ("memory://host", "memory:// takes no host or path"),
             ("memory://?capacity_mb=0", "capacity_mb=0 is out of range"),
+            ("redis://h?timeout_ms=60001", "timeout_ms=60001 is out of range: use a whole number from 1 to 60000"),
+            ("memcache://a?pool_size=1025", "pool_size=1025 is out of range: use a whole number from 1 to 1024"),
+            (
+                "memory://?capacity_mb=1048577",
+                "capacity_mb=1048577 is out of range: use a whole number from 1 to 1048576",
+            ),
             ("redis://h w", "host \"h w\" contains ' '"),
         ];
         for (url, expected) in cases {

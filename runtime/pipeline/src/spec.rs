@@ -283,7 +283,8 @@ impl Guarantee {
 
 /// The most [`Processing::batch_size`].
 pub const MAX_BATCH_SIZE: usize = 100_000;
-/// The most [`Processing::batch_max_bytes`]: the engine's output cap per batch.
+/// The most [`Processing::batch_max_bytes`]: 16 MiB, the engine's default cap on a batch's
+/// output bytes.
 pub const MAX_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// The most [`Processing::linger_ms`]: a minute.
 pub const MAX_LINGER_MS: u64 = 60_000;
