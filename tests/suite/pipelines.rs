@@ -1035,6 +1035,41 @@ async fn refused_outputs_are_produced_again_and_each_failed_attempt_is_counted()
     pipeline.stop().await;
 }
 
+/// An error the consumer hands a partition's worker instead of a record is counted in status
+/// (and logged, at most every few seconds), and the worker reads on: nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_errors_are_counted_and_the_partition_reads_on() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = sluice_tests::kafka::MockBroker::start();
+    let id = unique_suffix();
+    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
+    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
+        broker.create_topic(topic, 1);
+    }
+    let spec = spec("consume", &topics, "passthrough");
+    let engine = engine_with(Limits::default());
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    // The first fetches are refused: librdkafka hands a topic authorization error to the
+    // partition's reader, and fetches again.
+    broker.fail_requests(RDKafkaApiKey::Fetch, RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 3);
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
+    produce(&broker.bootstrap(), &topics.input, &records).await;
+
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.records_out == 10 {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the records did not all come through: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.consume_errors >= 1, "{status:?}");
+    pipeline.stop().await;
+}
+
 /// One batch in flight: while the broker acknowledges a batch, the partition's worker already
 /// runs the next one, and no further. Nothing is stored for commit before the broker
 /// acknowledges it, and the outputs keep the input's order.

@@ -15,6 +15,7 @@
 //! | `sluice_pipeline_broker_unreachable` (1 during an outage) | gauge | pipeline |
 //! | `sluice_pipeline_commit_failures_total` (offset commits refused or lost) | counter | pipeline |
 //! | `sluice_pipeline_delivery_failures_total` (produce attempts failed and made again) | counter | pipeline |
+//! | `sluice_pipeline_consume_errors_total` (errors the consumer gave instead of a record) | counter | pipeline |
 //! | `sluice_pipeline_revision` | gauge | pipeline |
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
@@ -171,6 +172,12 @@ pub async fn render(manager: &PipelineManager) -> String {
             "Attempts to produce a batch's outputs and dead letters that failed and were made again.",
             &p,
             status.delivery_failures,
+        );
+        f.counter(
+            "sluice_pipeline_consume_errors_total",
+            "Errors the consumer gave a partition's worker instead of a record.",
+            &p,
+            status.consume_errors,
         );
         f.counter(
             "sluice_pipeline_commit_failures_total",

@@ -421,6 +421,7 @@ mod tests {
                 dead_letters: 0,
                 skipped: 0,
                 delivery_failures: 0,
+                consume_errors: 0,
                 transactions: TransactionCounts::default(),
                 faults: FaultCounts {
                     calls_failed: [("trap".to_owned(), 1)].into(),

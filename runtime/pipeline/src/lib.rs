@@ -46,6 +46,9 @@ use worker::PartitionWorker;
 /// How long a stopping worker waits for the acknowledgements of the batch it is delivering
 /// before it gives the batch up, uncommitted (it is processed again by the next owner).
 pub const STOP_ACK_GRACE: Duration = Duration::from_secs(5);
+/// Consume errors of a pipeline are logged at WARN at most once per this interval; each is
+/// counted (`consume_errors`).
+pub const CONSUME_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stopping pipeline waits for its final commit of what was acknowledged.
 pub const STOP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a pipeline that stops and leaves its group serves the consumer so the group hears
@@ -620,6 +623,9 @@ pub struct PipelineStats {
     transactions_aborted: AtomicU64,
     effects_already_applied: AtomicU64,
     delivery_failures: AtomicU64,
+    consume_errors: AtomicU64,
+    /// When a consume error was last logged at WARN (see [`CONSUME_ERROR_LOG_INTERVAL`]).
+    consume_error_logged: Mutex<Option<Instant>>,
     /// Failed calls, splits, re-runs and rebuilt instances.
     faults: failure::Faults,
     last_error: Mutex<Option<String>>,
@@ -659,6 +665,18 @@ impl PipelineStats {
     fn record_delivery_failure(&self, error: String) {
         self.delivery_failures.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// A consume error; `true` when it should be logged at WARN: the first one, then at most
+    /// one per [`CONSUME_ERROR_LOG_INTERVAL`] (a lasting error repeats many times a second).
+    fn record_consume_error(&self) -> bool {
+        self.consume_errors.fetch_add(1, Ordering::Relaxed);
+        let mut logged = self.consume_error_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let due = logged.is_none_or(|at| at.elapsed() >= CONSUME_ERROR_LOG_INTERVAL);
+        if due {
+            *logged = Some(Instant::now());
+        }
+        due
     }
 
     fn record_effects_already_applied(&self) {
@@ -707,6 +725,7 @@ impl PipelineStats {
             dead_letters: load(&self.dead_letters),
             skipped: load(&self.skipped),
             delivery_failures: load(&self.delivery_failures),
+            consume_errors: load(&self.consume_errors),
             transactions: TransactionCounts {
                 committed: load(&self.transactions_committed),
                 aborted: load(&self.transactions_aborted),
@@ -785,6 +804,10 @@ pub struct PipelineStatus {
     /// again (the batch's partition waits meanwhile); the latest error names the batch.
     #[serde(default)]
     pub delivery_failures: u64,
+    /// Errors the consumer handed a partition's worker instead of a record (the worker waits
+    /// a moment and reads again).
+    #[serde(default)]
+    pub consume_errors: u64,
     /// Exactly-once mode's transactions (all zero in at-least-once mode).
     #[serde(default)]
     pub transactions: TransactionCounts,

@@ -19,7 +19,7 @@ use super::failure::{self, Failure, Outcome};
 use super::function_log::{LogLevel, LogPlace, LogSource};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee, Processing};
 use super::transaction::{CommitError, Transactional};
-use super::{PartitionState, STOP_ACK_GRACE, Shared, Version};
+use super::{CONSUME_ERROR_LOG_INTERVAL, PartitionState, STOP_ACK_GRACE, Shared, Version};
 use sluice_cache::Fenced;
 use sluice_engine::FunctionInstance;
 use sluice_kafka::KafkaError;
@@ -630,7 +630,7 @@ async fn next_batch(
             batch.push(record);
         }
         Err(e) => {
-            tracing::warn!(pipeline = %shared.spec.name, topic = %topic, partition = partition, "consume: {e}");
+            log_consume_error(shared, topic, partition, &e);
             tokio::time::sleep(Duration::from_millis(100)).await;
             return batch;
         }
@@ -643,13 +643,26 @@ async fn next_batch(
                 batch.push(record);
             }
             Ok(Err(e)) => {
-                tracing::warn!(pipeline = %shared.spec.name, topic = %topic, partition = partition, "consume: {e}");
+                log_consume_error(shared, topic, partition, &e);
                 break;
             }
             Err(_) => break,
         }
     }
     batch
+}
+
+/// Counts a consume error and logs it: at WARN now and then, at DEBUG in between.
+fn log_consume_error(shared: &Shared, topic: &str, partition: i32, e: &KafkaError) {
+    match shared.stats.record_consume_error() {
+        true => tracing::warn!(
+            pipeline = %shared.spec.name, topic = %topic, partition = partition,
+            "consuming failed: {e}; reading again (consume errors are counted in status, and logged at most every {CONSUME_ERROR_LOG_INTERVAL:?})"
+        ),
+        false => {
+            tracing::debug!(pipeline = %shared.spec.name, topic = %topic, partition = partition, "consuming failed: {e}")
+        }
+    }
 }
 
 /// A batch's outputs and dead letters, queued in the producer.

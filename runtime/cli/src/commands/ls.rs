@@ -83,6 +83,9 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
     if s.delivery_failures > 0 {
         outln!("delivery   {} attempts to produce results failed and were made again", s.delivery_failures)?;
     }
+    if s.consume_errors > 0 {
+        outln!("consume    {} errors instead of records (each read again)", s.consume_errors)?;
+    }
     if s.commit_failures > 0 {
         let last = s.last_commit_error.as_deref().unwrap_or("unknown");
         outln!("commits    {} failed, the latest: {last}", s.commit_failures)?;
