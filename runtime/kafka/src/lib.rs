@@ -13,7 +13,7 @@ pub mod log;
 pub mod sink;
 pub mod source;
 
-pub use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+pub use rdkafka::error::KafkaError;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// Connection settings for a Kafka cluster. Its `Debug` form hides the values of secret

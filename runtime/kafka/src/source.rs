@@ -134,6 +134,14 @@ impl ClientContext for SourceContext {
     }
 }
 
+/// A commit's result, with "nothing was stored since the last commit" as the success it is.
+fn nothing_to_commit_is_done(result: Result<(), KafkaError>) -> Result<(), KafkaError> {
+    match result {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+        result => result,
+    }
+}
+
 fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
     list.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect()
 }
@@ -144,14 +152,12 @@ impl ConsumerContext for SourceContext {
     /// records processed since the last one will be processed again by the partition's next
     /// owner.
     fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
-        match result {
+        match nothing_to_commit_is_done(result) {
             Ok(()) => {
                 if self.commits.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(pipeline = %self.pipeline, "offset commits succeed again");
                 }
             }
-            // Nothing was stored since the last commit: not a failure.
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 self.commits.count.fetch_add(1, Ordering::Relaxed);
                 *self.commits.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
@@ -175,12 +181,11 @@ impl ConsumerContext for SourceContext {
             let _ = self.events.send(AssignmentEvent::Revoked(revoked));
             // Commit what the workers have stored, so the next owner starts after it. Work
             // still in flight is not stored from now on and will be processed again there.
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(
+            if let Err(e) = nothing_to_commit_is_done(consumer.commit_consumer_state(CommitMode::Sync)) {
+                tracing::warn!(
                     pipeline = %self.pipeline,
                     "the commit on revoke failed: {e}; the next owner processes again what was processed since the last commit"
-                ),
+                );
             }
         }
     }
@@ -307,10 +312,10 @@ impl Source {
         (commits.count.load(Ordering::Relaxed), last)
     }
 
-    /// Commits the stored offsets and waits for the answer. Blocks: call it off the async
-    /// executor.
+    /// Commits the stored offsets and waits for the answer; nothing stored is no error.
+    /// Blocks: call it off the async executor.
     pub fn commit_stored(&self) -> Result<(), KafkaError> {
-        self.consumer.commit_consumer_state(CommitMode::Sync)
+        nothing_to_commit_is_done(self.consumer.commit_consumer_state(CommitMode::Sync))
     }
 
     /// Leaves the group: unsubscribes (a static member leaves only when it unsubscribes; on

@@ -39,7 +39,7 @@ use sluice_cache::{Cache, CacheStatsSnapshot, LatencyHistogram, LatencySnapshot}
 use sluice_engine::{Engine, FunctionContext, FunctionInstance, Module};
 use sluice_kafka::sink::KafkaSink;
 use sluice_kafka::source::{self, AssignmentEvent, Source};
-use sluice_kafka::{BrokerWatch, KafkaConfig, KafkaError, RDKafkaErrorCode};
+use sluice_kafka::{BrokerWatch, KafkaConfig};
 use spec::{FailurePolicy, PipelineSpec};
 use worker::PartitionWorker;
 
@@ -399,8 +399,6 @@ async fn run(
     let commit = tokio::task::spawn_blocking(move || source.commit_stored());
     match tokio::time::timeout(STOP_COMMIT_TIMEOUT, commit).await {
         Ok(Ok(Ok(()))) => {}
-        // Nothing stored since the last commit.
-        Ok(Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(
             pipeline = %shared.spec.name,
             "the final commit failed: {e}; records processed since the last commit will be processed again"
