@@ -511,6 +511,33 @@ pub fn unique_suffix() -> String {
     format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A broker a test runs its pipelines on: tansu ([`TansuBroker`]) or librdkafka's mock cluster
+/// ([`MockBroker`]).
+pub trait TestBroker {
+    /// The address clients bootstrap from.
+    fn bootstrap(&self) -> String;
+    /// Creates topic `name` with `partitions` partitions.
+    fn create_topic(&self, name: &str, partitions: i32);
+}
+
+impl TestBroker for TansuBroker {
+    fn bootstrap(&self) -> String {
+        TansuBroker::bootstrap(self)
+    }
+    fn create_topic(&self, name: &str, partitions: i32) {
+        TansuBroker::create_topic(self, name, partitions)
+    }
+}
+
+impl TestBroker for MockBroker {
+    fn bootstrap(&self) -> String {
+        MockBroker::bootstrap(self)
+    }
+    fn create_topic(&self, name: &str, partitions: i32) {
+        MockBroker::create_topic(self, name, partitions)
+    }
+}
+
 /// What [`MockBroker`]'s thread does to the cluster for a caller: create a topic, slow a
 /// broker down, ...; its error as text.
 type ClusterCommand = Box<

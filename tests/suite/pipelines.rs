@@ -21,7 +21,7 @@ use sluice::pipeline::{PartitionState, Pipeline};
 use sluice_tests::fixtures::{engine_with, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{
-    ConsumedRecord, TansuBroker, client_config, committed_offsets, consume_all, produce, unique_suffix,
+    ConsumedRecord, TansuBroker, TestBroker, client_config, committed_offsets, consume_all, produce, unique_suffix,
 };
 use sluice_tests::process::ServeProcess;
 
@@ -35,7 +35,7 @@ struct Topics {
     dead_letters: String,
 }
 
-fn topics(broker: &TansuBroker, partitions: i32) -> Topics {
+fn topics(broker: &impl TestBroker, partitions: i32) -> Topics {
     let id = unique_suffix();
     let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
     broker.create_topic(&topics.input, partitions);
@@ -62,12 +62,17 @@ fn spec(name: &str, topics: &Topics, guest: &str) -> PipelineSpec {
     }
 }
 
-async fn start(engine: &Engine, broker: &TansuBroker, spec: PipelineSpec, guest: &str) -> Pipeline {
+async fn start(engine: &Engine, broker: &impl TestBroker, spec: PipelineSpec, guest: &str) -> Pipeline {
     start_with_cache(engine, broker, spec, guest).await.0
 }
 
 /// Starts a pipeline of `guest` on a fresh in-memory cache, returned with the cache.
-async fn start_with_cache(engine: &Engine, broker: &TansuBroker, spec: PipelineSpec, guest: &str) -> (Pipeline, Cache) {
+async fn start_with_cache(
+    engine: &Engine,
+    broker: &impl TestBroker,
+    spec: PipelineSpec,
+    guest: &str,
+) -> (Pipeline, Cache) {
     let module = load(engine, guest);
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
     let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), engine, module, cache.clone())
@@ -957,17 +962,11 @@ async fn a_header_name_that_is_not_utf8_reaches_the_function_decoded_lossily() {
 async fn refused_offset_commits_are_counted_and_named_in_status_then_catch_up() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = sluice_tests::kafka::MockBroker::start();
-    let id = unique_suffix();
-    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
-    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
-        broker.create_topic(topic, 1);
-    }
+    let topics = topics(&broker, 1);
     let spec = spec("commits", &topics, "passthrough");
     let group = spec.group_id();
     let engine = engine_with(Limits::default());
-    let module = load(&engine, "passthrough");
-    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
-    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    let pipeline = start(&engine, &broker, spec, "passthrough").await;
     // Automatic commits run every second: the next three are refused.
     broker.fail_requests(RDKafkaApiKey::OffsetCommit, RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE, 3);
     let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
@@ -1000,11 +999,7 @@ async fn refused_offset_commits_are_counted_and_named_in_status_then_catch_up() 
 async fn refused_outputs_are_produced_again_and_each_failed_attempt_is_counted() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = sluice_tests::kafka::MockBroker::start();
-    let id = unique_suffix();
-    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
-    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
-        broker.create_topic(topic, 1);
-    }
+    let topics = topics(&broker, 1);
     let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
     produce(&broker.bootstrap(), &topics.input, &records).await;
     // From here on, the next two produce requests are refused for good (not retried by the
@@ -1013,9 +1008,7 @@ async fn refused_outputs_are_produced_again_and_each_failed_attempt_is_counted()
     let mut spec = spec("delivery", &topics, "passthrough");
     spec.processing.retry_backoff_ms = 10;
     let engine = engine_with(Limits::default());
-    let module = load(&engine, "passthrough");
-    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
-    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    let pipeline = start(&engine, &broker, spec, "passthrough").await;
 
     let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
     let status = loop {
@@ -1041,19 +1034,13 @@ async fn refused_outputs_are_produced_again_and_each_failed_attempt_is_counted()
 async fn consume_errors_are_counted_and_the_partition_reads_on() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = sluice_tests::kafka::MockBroker::start();
-    let id = unique_suffix();
-    let topics = Topics { input: format!("in-{id}"), output: format!("out-{id}"), dead_letters: format!("dlq-{id}") };
-    for topic in [&topics.input, &topics.output, &topics.dead_letters] {
-        broker.create_topic(topic, 1);
-    }
+    let topics = topics(&broker, 1);
     let spec = spec("consume", &topics, "passthrough");
-    let engine = engine_with(Limits::default());
-    let module = load(&engine, "passthrough");
-    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
     // The first fetches are refused: librdkafka hands a topic authorization error to the
     // partition's reader, and fetches again.
     broker.fail_requests(RDKafkaApiKey::Fetch, RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 3);
-    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    let engine = engine_with(Limits::default());
+    let pipeline = start(&engine, &broker, spec, "passthrough").await;
     let records: Vec<_> = (0..10).map(|_| (0, None, &b"x"[..], &[][..])).collect();
     produce(&broker.bootstrap(), &topics.input, &records).await;
 
