@@ -109,7 +109,8 @@ fn all_partitions_run(report: &PipelineReport, digest: &str) -> bool {
         && partitions.iter().all(|p| {
             let processed_after_switch = match (p.next_offset, p.last_switch.map(|s| s.offset)) {
                 (Some(next), Some(switched_at)) => next > switched_at,
-                (Some(_), None) => true,
+                // The topic is new, so a partition past offset 0 has done a batch.
+                (Some(next), None) => next > 0,
                 (None, _) => false,
             };
             p.module.as_deref() == Some(digest) && processed_after_switch

@@ -399,3 +399,57 @@ async fn a_replayed_batch_cut_at_the_applied_position_loses_none_of_the_records_
     assert_eq!(seen, values, "each record's output, once, in order");
     pipeline.stop().await;
 }
+
+/// A partition whose exactly-once setup fails (here the cache that holds its applied position
+/// is down) says so rather than "running": it is `starting`, each failed attempt is counted in
+/// `setup_failures` and its error is the last error. Once the cache is back the partition
+/// starts and its records flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_exactly_once_setup_fails_is_starting_with_the_error_until_it_succeeds() {
+    let broker = MockBroker::start();
+    let mut redis = RedisServer::start();
+    let id = unique_suffix();
+    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
+    broker.create_topic(&input, 1);
+    broker.create_topic(&output, 1);
+    broker.create_topic(&format!("eo-setup-{id}.dlq"), 1);
+    let engine = engine();
+    let mut spec = in_process_spec(
+        &format!("eo-setup-{id}"),
+        &input,
+        &output,
+        "passthrough",
+        Processing { linger_ms: 5, retry_backoff_ms: 10, ..Processing::default() },
+    );
+    spec.cache = redis.url().parse().unwrap();
+    let backend = sluice::cache::connect(&redis.url()).await.expect("redis is up");
+    let cache = Cache::new(backend, Namespace::new(spec.namespace()).unwrap());
+    let name = spec.name.clone();
+    redis.stop();
+    let module = load(&engine, "passthrough");
+    let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
+    produce(&broker.bootstrap(), &input, &[(0, None, &b"a"[..], &[][..])]).await;
+
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.setup_failures >= 2 && status.partitions.iter().any(|p| p.state == PartitionState::Starting) {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no partition starting with failed setups: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains(&name) && error.contains(&format!("{input}/0")) && error.contains("applied position"),
+        "the last error names the pipeline, the partition and what failed: {error}"
+    );
+    assert!(status.partitions.iter().all(|p| p.state != PartitionState::Running), "{status:?}");
+
+    redis.restart();
+    let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |o| !o.is_empty()).await;
+    assert_eq!(outputs[0].value_text(), "a");
+    let status = pipeline.status();
+    assert!(status.partitions.iter().any(|p| p.state == PartitionState::Running), "{status:?}");
+    pipeline.stop().await;
+}

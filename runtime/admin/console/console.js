@@ -225,6 +225,8 @@ function renderDetail(report, logs, failures) {
     ["broker outages", number(status.broker_outages), "broker_outages"],
     ["failed produce attempts", number(status.delivery_failures), "delivery_failures"],
     ["consume errors", number(status.consume_errors), "consume_errors"],
+    ["failed partition setups", number(status.setup_failures), "setup_failures"],
+    ["worker crashes", number(status.worker_crashes), "worker_crashes"],
     ["failed commits", number(status.commit_failures) + (status.last_commit_error ? ` (${status.last_commit_error})` : ""), "commit_failures"],
     ["last error", status.last_error || "none", "last_error"],
   ]);

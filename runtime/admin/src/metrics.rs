@@ -16,6 +16,8 @@
 //! | `sluice_pipeline_commit_failures_total` (offset commits refused or lost) | counter | pipeline |
 //! | `sluice_pipeline_delivery_failures_total` (produce attempts failed and made again) | counter | pipeline |
 //! | `sluice_pipeline_consume_errors_total` (errors the consumer gave instead of a record) | counter | pipeline |
+//! | `sluice_pipeline_setup_failures_total` (failed attempts to set up a partition's worker) | counter | pipeline |
+//! | `sluice_pipeline_worker_crashes_total` (partition workers that panicked and were started again) | counter | pipeline |
 //! | `sluice_pipeline_revision` | gauge | pipeline |
 //! | `sluice_pipeline_records_in_total`, `_records_out_total`, `_batches_total` | counter | pipeline |
 //! | `sluice_pipeline_errors_total`, `_dead_letters_total`, `_skipped_total` | counter | pipeline |
@@ -178,6 +180,18 @@ pub async fn render(manager: &PipelineManager) -> String {
             "Errors the consumer gave a partition's worker instead of a record.",
             &p,
             status.consume_errors,
+        );
+        f.counter(
+            "sluice_pipeline_setup_failures_total",
+            "Failed attempts to set up a partition's worker (exactly-once: its transactional producer or applied position).",
+            &p,
+            status.setup_failures,
+        );
+        f.counter(
+            "sluice_pipeline_worker_crashes_total",
+            "Partition workers that crashed (a runtime bug) and were started again from the first record not done.",
+            &p,
+            status.worker_crashes,
         );
         f.counter(
             "sluice_pipeline_commit_failures_total",

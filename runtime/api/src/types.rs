@@ -422,6 +422,8 @@ mod tests {
                 skipped: 0,
                 delivery_failures: 0,
                 consume_errors: 0,
+                setup_failures: 0,
+                worker_crashes: 0,
                 transactions: TransactionCounts::default(),
                 faults: FaultCounts {
                     calls_failed: [("trap".to_owned(), 1)].into(),

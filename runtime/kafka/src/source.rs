@@ -278,6 +278,13 @@ impl Source {
         Ok(())
     }
 
+    /// Moves an assigned partition's fetch position to `offset`: the records from there are
+    /// read again, and those fetched after it are dropped. Blocks for up to 5 s: call it off
+    /// the async executor.
+    pub fn seek(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5))
+    }
+
     /// A new queue of an assigned partition, for a worker that takes over from another.
     pub fn partition_queue(&self, topic: &str, partition: i32) -> Option<PartitionQueue> {
         self.consumer.split_partition_queue(topic, partition).map(PartitionQueue)

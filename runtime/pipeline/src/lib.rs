@@ -67,6 +67,11 @@ pub const STALL_AFTER: Duration = Duration::from_secs(30);
 const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a new assignment of a partition waits for the worker that had it before to stop.
 const PREVIOUS_WORKER_WAIT: Duration = Duration::from_secs(60);
+/// How long a partition waits before its worker is started again after a crash (a panic, which
+/// is a bug in the runtime); doubled for each crash in a row, up to [`CRASH_RESTART_MAX_DELAY`].
+pub const CRASH_RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait before a crashed partition worker is started again.
+pub const CRASH_RESTART_MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// A running pipeline.
 pub struct Pipeline {
@@ -106,6 +111,8 @@ pub(crate) struct Shared {
     kafka: KafkaConfig,
     /// The partitions this runtime owns now, and whether that makes the pipeline stalled.
     ownership: Mutex<Ownership>,
+    /// [`StartOptions::before_batch`].
+    pub(crate) before_batch: Option<BatchHook>,
 }
 
 /// A module as one revision of a pipeline.
@@ -125,7 +132,15 @@ pub struct StartOptions {
     /// The node id: the pipeline joins its consumer group as the static member of this name
     /// (unless its spec's `group.static_membership` is off). `None`: a dynamic member.
     pub node_id: Option<String>,
+    /// Called before each batch with its partition and first offset: a seam for tests that
+    /// need a worker to crash. `None` in the runtime.
+    #[doc(hidden)]
+    pub before_batch: Option<BatchHook>,
 }
+
+/// See [`StartOptions::before_batch`].
+#[doc(hidden)]
+pub type BatchHook = Arc<dyn Fn(&str, i32, i64) + Send + Sync>;
 
 /// The partitions a pipeline owns, as its rebalances leave them.
 #[derive(Debug, Default)]
@@ -185,6 +200,7 @@ impl Pipeline {
             watch: broker_watch,
             kafka: kafka.clone(),
             ownership: Mutex::new(Ownership { owned: 0, none_since: Some(Instant::now()), stalled: None }),
+            before_batch: options.before_batch,
         });
         let (shutdown, shutdown_rx) = watch::channel(Stop::No);
         tokio::spawn(watch_for_stalls(shared.clone(), shutdown_rx.clone()));
@@ -368,8 +384,8 @@ async fn run(
                             continue;
                         };
                         let (stop, stop_rx) = watch::channel(false);
-                        let worker = shared.worker(topic, partition, queue, stop_rx);
-                        workers.insert(key, (stop, tokio::spawn(worker.run())));
+                        let worker = worker::supervise(shared.clone(), topic, partition, queue, stop_rx);
+                        workers.insert(key, (stop, tokio::spawn(worker)));
                     }
                     shared.set_owned(workers.len());
                 }
@@ -520,6 +536,7 @@ impl Shared {
         partition: i32,
         queue: source::PartitionQueue,
         stop: watch::Receiver<bool>,
+        position: Arc<std::sync::atomic::AtomicI64>,
     ) -> PartitionWorker {
         let mut module = self.module.subscribe();
         let version = self.take_up(&mut module);
@@ -534,6 +551,7 @@ impl Shared {
             module,
             stop,
             transactional: None,
+            position,
         }
     }
 
@@ -593,6 +611,11 @@ impl Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
 pub enum PartitionState {
+    /// Setting up before its first batch: in exactly-once mode, the partition's transactional
+    /// producer and the position its cache writes were applied through (a setup that fails is
+    /// tried again, counted in `setup_failures` and shown as the last error); after a crash,
+    /// waiting to start a new worker (`worker_crashes`).
+    Starting,
     /// Processing records.
     Running,
     /// Held at a failed record under the `block` policy.
@@ -622,6 +645,8 @@ pub struct PipelineStats {
     effects_already_applied: AtomicU64,
     delivery_failures: AtomicU64,
     consume_errors: AtomicU64,
+    setup_failures: AtomicU64,
+    worker_crashes: AtomicU64,
     /// When a consume error was last logged at WARN (see [`CONSUME_ERROR_LOG_INTERVAL`]).
     consume_error_logged: Mutex<Option<Instant>>,
     /// Failed calls, splits, re-runs and rebuilt instances.
@@ -662,6 +687,19 @@ impl PipelineStats {
     /// latest error.
     fn record_delivery_failure(&self, error: String) {
         self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// A failed attempt to set up a partition's worker, whose cause the status shows as the
+    /// latest error.
+    fn record_setup_failure(&self, error: String) {
+        self.setup_failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// A partition worker that crashed, whose panic the status shows as the latest error.
+    fn record_worker_crash(&self, error: String) {
+        self.worker_crashes.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
@@ -724,6 +762,8 @@ impl PipelineStats {
             skipped: load(&self.skipped),
             delivery_failures: load(&self.delivery_failures),
             consume_errors: load(&self.consume_errors),
+            setup_failures: load(&self.setup_failures),
+            worker_crashes: load(&self.worker_crashes),
             transactions: TransactionCounts {
                 committed: load(&self.transactions_committed),
                 aborted: load(&self.transactions_aborted),
@@ -751,10 +791,11 @@ pub struct PartitionStatus {
     pub topic: String,
     /// Partition.
     pub partition: i32,
-    /// The next offset to process, as stored for commit; `None` before the first batch.
+    /// The first offset not done: the offset stored for commit, or, before the worker's first
+    /// batch is done, that batch's first offset. `None` until the worker has a record.
     pub next_offset: Option<i64>,
-    /// Records after `next_offset` up to the partition's high watermark as last seen by the
-    /// consumer; `None` before the first batch.
+    /// Records from `next_offset` up to the partition's high watermark as last seen by the
+    /// consumer; `None` until the worker has a record.
     pub lag: Option<i64>,
     /// The module digest of the worker's last batch.
     pub module: Option<String>,
@@ -806,6 +847,15 @@ pub struct PipelineStatus {
     /// a moment and reads again).
     #[serde(default)]
     pub consume_errors: u64,
+    /// Failed attempts to set up a partition's worker (in exactly-once mode, its
+    /// transactional producer or applied position); the partition is `starting` meanwhile.
+    #[serde(default)]
+    pub setup_failures: u64,
+    /// Partition workers that crashed (a panic: a bug in the runtime, never the function's
+    /// doing). The partition is started again from its first record not done, after
+    /// [`CRASH_RESTART_DELAY`] (doubled for each crash in a row); the panic is the last error.
+    #[serde(default)]
+    pub worker_crashes: u64,
     /// Exactly-once mode's transactions (all zero in at-least-once mode).
     #[serde(default)]
     pub transactions: TransactionCounts,

@@ -1416,6 +1416,7 @@ impl PipelineManager {
             revision: managed.record.revision(),
             stats: managed.stats.clone(),
             node_id: Some(self.inner.node_id.clone()),
+            before_batch: None,
         };
         let pipeline =
             Pipeline::start_with(spec.clone(), &self.inner.kafka, &self.inner.engine, module, cache.clone(), options)

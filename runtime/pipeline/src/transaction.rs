@@ -95,29 +95,25 @@ impl Transactional {
                     Ok::<_, String>(producer)
                 })
             };
-            match setup.await {
+            let error = match setup.await {
                 Ok(Ok(producer)) => break Arc::new(producer),
-                Ok(Err(e)) => tracing::warn!(
-                    pipeline = %pipeline, %topic, partition,
-                    "exactly-once: cannot set up the transactional producer {transactional_id}: {e}; trying again"
-                ),
-                Err(e) => tracing::error!(pipeline = %pipeline, %topic, partition, "exactly-once: producer setup: {e}"),
-            }
+                Ok(Err(e)) => format!("cannot set up the transactional producer {transactional_id}: {e}"),
+                Err(e) => format!("the setup of the transactional producer {transactional_id} failed: {e}"),
+            };
             attempt += 1;
+            setup_failed(shared, topic, partition, &error, attempt);
             if !pause(shared, attempt, stop).await {
                 return None;
             }
         };
         let mut attempt = 0;
         let position = loop {
-            match shared.cache.applied_through(&fence_key).await {
+            let error = match shared.cache.applied_through(&fence_key).await {
                 Ok(position) => break position,
-                Err(e) => tracing::warn!(
-                    pipeline = %pipeline, %topic, partition,
-                    "exactly-once: cannot read the partition's applied position from the cache: {e}; trying again"
-                ),
-            }
+                Err(e) => format!("cannot read the partition's applied position from the cache: {e}"),
+            };
             attempt += 1;
+            setup_failed(shared, topic, partition, &error, attempt);
             if !pause(shared, attempt, stop).await {
                 return None;
             }
@@ -307,6 +303,18 @@ impl Drop for Transactional {
 
 /// Waits before attempt `attempt + 1`: the pipeline's retry backoff, at most
 /// [`SETUP_BACKOFF_MAX`]. `false` when the worker is stopped first.
+/// Counts failed setup attempt number `attempt` of a partition and logs it at WARN: the first,
+/// then every tenth (a broker without transactions fails every one), at DEBUG in between.
+fn setup_failed(shared: &Shared, topic: &str, partition: i32, error: &str, attempt: u32) {
+    let pipeline = &shared.spec.name;
+    let error = format!("pipeline {pipeline}, {topic}/{partition}: exactly-once: {error}; trying again");
+    match attempt % 10 == 1 {
+        true => tracing::warn!(pipeline = %pipeline, %topic, partition, "{error} (attempt {attempt})"),
+        false => tracing::debug!(pipeline = %pipeline, %topic, partition, "{error} (attempt {attempt})"),
+    }
+    shared.stats.record_setup_failure(error);
+}
+
 async fn pause(shared: &Shared, attempt: u32, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = shared.spec.processing.backoff(attempt).min(SETUP_BACKOFF_MAX);
     tokio::select! {

@@ -8,10 +8,13 @@
 //! transaction ([`super::transaction`]).
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tokio::sync::watch;
 
 use super::failure::FailureKind;
@@ -19,7 +22,10 @@ use super::failure::{self, Failure, Outcome};
 use super::function_log::{LogLevel, LogPlace, LogSource};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee, Processing};
 use super::transaction::{CommitError, Transactional};
-use super::{CONSUME_ERROR_LOG_INTERVAL, PartitionState, STOP_ACK_GRACE, Shared, Version};
+use super::{
+    CONSUME_ERROR_LOG_INTERVAL, CRASH_RESTART_DELAY, CRASH_RESTART_MAX_DELAY, PartitionState, STOP_ACK_GRACE, Shared,
+    Version,
+};
 use sluice_cache::Fenced;
 use sluice_engine::FunctionInstance;
 use sluice_kafka::KafkaError;
@@ -41,6 +47,89 @@ pub(crate) struct PartitionWorker {
     pub(crate) stop: watch::Receiver<bool>,
     /// Exactly-once mode's producer and applied position; set up when the worker starts.
     pub(crate) transactional: Option<Transactional>,
+    /// The first offset of the partition this worker has not done, once it has taken a
+    /// record (-1 before): where its successor starts if it crashes.
+    pub(crate) position: Arc<AtomicI64>,
+}
+
+/// Runs the worker of an assigned partition until it is told to stop. A worker that crashes
+/// (a panic, which is a bug in the runtime) is counted, logged at ERROR and put in the
+/// function log; the partition is rewound to its first record not done and a new worker
+/// starts there after [`CRASH_RESTART_DELAY`], doubled for each crash in a row. The records of
+/// the crashed batch run again, as after any crash: nothing is lost.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    topic: String,
+    partition: i32,
+    mut queue: PartitionQueue,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut delay = CRASH_RESTART_DELAY;
+    loop {
+        let position = Arc::new(AtomicI64::new(-1));
+        let worker = shared.worker(topic.clone(), partition, queue, stop.clone(), position.clone());
+        let started = Instant::now();
+        // The worker, and with it the partition queue, is dropped before the queue is taken again.
+        let Err(panic) = AssertUnwindSafe(worker.run()).catch_unwind().await else { return };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let resume = position.load(Ordering::SeqCst);
+        let from = match resume {
+            -1 => "where it was".to_string(),
+            offset => format!("offset {offset}"),
+        };
+        if started.elapsed() > CRASH_RESTART_MAX_DELAY {
+            delay = CRASH_RESTART_DELAY;
+        }
+        let error = format!(
+            "pipeline {}, {topic}/{partition}: the partition's worker crashed ({what}); it starts again from {from} in {delay:?}",
+            shared.spec.name
+        );
+        tracing::error!(pipeline = %shared.spec.name, %topic, partition, "{error}");
+        shared.stats.record_worker_crash(error.clone());
+        let place = LogPlace { topic: Some(topic.clone()), partition: Some(partition), offset: None, revision: None };
+        shared.stats.function_log().push(LogLevel::Error, LogSource::Runtime, place, &error);
+        if *stop.borrow() {
+            shared.set_partition_state(&topic, partition, PartitionState::Stopped);
+            return;
+        }
+        shared.set_partition_state(&topic, partition, PartitionState::Starting);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => {
+                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
+                return;
+            }
+        }
+        delay = (delay * 2).min(CRASH_RESTART_MAX_DELAY);
+        if resume >= 0 {
+            let (source, rewind_topic) = (shared.source.clone(), topic.clone());
+            let rewound = tokio::task::spawn_blocking(move || source.seek(&rewind_topic, partition, resume)).await;
+            if let Ok(Err(e)) = rewound {
+                tracing::error!(
+                    pipeline = %shared.spec.name, %topic, partition,
+                    "cannot rewind the partition to offset {resume} after its worker crashed: {e}; \
+                     it is left without a worker until the next rebalance"
+                );
+                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
+                return;
+            }
+        }
+        queue = match shared.source.partition_queue(&topic, partition) {
+            Some(queue) => queue,
+            None => {
+                tracing::error!(
+                    pipeline = %shared.spec.name, %topic, partition,
+                    "cannot take the partition's queue after its worker crashed; it is left without a worker until the next rebalance"
+                );
+                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
+                return;
+            }
+        };
+    }
 }
 
 /// What delivering a batch achieved.
@@ -99,11 +188,13 @@ impl PartitionWorker {
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
         self.shared.set_partition_module(&self.topic, self.partition, self.instance.module(), self.revision, None);
         if self.shared.spec.processing.guarantee == Guarantee::ExactlyOnce {
+            self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Starting);
             self.transactional = Transactional::start(&self.shared, &self.topic, self.partition, &mut self.stop).await;
             if self.transactional.is_none() {
                 self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
                 return;
             }
+            self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
             self.instance.hold_effects();
         }
         loop {
@@ -133,6 +224,14 @@ impl PartitionWorker {
             };
             if batch.is_empty() {
                 continue;
+            }
+            if self.position.load(Ordering::SeqCst) < 0 {
+                // Before anything is done, the status shows where the partition stands (and its
+                // lag), even while its first batch is held (a cache outage, a failing call).
+                self.set_position(batch[0].offset);
+            }
+            if let Some(hook) = &self.shared.before_batch {
+                hook(&self.topic, self.partition, batch[0].offset);
             }
             if let Some(transactional) = &self.transactional {
                 carried = transactional.cut(&mut batch);
@@ -237,7 +336,7 @@ impl PartitionWorker {
             Delivered::BlockedAt { index } => {
                 match index {
                     // Nothing new to commit, but the status shows where the partition stands.
-                    0 => self.shared.set_partition_offset(&self.topic, self.partition, batch[0].offset),
+                    0 => self.set_position(batch[0].offset),
                     _ => self.store(batch[index].offset),
                 }
                 if !self.wait_while_blocked(&batch[index]).await {
@@ -561,16 +660,23 @@ impl PartitionWorker {
     fn store(&self, next_offset: i64) {
         if self.transactional.is_some() {
             // Committed with the batch's transaction.
-            self.shared.set_partition_offset(&self.topic, self.partition, next_offset);
+            self.set_position(next_offset);
             return;
         }
         match self.shared.source.store(&self.topic, self.partition, next_offset) {
-            Ok(()) => self.shared.set_partition_offset(&self.topic, self.partition, next_offset),
+            Ok(()) => self.set_position(next_offset),
             Err(e) => tracing::debug!(
                 pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition,
                 "offset {next_offset} not stored: {e}"
             ),
         }
+    }
+
+    /// Records `next_offset` as the first offset not done: in the status, and for a successor
+    /// should this worker crash.
+    fn set_position(&self, next_offset: i64) {
+        self.position.store(next_offset, Ordering::SeqCst);
+        self.shared.set_partition_offset(&self.topic, self.partition, next_offset);
     }
 
     /// Under the `block` policy: holds the partition at `record` until an operator resumes

@@ -86,6 +86,12 @@ pub fn status(args: &NameArgs) -> anyhow::Result<()> {
     if s.consume_errors > 0 {
         outln!("consume    {} errors instead of records (each read again)", s.consume_errors)?;
     }
+    if s.setup_failures > 0 {
+        outln!("setup      {} attempts to set up a partition's worker failed (each made again)", s.setup_failures)?;
+    }
+    if s.worker_crashes > 0 {
+        outln!("crashes    {} partition workers crashed and were started again", s.worker_crashes)?;
+    }
     if s.commit_failures > 0 {
         let last = s.last_commit_error.as_deref().unwrap_or("unknown");
         outln!("commits    {} failed, the latest: {last}", s.commit_failures)?;
