@@ -75,7 +75,8 @@ pub struct ServeConfig {
     /// The limits of modules and function instances.
     #[serde(default)]
     pub engine: EngineSettings,
-    /// Module versions kept per pipeline for rollback. Default 10.
+    /// Module versions kept per pipeline for rollback, the current one included: 1 to
+    /// [`MAX_KEEP_VERSIONS`]. Default 10.
     #[serde(default = "default_keep_versions")]
     pub keep_versions: usize,
     /// Pipelines to create or update at start-up; their `module` is a file path (relative
@@ -309,6 +310,22 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("sluice-data")
 }
 
+/// The most `keep_versions`: each kept version is a module the registry holds on to.
+pub const MAX_KEEP_VERSIONS: usize = 1_000;
+
+impl ServeConfig {
+    /// Checks the top-level settings' ranges.
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_KEEP_VERSIONS).contains(&self.keep_versions) {
+            return Err(format!(
+                "keep_versions = {} is out of range: use a whole number from 1 (the current version alone) to {MAX_KEEP_VERSIONS}",
+                self.keep_versions
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_keep_versions() -> usize {
     DEFAULT_KEEP_VERSIONS
 }
@@ -358,6 +375,7 @@ impl ServeConfig {
             spec.check_given()?;
         }
         config.kafka.validate().map_err(anyhow::Error::msg)?;
+        config.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.admin.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.engine.validate().map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
         config.cluster.validate().map_err(|e| anyhow::anyhow!("invalid config {}: [cluster]: {e}", path.display()))?;
@@ -474,6 +492,21 @@ mod tests {
     fn admin(table: &str) -> AdminSettings {
         let config: ServeConfig = toml::from_str(&format!("[kafka]\nbrokers = \"b:9092\"\n[admin]\n{table}")).unwrap();
         config.admin
+    }
+
+    #[test]
+    fn keep_versions_out_of_range_is_refused_naming_the_range() {
+        let config = |value: usize| -> ServeConfig {
+            toml::from_str(&format!("keep_versions = {value}\n[kafka]\nbrokers = \"b:9092\"")).unwrap()
+        };
+        for value in [0, MAX_KEEP_VERSIONS + 1] {
+            let error = config(value).validate().unwrap_err();
+            assert!(error.contains(&format!("keep_versions = {value} is out of range")), "{error}");
+            assert!(error.contains("from 1 (the current version alone) to 1000"), "{error}");
+        }
+        for value in [1, DEFAULT_KEEP_VERSIONS, MAX_KEEP_VERSIONS] {
+            assert_eq!(config(value).validate(), Ok(()), "keep_versions = {value}");
+        }
     }
 
     #[test]

@@ -281,6 +281,10 @@ impl Guarantee {
     }
 }
 
+/// The longest pipeline name, in bytes. The name is also a consumer group id and a file name.
+pub const MAX_NAME_LEN: usize = 64;
+/// The longest topic name Kafka accepts, in bytes.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
 /// The most [`Processing::batch_size`].
 pub const MAX_BATCH_SIZE: usize = 100_000;
 /// The most [`Processing::batch_max_bytes`]: 16 MiB, the engine's default cap on a batch's
@@ -378,18 +382,18 @@ fn allowed_chars(s: &str) -> bool {
 /// Whether `name` is a valid pipeline name: 1 to 64 ASCII letters, digits, `_`, `-` or `.`,
 /// and not `.` or `..` (a name is also a file name in the pipeline store).
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && allowed_chars(name) && name != "." && name != ".."
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && allowed_chars(name) && name != "." && name != ".."
 }
 
 impl<M> PipelineSpec<M> {
     /// Checks everything that can be checked without a broker.
     pub fn validate(&self) -> Result<(), SpecError> {
         let fail = |reason: String| Err(SpecError { pipeline: self.name.clone(), reason });
-        let valid_topic = |s: &str| !s.is_empty() && s.len() <= 249 && allowed_chars(s);
+        let valid_topic = |s: &str| !s.is_empty() && s.len() <= MAX_TOPIC_NAME_LEN && allowed_chars(s);
         if !is_valid_name(&self.name) {
-            return fail(
-                "the name must be 1 to 64 ASCII letters, digits, '_', '-' or '.' (and not `.` or `..`)".into(),
-            );
+            return fail(format!(
+                "the name must be 1 to {MAX_NAME_LEN} ASCII letters, digits, '_', '-' or '.' (and not `.` or `..`)"
+            ));
         }
         if self.inputs.is_empty() {
             return fail("at least one input topic is required".into());
@@ -399,7 +403,9 @@ impl<M> PipelineSpec<M> {
         }
         for topic in self.inputs.iter().chain(self.outputs.values()).chain([&self.dead_letter_topic()]) {
             if !valid_topic(topic) {
-                return fail(format!("{topic:?} is not a valid topic name"));
+                return fail(format!(
+                    "{topic:?} is not a valid topic name: 1 to {MAX_TOPIC_NAME_LEN} ASCII letters, digits, '_', '-' or '.'"
+                ));
             }
         }
         if let Some(input) = self.inputs.iter().find(|t| self.outputs.values().any(|o| o == *t)) {
@@ -650,12 +656,22 @@ mod tests {
 
     #[test]
     fn names_that_are_not_file_names_of_their_own_are_refused() {
-        for name in ["", ".", "..", "../evil", "a/b", "a\\b", &"x".repeat(65)] {
+        for name in ["", ".", "..", "../evil", "a/b", "a\\b", &"x".repeat(MAX_NAME_LEN + 1)] {
             assert!(!is_valid_name(name), "{name:?}");
         }
-        for name in ["clicks", "a.b-c_d", "...", &"x".repeat(64)] {
+        for name in ["clicks", "a.b-c_d", "...", &"x".repeat(MAX_NAME_LEN)] {
             assert!(is_valid_name(name), "{name:?}");
         }
+    }
+
+    #[test]
+    fn a_topic_name_longer_than_kafka_takes_is_refused_naming_the_limit() {
+        let mut spec = spec();
+        spec.inputs = vec!["t".repeat(MAX_TOPIC_NAME_LEN)];
+        assert_eq!(spec.validate(), Ok(()));
+        spec.inputs = vec!["t".repeat(MAX_TOPIC_NAME_LEN + 1)];
+        let reason = spec.validate().unwrap_err().reason;
+        assert!(reason.contains("is not a valid topic name: 1 to 249"), "{reason}");
     }
 
     #[test]
