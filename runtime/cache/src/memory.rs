@@ -273,3 +273,26 @@ impl MemoryCache {
         refused.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past its capacity the cache evicts: what it holds, keys and values weighed, stays
+    /// within the bound however much is written.
+    #[test]
+    fn a_cache_written_past_its_capacity_evicts_down_to_it() {
+        const CAPACITY: u64 = 64 * 1024;
+        let cache = MemoryCache::with_capacity(CAPACITY);
+        let value = vec![b'v'; 1024];
+        for n in 0..1_000 {
+            cache.put(&format!("key-{n:04}"), &value, None);
+        }
+        cache.entries.run_pending_tasks();
+        let held = cache.entries.weighted_size();
+        assert!(held <= CAPACITY, "holds {held} bytes, over its capacity of {CAPACITY}");
+        assert!(held > 0, "it still holds entries");
+        let entries = cache.snapshot().len();
+        assert!(entries < 1_000 && entries > 0, "{entries} of 1,000 entries are left");
+    }
+}

@@ -69,6 +69,14 @@ mod tests {
     }
 
     #[test]
+    fn a_node_id_longer_than_the_limit_is_refused_naming_it() {
+        assert_eq!(validate_node_id(&"n".repeat(MAX_NODE_ID_LEN)), Ok(()));
+        let error = validate_node_id(&"n".repeat(MAX_NODE_ID_LEN + 1)).unwrap_err();
+        assert!(error.contains("must be 1 to 100 ASCII letters"), "{error}");
+        assert!(validate_node_id("").is_err() && validate_node_id("a b").is_err());
+    }
+
+    #[test]
     fn a_damaged_node_id_file_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(NODE_ID_FILE), "not valid/\n").unwrap();
