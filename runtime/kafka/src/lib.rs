@@ -151,17 +151,24 @@ impl BrokerWatch {
         *self.outage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An error reported by a client (`consumer` or `producer`).
+    /// An error reported by a client (`consumer` or `producer`). An error that leaves the
+    /// client without a usable connection (the cluster cannot be reached, or refuses the
+    /// client's credentials) starts an outage, counted and logged once; other errors are
+    /// logged as they come.
     pub fn error(&self, client: &str, error: &KafkaError, reason: &str) {
-        let connection = matches!(
-            error.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::BrokerTransportFailure
-                    | RDKafkaErrorCode::AllBrokersDown
-                    | RDKafkaErrorCode::Resolve
-                    | RDKafkaErrorCode::OperationTimedOut
-            )
-        );
+        let code = error.rdkafka_error_code();
+        let refused =
+            matches!(code, Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed));
+        let connection = refused
+            || matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::BrokerTransportFailure
+                        | RDKafkaErrorCode::AllBrokersDown
+                        | RDKafkaErrorCode::Resolve
+                        | RDKafkaErrorCode::OperationTimedOut
+                )
+            );
         if !connection {
             tracing::warn!(pipeline = %self.pipeline, "kafka {client}: {error}: {reason}");
             return;
@@ -176,11 +183,19 @@ impl BrokerWatch {
             None => {
                 *outage = Some((now, now));
                 self.outages.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    pipeline = %self.pipeline,
-                    "the Kafka cluster at {} is unreachable ({error}: {reason}); records wait, nothing is committed until it is back",
-                    self.brokers
-                );
+                match refused {
+                    true => tracing::warn!(
+                        pipeline = %self.pipeline,
+                        "the Kafka cluster at {} refuses this runtime's credentials ({error}: {reason}); records wait, \
+                         nothing is committed until it accepts them (check the [kafka] sasl.* and ssl.* properties)",
+                        self.brokers
+                    ),
+                    false => tracing::warn!(
+                        pipeline = %self.pipeline,
+                        "the Kafka cluster at {} is unreachable ({error}: {reason}); records wait, nothing is committed until it is back",
+                        self.brokers
+                    ),
+                }
             }
         }
     }
@@ -248,6 +263,26 @@ mod tests {
         assert_eq!(watch.unreachable_for(), None);
         watch.error("producer", &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown), "all down");
         assert_eq!(watch.outages(), 2);
+    }
+
+    /// Refused credentials leave the pipeline as stuck as a cluster that is down: one outage,
+    /// shown in the status, however often librdkafka reports it while it retries.
+    #[test]
+    fn refused_credentials_are_an_outage_counted_once() {
+        let watch = BrokerWatch::new("clicks", &KafkaConfig::new("b:9093"));
+        let refused = [
+            KafkaError::Global(RDKafkaErrorCode::Authentication),
+            KafkaError::Global(RDKafkaErrorCode::SaslAuthenticationFailed),
+        ];
+        for error in refused.iter().cycle().take(20) {
+            watch.error("consumer", error, "SASL authentication error: invalid credentials");
+        }
+        assert_eq!(watch.outages(), 1);
+        assert!(watch.unreachable_for().is_some());
+        // An error that is not about the connection starts none.
+        let other = BrokerWatch::new("clicks", &KafkaConfig::new("b:9093"));
+        other.error("producer", &KafkaError::Global(RDKafkaErrorCode::TopicAuthorizationFailed), "not allowed");
+        assert_eq!((other.outages(), other.unreachable_for()), (0, None));
     }
 
     #[test]
