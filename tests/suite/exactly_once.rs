@@ -25,7 +25,7 @@ use std::sync::Arc;
 use sluice::cache::{Cache, EffectLimits, Fence, MemoryCache, Namespace};
 use sluice::kafka::KafkaConfig;
 use sluice::pipeline::spec::{CacheSetting, FailurePolicy, Guarantee, ModuleDigest, PipelineSpec, Processing};
-use sluice::pipeline::{PartitionState, Pipeline};
+use sluice::pipeline::{PartitionState, Pipeline, StartOptions};
 use sluice_tests::fixtures::{engine, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, MockBroker, TansuBroker, consume_until, produce, unique_suffix};
@@ -451,5 +451,62 @@ async fn a_partition_whose_exactly_once_setup_fails_is_starting_with_the_error_u
     assert_eq!(outputs[0].value_text(), "a");
     let status = pipeline.status();
     assert!(status.partitions.iter().any(|p| p.state == PartitionState::Running), "{status:?}");
+    pipeline.stop().await;
+}
+
+/// In exactly-once mode a crashed partition worker (a panic, made here by a test seam) is
+/// started again from the offset its last transaction committed: it sets its transactional
+/// producer up again and the records after that offset all come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_exactly_once_worker_starts_again_from_its_last_committed_offset() {
+    let broker = MockBroker::start();
+    let id = unique_suffix();
+    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
+    broker.create_topic(&input, 1);
+    broker.create_topic(&output, 1);
+    broker.create_topic(&format!("eo-crash-{id}.dlq"), 1);
+    let engine = engine();
+    let spec = in_process_spec(
+        &format!("eo-crash-{id}"),
+        &input,
+        &output,
+        "passthrough",
+        Processing { linger_ms: 5, ..Processing::default() },
+    );
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let module = load(&engine, "passthrough");
+    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook = {
+        let crashed = crashed.clone();
+        Arc::new(move |_: &str, _: i32, offset: i64| {
+            if offset >= 5 && !crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                panic!("injected crash before offset {offset}");
+            }
+        })
+    };
+    let options = StartOptions { before_batch: Some(hook), ..StartOptions::default() };
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let pipeline = Pipeline::start_with(spec, &kafka, &engine, module, cache, options).await.unwrap();
+    let values: Vec<String> = (0..10).map(|n| format!("record-{n}")).collect();
+    let records: Vec<_> = values.iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    produce(&broker.bootstrap(), &input, &records[..5]).await;
+    consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |seen| seen.len() >= 5).await;
+
+    produce(&broker.bootstrap(), &input, &records[5..]).await;
+    let wanted: BTreeSet<&str> = values.iter().map(String::as_str).collect();
+    let outputs = consume_until(&broker.bootstrap(), &output, OUTPUT_TIMEOUT, |seen| {
+        let seen: BTreeSet<String> = seen.iter().map(ConsumedRecord::value_text).collect();
+        wanted.iter().all(|w| seen.contains(*w))
+    })
+    .await;
+    let seen: BTreeSet<String> = outputs.iter().map(ConsumedRecord::value_text).collect();
+    assert!(wanted.iter().all(|w| seen.contains(*w)), "missing records after the crash: {seen:?}");
+    assert!(crashed.load(std::sync::atomic::Ordering::SeqCst), "the seam made a worker crash");
+    let status = pipeline.status();
+    assert_eq!(status.worker_crashes, 1, "{status:?}");
+    assert!(
+        status.last_error.as_deref().is_some_and(|e| e.contains("starts again from offset 5")),
+        "it starts again right after the batch its last transaction committed: {status:?}"
+    );
     pipeline.stop().await;
 }

@@ -41,7 +41,7 @@ use sluice_kafka::sink::KafkaSink;
 use sluice_kafka::source::{self, AssignmentEvent, Source};
 use sluice_kafka::{BrokerWatch, KafkaConfig};
 use spec::{FailurePolicy, PipelineSpec};
-use worker::PartitionWorker;
+use worker::{Crash, PartitionWorker};
 
 /// How long a stopping worker waits for the acknowledgements of the batch it is delivering
 /// before it gives the batch up, uncommitted (it is processed again by the next owner).
@@ -367,6 +367,8 @@ async fn run(
     let mut workers: HashMap<(String, i32), (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
     // Workers of revoked partitions, told to stop but maybe still finishing a batch.
     let mut stopping: HashMap<(String, i32), JoinHandle<()>> = HashMap::new();
+    // Workers that crashed, to start again (worker::supervise).
+    let (crashed, mut crashes) = mpsc::unbounded_channel::<worker::Crash>();
     loop {
         tokio::select! {
             served = shared.source.serve_main_queue() => match served {
@@ -384,7 +386,8 @@ async fn run(
                             continue;
                         };
                         let (stop, stop_rx) = watch::channel(false);
-                        let worker = worker::supervise(shared.clone(), topic, partition, queue, stop_rx);
+                        let (first, crashes) = (worker::Restart::FIRST, crashed.clone());
+                        let worker = worker::supervise(shared.clone(), topic, partition, queue, stop_rx, first, crashes);
                         workers.insert(key, (stop, tokio::spawn(worker)));
                     }
                     shared.set_owned(workers.len());
@@ -398,6 +401,30 @@ async fn run(
                         }
                     }
                     shared.set_owned(workers.len());
+                }
+            },
+            Some(crash) = crashes.recv() => {
+                let key = (crash.topic.clone(), crash.partition);
+                // Revoked meanwhile: its next owner starts from the last commit.
+                let Some((stop, handle)) = workers.get_mut(&key) else { continue };
+                if *stop.borrow() {
+                    continue;
+                }
+                match shared.rewind(&crash).await {
+                    Some(queue) => {
+                        let Crash { topic, partition, restart } = crash;
+                        let (stop_rx, crashes) = (stop.subscribe(), crashed.clone());
+                        let worker = worker::supervise(shared.clone(), topic, partition, queue, stop_rx, restart, crashes);
+                        *handle = tokio::spawn(worker);
+                    }
+                    None => {
+                        // Tried again in a moment, unless the partition is revoked first.
+                        let crashed = crashed.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(CRASH_RESTART_DELAY).await;
+                            let _ = crashed.send(crash);
+                        });
+                    }
                 }
             },
             _ = shutdown.changed() => break,
@@ -526,6 +553,36 @@ impl Shared {
         let queue = self.source.partition_queue(topic, partition);
         if queue.is_none() {
             tracing::warn!(pipeline = %self.spec.name, %topic, partition, "cannot take the partition's queue");
+        }
+        queue
+    }
+
+    /// The queue of a crashed worker's partition, rewound to the crash's first offset not
+    /// done. `None`, logged, when that failed (the partition may be on its way out).
+    async fn rewind(&self, crash: &Crash) -> Option<source::PartitionQueue> {
+        let (topic, partition, resume) = (&crash.topic, crash.partition, crash.restart.resume);
+        if resume >= 0 {
+            let (source, rewind_topic) = (self.source.clone(), topic.clone());
+            let rewound = tokio::task::spawn_blocking(move || source.seek(&rewind_topic, partition, resume)).await;
+            let failed = match rewound {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = failed {
+                tracing::warn!(
+                    pipeline = %self.spec.name, %topic, partition,
+                    "cannot rewind the partition to offset {resume} after its worker crashed: {e}; trying again in {CRASH_RESTART_DELAY:?}"
+                );
+                return None;
+            }
+        }
+        let queue = self.source.partition_queue(topic, partition);
+        if queue.is_none() {
+            tracing::warn!(
+                pipeline = %self.spec.name, %topic, partition,
+                "cannot take the partition's queue after its worker crashed; trying again in {CRASH_RESTART_DELAY:?}"
+            );
         }
         queue
     }

@@ -81,6 +81,10 @@ impl Transactional {
         let fence_key = shared.cache.fence_key(pipeline, topic, partition);
         let mut attempt = 0;
         let producer = loop {
+            if *stop.borrow() {
+                // Revoked before it started: setting up a producer now could fence the new owner's.
+                return None;
+            }
             let setup = {
                 let (shared, transactional_id) = (shared.clone(), transactional_id.clone());
                 tokio::task::spawn_blocking(move || {
@@ -301,8 +305,6 @@ impl Drop for Transactional {
     }
 }
 
-/// Waits before attempt `attempt + 1`: the pipeline's retry backoff, at most
-/// [`SETUP_BACKOFF_MAX`]. `false` when the worker is stopped first.
 /// Counts failed setup attempt number `attempt` of a partition and logs it at WARN: the first,
 /// then every tenth (a broker without transactions fails every one), at DEBUG in between.
 fn setup_failed(shared: &Shared, topic: &str, partition: i32, error: &str, attempt: u32) {
@@ -315,6 +317,8 @@ fn setup_failed(shared: &Shared, topic: &str, partition: i32, error: &str, attem
     shared.stats.record_setup_failure(error);
 }
 
+/// Waits before attempt `attempt + 1`: the pipeline's retry backoff, at most
+/// [`SETUP_BACKOFF_MAX`]. `false` when the worker is stopped first.
 async fn pause(shared: &Shared, attempt: u32, stop: &mut watch::Receiver<bool>) -> bool {
     let delay = shared.spec.processing.backoff(attempt).min(SETUP_BACKOFF_MAX);
     tokio::select! {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::failure::FailureKind;
 use super::failure::{self, Failure, Outcome};
@@ -52,84 +52,88 @@ pub(crate) struct PartitionWorker {
     pub(crate) position: Arc<AtomicI64>,
 }
 
+/// A partition worker that crashed, for the pipeline's main task to start again.
+pub(crate) struct Crash {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// Where the next worker starts, and its wait should it crash too.
+    pub(crate) restart: Restart,
+}
+
+/// How a partition's worker starts: first, or again after a crash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Restart {
+    /// The first offset not done; -1 when no record was taken from the partition's queue
+    /// (which then still holds them all).
+    pub(crate) resume: i64,
+    /// The wait before the worker is started again should it crash.
+    pub(crate) delay: Duration,
+}
+
+impl Restart {
+    /// A worker of a newly assigned partition.
+    pub(crate) const FIRST: Restart = Restart { resume: -1, delay: CRASH_RESTART_DELAY };
+}
+
 /// Runs the worker of an assigned partition until it is told to stop. A worker that crashes
 /// (a panic, which is a bug in the runtime) is counted, logged at ERROR and put in the
-/// function log; the partition is rewound to its first record not done and a new worker
-/// starts there after [`CRASH_RESTART_DELAY`], doubled for each crash in a row. The records of
-/// the crashed batch run again, as after any crash: nothing is lost.
+/// function log; after `delay` the crash goes to the pipeline's main task on `crashes`, which
+/// rewinds the partition to its first record not done and starts a new worker there, unless
+/// the partition was revoked meanwhile. The records of the crashed batch run again, as after
+/// any crash: nothing is lost.
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     topic: String,
     partition: i32,
-    mut queue: PartitionQueue,
+    queue: PartitionQueue,
     mut stop: watch::Receiver<bool>,
+    restart: Restart,
+    crashes: mpsc::UnboundedSender<Crash>,
 ) {
-    let mut delay = CRASH_RESTART_DELAY;
-    loop {
-        let position = Arc::new(AtomicI64::new(-1));
-        let worker = shared.worker(topic.clone(), partition, queue, stop.clone(), position.clone());
-        let started = Instant::now();
-        // The worker, and with it the partition queue, is dropped before the queue is taken again.
-        let Err(panic) = AssertUnwindSafe(worker.run()).catch_unwind().await else { return };
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".into());
-        let resume = position.load(Ordering::SeqCst);
-        let from = match resume {
-            -1 => "where it was".to_string(),
-            offset => format!("offset {offset}"),
-        };
-        if started.elapsed() > CRASH_RESTART_MAX_DELAY {
-            delay = CRASH_RESTART_DELAY;
-        }
-        let error = format!(
-            "pipeline {}, {topic}/{partition}: the partition's worker crashed ({what}); it starts again from {from} in {delay:?}",
-            shared.spec.name
-        );
-        tracing::error!(pipeline = %shared.spec.name, %topic, partition, "{error}");
-        shared.stats.record_worker_crash(error.clone());
-        let place = LogPlace { topic: Some(topic.clone()), partition: Some(partition), offset: None, revision: None };
-        shared.stats.function_log().push(LogLevel::Error, LogSource::Runtime, place, &error);
-        if *stop.borrow() {
+    let Restart { resume, delay } = restart;
+    let position = Arc::new(AtomicI64::new(resume));
+    let started = Instant::now();
+    let worker = {
+        let (shared, topic, stop, position) = (shared.clone(), topic.clone(), stop.clone(), position.clone());
+        // Built inside the caught future, so a panic while building it is caught too.
+        async move { shared.worker(topic, partition, queue, stop, position).run().await }
+    };
+    // The worker, and with it the partition queue, is dropped before the queue is taken again.
+    let Err(panic) = AssertUnwindSafe(worker).catch_unwind().await else { return };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    let resume = position.load(Ordering::SeqCst);
+    // A worker that ran a good while before crashing starts a new series of crashes.
+    let delay = if started.elapsed() > CRASH_RESTART_MAX_DELAY { CRASH_RESTART_DELAY } else { delay };
+    let stopping = *stop.borrow();
+    let then = match (stopping, resume) {
+        (true, _) => "the partition is being revoked, so its next owner starts from the last commit".to_string(),
+        (false, -1) => format!("it starts again where it was in {delay:?}"),
+        (false, offset) => format!("it starts again from offset {offset} in {delay:?}"),
+    };
+    let error =
+        format!("pipeline {}, {topic}/{partition}: the partition's worker crashed ({what}); {then}", shared.spec.name);
+    tracing::error!(pipeline = %shared.spec.name, %topic, partition, "{error}");
+    shared.stats.record_worker_crash(error.clone());
+    let place = LogPlace { topic: Some(topic.clone()), partition: Some(partition), offset: None, revision: None };
+    shared.stats.function_log().push(LogLevel::Error, LogSource::Runtime, place, &error);
+    if stopping {
+        shared.set_partition_state(&topic, partition, PartitionState::Stopped);
+        return;
+    }
+    shared.set_partition_state(&topic, partition, PartitionState::Starting);
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => {
             shared.set_partition_state(&topic, partition, PartitionState::Stopped);
             return;
         }
-        shared.set_partition_state(&topic, partition, PartitionState::Starting);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => {
-                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
-                return;
-            }
-        }
-        delay = (delay * 2).min(CRASH_RESTART_MAX_DELAY);
-        if resume >= 0 {
-            let (source, rewind_topic) = (shared.source.clone(), topic.clone());
-            let rewound = tokio::task::spawn_blocking(move || source.seek(&rewind_topic, partition, resume)).await;
-            if let Ok(Err(e)) = rewound {
-                tracing::error!(
-                    pipeline = %shared.spec.name, %topic, partition,
-                    "cannot rewind the partition to offset {resume} after its worker crashed: {e}; \
-                     it is left without a worker until the next rebalance"
-                );
-                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
-                return;
-            }
-        }
-        queue = match shared.source.partition_queue(&topic, partition) {
-            Some(queue) => queue,
-            None => {
-                tracing::error!(
-                    pipeline = %shared.spec.name, %topic, partition,
-                    "cannot take the partition's queue after its worker crashed; it is left without a worker until the next rebalance"
-                );
-                shared.set_partition_state(&topic, partition, PartitionState::Stopped);
-                return;
-            }
-        };
     }
+    let restart = Restart { resume, delay: (delay * 2).min(CRASH_RESTART_MAX_DELAY) };
+    let _ = crashes.send(Crash { topic, partition, restart });
 }
 
 /// What delivering a batch achieved.
@@ -556,6 +560,12 @@ impl PartitionWorker {
             let (first, last) = span;
             match committed {
                 Ok(delivered) => {
+                    // At once: should anything below crash the worker, its successor must not
+                    // run the committed batch again.
+                    self.set_position(match delivered {
+                        Delivered::All { next_offset } => next_offset,
+                        Delivered::BlockedAt { index } => batch[index].offset,
+                    });
                     self.shared.stats.record_transaction(true);
                     self.count(batch, outcomes, &delivered);
                     return Some(delivered);
