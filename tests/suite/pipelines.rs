@@ -557,6 +557,58 @@ async fn block_policy_holds_the_partition_at_the_failed_record() {
     assert_eq!(committed, BTreeMap::from([(0, blocked_at)]));
 }
 
+/// An operator gets a blocked partition going again through the runtime's API: `resume` on
+/// a running pipeline tries the failed record again (it fails again here, and is counted
+/// again), and reloading a module that accepts the record lets the partition flow on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_retries_a_blocked_record_and_a_reload_runs_it_with_the_new_module() {
+    use sluice::manager::{ManagerConfig, PipelineManager};
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = ManagerConfig::new(data_dir.path(), KafkaConfig::new(broker.bootstrap()));
+    let manager = PipelineManager::open(config).await.unwrap();
+    let hostile = manager.store_module(guests::component_bytes("hostile").into()).await.unwrap().info.digest;
+    let passthrough = manager.store_module(guests::component_bytes("passthrough").into()).await.unwrap().info.digest;
+    let mut spec = spec("block-resume", &topics, "hostile");
+    spec.module = hostile.parse().unwrap();
+    spec.processing.on_failure = FailurePolicy::Block;
+    spec.processing.max_retries = 0;
+    let name = spec.name.clone();
+    manager.apply(spec).await.unwrap();
+    let records: Vec<_> = ["fail", "a"].iter().map(|v| (0, None, v.as_bytes(), &[][..])).collect();
+    let written = produce(&broker.bootstrap(), &topics.input, &records).await;
+    let blocked_at = written[0].1;
+    let blocked_with = |failed: u64| {
+        let (manager, name) = (manager.clone(), name.clone());
+        async move {
+            let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+            loop {
+                let status = manager.get_status(&name).await.unwrap();
+                let blocked =
+                    status.partitions.iter().any(|p| p.state == PartitionState::Blocked { offset: blocked_at });
+                if blocked && status.failed >= failed {
+                    return status;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "not blocked with {failed} failures: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(blocked_with(1).await.failed, 1);
+
+    manager.resume(&name).await.unwrap();
+    let status = blocked_with(2).await;
+    assert_eq!(status.failed, 2, "the resumed record ran again, failed again and holds the partition: {status:?}");
+
+    manager.reload(&name, &passthrough).await.unwrap();
+    let outputs = consume_all(&broker.bootstrap(), &topics.output, 2, OUTPUT_TIMEOUT).await;
+    assert_eq!(outputs.iter().map(ConsumedRecord::value_text).collect::<Vec<_>>(), vec!["fail", "a"]);
+    let status = manager.get_status(&name).await.unwrap();
+    assert_eq!(status.blocked_partitions(), 0, "{status:?}");
+    manager.shutdown().await;
+}
+
 /// A partition blocked at the first record it got has committed nothing, and its status still
 /// says where it stands and how far behind it is: not "lag 0" while nothing moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,6 +684,60 @@ async fn a_crashed_partition_worker_is_counted_and_started_again_without_losing_
     let logged = stats.function_log().read(&Default::default()).entries;
     assert!(logged.iter().any(|e| e.message == error), "the crash is in the function log: {logged:?}");
     assert!(status.partitions.iter().all(|p| p.state == PartitionState::Running), "{status:?}");
+    pipeline.stop().await;
+}
+
+/// A worker that crashes at the same record again and again does not loop for ever: after
+/// `CRASHES_BEFORE_HOLD` crashes in a row there, the partition is held at that record,
+/// `blocked`, until an operator resumes it; then the records from it on come through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_worker_keeps_crashing_at_one_record_is_held_there_until_resumed() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let broker = TansuBroker::start();
+    let topics = topics(&broker, 1);
+    let engine = engine_with(Limits::default());
+    let spec = spec("crash-loop", &topics, "passthrough");
+    let module = load(&engine, "passthrough");
+    let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
+    let (broken, crashes) = (Arc::new(AtomicBool::new(true)), Arc::new(AtomicU32::new(0)));
+    let hook = {
+        let (broken, crashes) = (broken.clone(), crashes.clone());
+        Arc::new(move |_: &str, _: i32, offset: i64| {
+            if offset >= 3 && broken.load(Ordering::SeqCst) {
+                crashes.fetch_add(1, Ordering::SeqCst);
+                panic!("injected crash before offset {offset}");
+            }
+        })
+    };
+    let options = StartOptions { before_batch: Some(hook), ..StartOptions::default() };
+    let kafka = KafkaConfig::new(broker.bootstrap());
+    let pipeline = Pipeline::start_with(spec, &kafka, &engine, module, cache, options).await.unwrap();
+    produce_ids(&broker.bootstrap(), &topics.input, 1, 0..3).await;
+    let first = read_until_seen(&broker.bootstrap(), &topics.output, 1, &ids(0..3)).await;
+    assert!(ids(0..3).is_subset(&first), "before the crashes: missing {:?}", missing(&ids(0..3), &first));
+
+    produce_ids(&broker.bootstrap(), &topics.input, 1, 3..6).await;
+    let deadline = tokio::time::Instant::now() + OUTPUT_TIMEOUT;
+    let status = loop {
+        let status = pipeline.status();
+        if status.partitions.iter().any(|p| p.state == PartitionState::Blocked { offset: 3 }) {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the partition was not held at offset 3: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.worker_crashes, u64::from(sluice::pipeline::CRASHES_BEFORE_HOLD), "{status:?}");
+    assert_eq!(crashes.load(Ordering::SeqCst), sluice::pipeline::CRASHES_BEFORE_HOLD, "no worker ran while held");
+    assert_eq!(status.blocked_partitions(), 1);
+    let error = status.last_error.clone().unwrap_or_default();
+    assert!(error.contains("3 workers in a row crashed at offset 3, so the partition is held there"), "{error}");
+
+    // The fix: the record no longer crashes the worker; an operator resumes the partition.
+    broken.store(false, Ordering::SeqCst);
+    pipeline.unblock();
+    let all = read_until_seen(&broker.bootstrap(), &topics.output, 1, &ids(0..6)).await;
+    assert!(ids(0..6).is_subset(&all), "after the resume: missing {:?}", missing(&ids(0..6), &all));
+    assert!(pipeline.status().partitions.iter().all(|p| p.state == PartitionState::Running));
     pipeline.stop().await;
 }
 

@@ -618,8 +618,9 @@ async fn pause_pipeline(
 
 /// Resume a pipeline
 ///
-/// Starts a paused (or failed) pipeline again, from its committed offsets. Resuming a running
-/// pipeline changes nothing.
+/// Starts a paused (or failed) pipeline again, from its committed offsets. On a running
+/// pipeline, its blocked partitions (the `block` policy) try their failed record again;
+/// nothing else changes.
 #[utoipa::path(post, path = "/v1/pipelines/{name}/resume", operation_id = "resumePipeline", tag = "pipelines",
     params(NameParam),
     security(("bearerAuth" = ["admin"])),

@@ -84,7 +84,8 @@ enum Command {
     Rollback(RollbackArgs),
     /// Pause a pipeline: it stops, commits what it processed, and stays paused across restarts.
     Pause(NameArgs),
-    /// Resume a paused pipeline from its committed offsets.
+    /// Resume a paused pipeline from its committed offsets; on a running one, retry the record
+    /// each blocked partition is held at.
     Resume(NameArgs),
     /// Delete a pipeline (its consumer group's offsets stay on the cluster).
     Rm(NameArgs),

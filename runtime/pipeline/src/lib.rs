@@ -67,6 +67,9 @@ pub const STALL_AFTER: Duration = Duration::from_secs(30);
 const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a new assignment of a partition waits for the worker that had it before to stop.
 const PREVIOUS_WORKER_WAIT: Duration = Duration::from_secs(60);
+/// A partition whose worker crashes this many times in a row at the same offset is held there,
+/// `blocked`, until an operator resumes it (`sluice resume`) or reloads the module.
+pub const CRASHES_BEFORE_HOLD: u32 = 3;
 /// How long a partition waits before its worker is started again after a crash (a panic, which
 /// is a bug in the runtime); doubled for each crash in a row, up to [`CRASH_RESTART_MAX_DELAY`].
 pub const CRASH_RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -260,6 +263,8 @@ impl Pipeline {
             );
             *current = Version { revision, module };
         });
+        // A new module is the usual fix for a record that blocks a partition: it tries it.
+        self.shared.unblock.notify_waiters();
         if let Some(old) = superseded {
             tracing::info!(
                 pipeline = %self.shared.spec.name,
@@ -594,6 +599,7 @@ impl Shared {
         queue: source::PartitionQueue,
         stop: watch::Receiver<bool>,
         position: Arc<std::sync::atomic::AtomicI64>,
+        hold_at: Option<i64>,
     ) -> PartitionWorker {
         let mut module = self.module.subscribe();
         let version = self.take_up(&mut module);
@@ -609,6 +615,7 @@ impl Shared {
             stop,
             transactional: None,
             position,
+            hold_at,
         }
     }
 

@@ -837,10 +837,19 @@ impl PipelineManager {
         Ok(managed.view().summary())
     }
 
-    /// Starts a paused (or failed) pipeline again, from its committed offsets.
+    /// Starts a paused (or failed) pipeline again, from its committed offsets. A running
+    /// pipeline's blocked partitions (the `block` policy, or a worker that crashed at the same
+    /// record again and again) try their record again.
     pub async fn resume(&self, name: &str) -> Result<PipelineSummary, ManagerError> {
         let mut change = self.change(name).await?;
         let (_, managed) = change.managed()?;
+        if let Some(running) = &managed.running {
+            let blocked = running.status().blocked_partitions();
+            if blocked > 0 {
+                running.unblock();
+                tracing::info!(pipeline = %name, blocked, "blocked partitions resumed: each tries its record again");
+            }
+        }
         if managed.running.is_none() {
             let module = self.module(managed.record.spec.module.as_str()).await?;
             self.start_with(managed, module).await?;

@@ -23,8 +23,8 @@ use super::function_log::{LogLevel, LogPlace, LogSource};
 use super::spec::{DEFAULT_OUTPUT, FailurePolicy, Guarantee, Processing};
 use super::transaction::{CommitError, Transactional};
 use super::{
-    CONSUME_ERROR_LOG_INTERVAL, CRASH_RESTART_DELAY, CRASH_RESTART_MAX_DELAY, PartitionState, STOP_ACK_GRACE, Shared,
-    Version,
+    CONSUME_ERROR_LOG_INTERVAL, CRASH_RESTART_DELAY, CRASH_RESTART_MAX_DELAY, CRASHES_BEFORE_HOLD, PartitionState,
+    STOP_ACK_GRACE, Shared, Version,
 };
 use sluice_cache::Fenced;
 use sluice_engine::FunctionInstance;
@@ -50,6 +50,9 @@ pub(crate) struct PartitionWorker {
     /// The first offset of the partition this worker has not done, once it has taken a
     /// record (-1 before): where its successor starts if it crashes.
     pub(crate) position: Arc<AtomicI64>,
+    /// Where the worker holds the partition before it takes a record, until an operator
+    /// resumes it: its predecessors crashed there [`CRASHES_BEFORE_HOLD`] times in a row.
+    pub(crate) hold_at: Option<i64>,
 }
 
 /// A partition worker that crashed, for the pipeline's main task to start again.
@@ -68,11 +71,13 @@ pub(crate) struct Restart {
     pub(crate) resume: i64,
     /// The wait before the worker is started again should it crash.
     pub(crate) delay: Duration,
+    /// How many workers in a row crashed at `resume`.
+    pub(crate) crashes_here: u32,
 }
 
 impl Restart {
     /// A worker of a newly assigned partition.
-    pub(crate) const FIRST: Restart = Restart { resume: -1, delay: CRASH_RESTART_DELAY };
+    pub(crate) const FIRST: Restart = Restart { resume: -1, delay: CRASH_RESTART_DELAY, crashes_here: 0 };
 }
 
 /// Runs the worker of an assigned partition until it is told to stop. A worker that crashes
@@ -90,13 +95,14 @@ pub(crate) async fn supervise(
     restart: Restart,
     crashes: mpsc::UnboundedSender<Crash>,
 ) {
-    let Restart { resume, delay } = restart;
+    let Restart { resume, delay, crashes_here } = restart;
     let position = Arc::new(AtomicI64::new(resume));
     let started = Instant::now();
+    let hold_at = (resume >= 0 && crashes_here >= CRASHES_BEFORE_HOLD).then_some(resume);
     let worker = {
         let (shared, topic, stop, position) = (shared.clone(), topic.clone(), stop.clone(), position.clone());
         // Built inside the caught future, so a panic while building it is caught too.
-        async move { shared.worker(topic, partition, queue, stop, position).run().await }
+        async move { shared.worker(topic, partition, queue, stop, position, hold_at).run().await }
     };
     // The worker, and with it the partition queue, is dropped before the queue is taken again.
     let Err(panic) = AssertUnwindSafe(worker).catch_unwind().await else { return };
@@ -105,13 +111,19 @@ pub(crate) async fn supervise(
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into());
-    let resume = position.load(Ordering::SeqCst);
+    let crashed_at = position.load(Ordering::SeqCst);
+    let crashes_here = if crashed_at == resume && hold_at.is_none() { crashes_here + 1 } else { 1 };
+    let resume = crashed_at;
     // A worker that ran a good while before crashing starts a new series of crashes.
     let delay = if started.elapsed() > CRASH_RESTART_MAX_DELAY { CRASH_RESTART_DELAY } else { delay };
     let stopping = *stop.borrow();
     let then = match (stopping, resume) {
         (true, _) => "the partition is being revoked, so its next owner starts from the last commit".to_string(),
         (false, -1) => format!("it starts again where it was in {delay:?}"),
+        (false, offset) if resume >= 0 && crashes_here >= CRASHES_BEFORE_HOLD => format!(
+            "{crashes_here} workers in a row crashed at offset {offset}, so the partition is held there until an \
+             operator resumes the pipeline or reloads its module"
+        ),
         (false, offset) => format!("it starts again from offset {offset} in {delay:?}"),
     };
     let error =
@@ -132,7 +144,7 @@ pub(crate) async fn supervise(
             return;
         }
     }
-    let restart = Restart { resume, delay: (delay * 2).min(CRASH_RESTART_MAX_DELAY) };
+    let restart = Restart { resume, delay: (delay * 2).min(CRASH_RESTART_MAX_DELAY), crashes_here };
     let _ = crashes.send(Crash { topic, partition, restart });
 }
 
@@ -200,6 +212,13 @@ impl PartitionWorker {
             }
             self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);
             self.instance.hold_effects();
+        }
+        if let Some(offset) = self.hold_at.take() {
+            // The crash that led here was logged, with why the partition is held.
+            if !self.hold(offset).await {
+                self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Stopped);
+                return;
+            }
         }
         loop {
             if *self.stop.borrow() {
@@ -696,9 +715,19 @@ impl PartitionWorker {
             pipeline = %self.shared.spec.name, topic = %self.topic, partition = self.partition, offset = record.offset,
             "partition blocked at a failed record until an operator resumes it"
         );
-        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Blocked { offset: record.offset });
+        self.hold(record.offset).await
+    }
+
+    /// Holds the partition, `blocked` at `offset`, until an operator resumes the pipeline or
+    /// reloads its module (`true`) or the worker is stopped (`false`).
+    async fn hold(&mut self, offset: i64) -> bool {
+        // Listening before the state says `blocked`: a resume that follows it is not missed.
+        let resume = self.shared.unblock.notified();
+        tokio::pin!(resume);
+        resume.as_mut().enable();
+        self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Blocked { offset });
         let resumed = tokio::select! {
-            _ = self.shared.unblock.notified() => true,
+            _ = resume => true,
             _ = self.stop.changed() => false,
         };
         self.shared.set_partition_state(&self.topic, self.partition, PartitionState::Running);

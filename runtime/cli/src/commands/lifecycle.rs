@@ -13,7 +13,8 @@ pub fn pause(args: &NameArgs) -> anyhow::Result<()> {
     print_summary(&args.client, "paused", &answer, &answer)
 }
 
-/// Resumes a paused pipeline from its committed offsets.
+/// Resumes a paused pipeline from its committed offsets; on a running one, the blocked
+/// partitions retry their record.
 pub fn resume(args: &NameArgs) -> anyhow::Result<()> {
     let answer = args.client.client().resume(&args.name)?;
     print_summary(&args.client, "resumed", &answer, &answer)
