@@ -744,26 +744,31 @@ impl PipelineStats {
     /// An aborted transaction, whose cause the status shows as the latest error.
     fn record_transaction_failure(&self, error: String) {
         self.record_transaction(false);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.set_last_error(error);
     }
 
     /// A failed attempt to produce a batch's results, whose cause the status shows as the
     /// latest error.
     fn record_delivery_failure(&self, error: String) {
         self.delivery_failures.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.set_last_error(error);
     }
 
     /// A failed attempt to set up a partition's worker, whose cause the status shows as the
     /// latest error.
     fn record_setup_failure(&self, error: String) {
         self.setup_failures.fetch_add(1, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.set_last_error(error);
     }
 
     /// A partition worker that crashed, whose panic the status shows as the latest error.
     fn record_worker_crash(&self, error: String) {
         self.worker_crashes.fetch_add(1, Ordering::Relaxed);
+        self.set_last_error(error);
+    }
+
+    /// Makes `error` the status's latest error.
+    fn set_last_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
@@ -794,7 +799,7 @@ impl PipelineStats {
             FailurePolicy::Skip => self.skipped.fetch_add(1, Ordering::Relaxed),
             FailurePolicy::Block => 0,
         };
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.set_last_error(error);
     }
 
     fn partition(&self, topic: &str, partition: i32, update: impl FnOnce(&mut PartitionStatus)) {

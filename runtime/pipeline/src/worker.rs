@@ -120,7 +120,7 @@ pub(crate) async fn supervise(
     let then = match (stopping, resume) {
         (true, _) => "the partition is being revoked, so its next owner starts from the last commit".to_string(),
         (false, -1) => format!("it starts again where it was in {delay:?}"),
-        (false, offset) if resume >= 0 && crashes_here >= CRASHES_BEFORE_HOLD => format!(
+        (false, offset) if crashes_here >= CRASHES_BEFORE_HOLD => format!(
             "{crashes_here} workers in a row crashed at offset {offset}, so the partition is held there until an \
              operator resumes the pipeline or reloads its module"
         ),
