@@ -103,3 +103,18 @@ fn log_buffer() -> &'static std::sync::Mutex<Vec<u8>> {
         buffer
     })
 }
+
+/// A [`sluice::pipeline::StartOptions::before_batch`] seam that crashes a partition's worker
+/// once: it panics before the first batch starting at `offset` or later. The flag says
+/// whether it has.
+pub fn crash_once_from(offset: i64) -> (sluice::pipeline::BatchHook, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let crashed = Arc::new(AtomicBool::new(false));
+    let flag = crashed.clone();
+    let hook = Arc::new(move |_: &str, _: i32, first: i64| {
+        if first >= offset && !flag.swap(true, Ordering::SeqCst) {
+            panic!("injected crash before offset {first}");
+        }
+    });
+    (hook, crashed)
+}

@@ -26,7 +26,7 @@ use sluice::cache::{Cache, EffectLimits, Fence, MemoryCache, Namespace};
 use sluice::kafka::KafkaConfig;
 use sluice::pipeline::spec::{CacheSetting, FailurePolicy, Guarantee, ModuleDigest, PipelineSpec, Processing};
 use sluice::pipeline::{PartitionState, Pipeline, StartOptions};
-use sluice_tests::fixtures::{engine, load};
+use sluice_tests::fixtures::{crash_once_from, engine, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{ConsumedRecord, MockBroker, TansuBroker, consume_until, produce, unique_suffix};
 use sluice_tests::process::{ServeProcess, sluice_binary};
@@ -246,6 +246,17 @@ async fn kill_9_under_exactly_once_with_a_guest_that_traps_every_100th_record_ke
     assert!(report.status.failed > 0, "traps are counted: {:?}", report.status);
 }
 
+/// A pipeline name starting with `prefix`, and its one-partition input and output topics,
+/// created on `broker` with its dead-letter topic.
+fn in_process_topics(broker: &MockBroker, prefix: &str) -> (String, String, String) {
+    let id = unique_suffix();
+    let (name, input, output) = (format!("{prefix}-{id}"), format!("in-{id}"), format!("out-{id}"));
+    for topic in [&input, &output, &format!("{name}.dlq")] {
+        broker.create_topic(topic, 1);
+    }
+    (name, input, output)
+}
+
 /// An exactly-once pipeline `name` of `guest` from `input` to `output`, on the in-memory
 /// cache, with `processing` otherwise.
 fn in_process_spec(name: &str, input: &str, output: &str, guest: &str, processing: Processing) -> PipelineSpec {
@@ -358,13 +369,9 @@ async fn under_the_block_policy_exactly_once_applies_only_the_writes_of_the_reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_batch_cut_at_the_applied_position_loses_none_of_the_records_after_the_cut() {
     let broker = MockBroker::start();
-    let id = unique_suffix();
-    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
-    broker.create_topic(&input, 1);
-    broker.create_topic(&output, 1);
-    broker.create_topic(&format!("eo-cut-{id}.dlq"), 1);
+    let (name, input, output) = in_process_topics(&broker, "eo-cut");
     let spec = in_process_spec(
-        &format!("eo-cut-{id}"),
+        &name,
         &input,
         &output,
         "passthrough",
@@ -408,14 +415,10 @@ async fn a_replayed_batch_cut_at_the_applied_position_loses_none_of_the_records_
 async fn a_partition_whose_exactly_once_setup_fails_is_starting_with_the_error_until_it_succeeds() {
     let broker = MockBroker::start();
     let mut redis = RedisServer::start();
-    let id = unique_suffix();
-    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
-    broker.create_topic(&input, 1);
-    broker.create_topic(&output, 1);
-    broker.create_topic(&format!("eo-setup-{id}.dlq"), 1);
+    let (name, input, output) = in_process_topics(&broker, "eo-setup");
     let engine = engine();
     let mut spec = in_process_spec(
-        &format!("eo-setup-{id}"),
+        &name,
         &input,
         &output,
         "passthrough",
@@ -424,7 +427,6 @@ async fn a_partition_whose_exactly_once_setup_fails_is_starting_with_the_error_u
     spec.cache = redis.url().parse().unwrap();
     let backend = sluice::cache::connect(&redis.url()).await.expect("redis is up");
     let cache = Cache::new(backend, Namespace::new(spec.namespace()).unwrap());
-    let name = spec.name.clone();
     redis.stop();
     let module = load(&engine, "passthrough");
     let pipeline = Pipeline::start(spec, &KafkaConfig::new(broker.bootstrap()), &engine, module, cache).await.unwrap();
@@ -460,30 +462,13 @@ async fn a_partition_whose_exactly_once_setup_fails_is_starting_with_the_error_u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_exactly_once_worker_starts_again_from_its_last_committed_offset() {
     let broker = MockBroker::start();
-    let id = unique_suffix();
-    let (input, output) = (format!("in-{id}"), format!("out-{id}"));
-    broker.create_topic(&input, 1);
-    broker.create_topic(&output, 1);
-    broker.create_topic(&format!("eo-crash-{id}.dlq"), 1);
+    let (name, input, output) = in_process_topics(&broker, "eo-crash");
     let engine = engine();
-    let spec = in_process_spec(
-        &format!("eo-crash-{id}"),
-        &input,
-        &output,
-        "passthrough",
-        Processing { linger_ms: 5, ..Processing::default() },
-    );
+    let spec =
+        in_process_spec(&name, &input, &output, "passthrough", Processing { linger_ms: 5, ..Processing::default() });
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
     let module = load(&engine, "passthrough");
-    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hook = {
-        let crashed = crashed.clone();
-        Arc::new(move |_: &str, _: i32, offset: i64| {
-            if offset >= 5 && !crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                panic!("injected crash before offset {offset}");
-            }
-        })
-    };
+    let (hook, crashed) = crash_once_from(5);
     let options = StartOptions { before_batch: Some(hook), ..StartOptions::default() };
     let kafka = KafkaConfig::new(broker.bootstrap());
     let pipeline = Pipeline::start_with(spec, &kafka, &engine, module, cache, options).await.unwrap();

@@ -18,7 +18,7 @@ use sluice::kafka::KafkaConfig;
 use sluice::pipeline::spec::{CacheSetting, ModuleDigest};
 use sluice::pipeline::spec::{FailurePolicy, PipelineSpec, Processing};
 use sluice::pipeline::{PartitionState, Pipeline, PipelineStats, StartOptions};
-use sluice_tests::fixtures::{engine_with, load};
+use sluice_tests::fixtures::{crash_once_from, engine_with, load};
 use sluice_tests::guests;
 use sluice_tests::kafka::{
     ConsumedRecord, TansuBroker, TestBroker, client_config, committed_offsets, consume_all, produce, unique_suffix,
@@ -651,15 +651,7 @@ async fn a_crashed_partition_worker_is_counted_and_started_again_without_losing_
     let spec = spec("crash", &topics, "passthrough");
     let module = load(&engine, "passthrough");
     let cache = Cache::new(Arc::new(MemoryCache::new()), Namespace::new(spec.namespace()).unwrap());
-    let crashed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hook = {
-        let crashed = crashed.clone();
-        Arc::new(move |_: &str, _: i32, offset: i64| {
-            if offset >= 5 && !crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                panic!("injected crash before offset {offset}");
-            }
-        })
-    };
+    let (hook, crashed) = crash_once_from(5);
     let stats = Arc::new(PipelineStats::default());
     let options = StartOptions { before_batch: Some(hook), stats: stats.clone(), ..StartOptions::default() };
     let kafka = KafkaConfig::new(broker.bootstrap());
